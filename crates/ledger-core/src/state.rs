@@ -1,0 +1,494 @@
+//! The state decisions are made against, and how events change it.
+
+use crate::agent::Agent;
+use crate::event::{AssignedPermissionGroup, Envelope, EventData, ImportOrigin, JwtRef};
+use crate::secret::SealedSecret;
+use crate::time::Timestamp;
+use crate::validate::fold;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// The two kinds of token the ledger keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// A token a workspace issues to its clients (fimidara seed).
+    Client,
+    /// A provider's OAuth token kept for a user (primaERP seed).
+    Access,
+}
+
+impl TokenKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Client => "client",
+            TokenKind::Access => "access",
+        }
+    }
+}
+
+/// A trash item: present while the token is in the trash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrashItem {
+    /// Why it was trashed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When.
+    pub trashed_at: Timestamp,
+    /// By whom.
+    pub trashed_by: Agent,
+}
+
+/// Revocation record: present once revoked, forever.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Revocation {
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When.
+    pub revoked_at: Timestamp,
+    /// By whom.
+    pub revoked_by: Agent,
+}
+
+/// Kind-specific fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenBody {
+    /// A client token.
+    Client {
+        /// Unique name in the workspace.
+        name: Option<String>,
+        /// Caller's id for the token.
+        provided_resource_id: Option<String>,
+        /// Assigned groups.
+        permission_groups: Vec<AssignedPermissionGroup>,
+        /// When the current string was issued.
+        issued_at: Timestamp,
+        /// Expiry, epoch ms.
+        expires: Option<i64>,
+        /// Claims of the current string.
+        jwt: JwtRef,
+    },
+    /// A provider access token.
+    Access {
+        /// Owner.
+        user_id: Uuid,
+        /// Provider.
+        provider: String,
+        /// Account at the provider.
+        account_name: String,
+        /// Sealed access token.
+        access_token: SealedSecret,
+        /// Sealed refresh token.
+        refresh_token: Option<SealedSecret>,
+    },
+}
+
+/// One token as the decisions see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenState {
+    /// Token id (`resourceId` / `id`).
+    pub id: Uuid,
+    /// Tenant.
+    pub workspace_id: String,
+    /// Version: the number of events applied.
+    pub version: u64,
+    /// Creation time (the source's, for imports).
+    pub created_at: Timestamp,
+    /// Creator.
+    pub created_by: Agent,
+    /// Time of the last event after creation.
+    pub last_updated_at: Option<Timestamp>,
+    /// Actor of the last event after creation.
+    pub last_updated_by: Option<Agent>,
+    /// Time of the last event, creation included (primaERP `updatedAt`).
+    pub updated_at: Timestamp,
+    /// Present while trashed.
+    pub trash: Option<TrashItem>,
+    /// Present once revoked.
+    pub revoked: Option<Revocation>,
+    /// True once purged; the state is kept as a tombstone so versions stay monotonic.
+    pub purged: bool,
+    /// Import provenance.
+    pub import: Option<ImportOrigin>,
+    /// Kind-specific fields.
+    pub body: TokenBody,
+}
+
+impl TokenState {
+    /// The token's kind.
+    pub fn kind(&self) -> TokenKind {
+        match self.body {
+            TokenBody::Client { .. } => TokenKind::Client,
+            TokenBody::Access { .. } => TokenKind::Access,
+        }
+    }
+
+    /// True when the token may verify or be used: not trashed, revoked or purged.
+    pub fn is_live(&self) -> bool {
+        self.trash.is_none() && self.revoked.is_none() && !self.purged
+    }
+
+    /// The uniqueness keys this token holds in its current state.
+    ///
+    /// Client names and provided ids are held from issue until purge (trash and
+    /// revoke keep them, PRODUCT.md); an access token holds its account only
+    /// while live, since the rule is one *live* token per account.
+    pub fn reservations(&self) -> Vec<Reservation> {
+        if self.purged {
+            return Vec::new();
+        }
+        let ws = &self.workspace_id;
+        match &self.body {
+            TokenBody::Client {
+                name,
+                provided_resource_id,
+                ..
+            } => {
+                let mut out = Vec::with_capacity(2);
+                if let Some(name) = name {
+                    out.push(Reservation::name(ws, name));
+                }
+                if let Some(prid) = provided_resource_id {
+                    out.push(Reservation::ProvidedId {
+                        workspace_id: ws.clone(),
+                        provided_id: prid.clone(),
+                    });
+                }
+                out
+            }
+            TokenBody::Access {
+                user_id,
+                provider,
+                account_name,
+                ..
+            } if self.is_live() => vec![Reservation::account(ws, *user_id, provider, account_name)],
+            TokenBody::Access { .. } => Vec::new(),
+        }
+    }
+}
+
+/// A uniqueness key a token holds.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reservation {
+    /// A case-folded client token name in a workspace.
+    Name {
+        /// Tenant.
+        workspace_id: String,
+        /// Case-folded name.
+        folded: String,
+    },
+    /// A provided resource id in a workspace (compared exactly).
+    ProvidedId {
+        /// Tenant.
+        workspace_id: String,
+        /// The id.
+        provided_id: String,
+    },
+    /// One live access token per user, provider and account.
+    Account {
+        /// Tenant.
+        workspace_id: String,
+        /// Owner.
+        user_id: Uuid,
+        /// Case-folded provider.
+        provider: String,
+        /// Case-folded account name.
+        account: String,
+    },
+}
+
+impl Reservation {
+    /// The name key for `name` in a workspace.
+    pub fn name(workspace_id: &str, name: &str) -> Reservation {
+        Reservation::Name {
+            workspace_id: workspace_id.to_owned(),
+            folded: fold(name),
+        }
+    }
+    /// The account key.
+    pub fn account(workspace_id: &str, user_id: Uuid, provider: &str, account: &str) -> Reservation {
+        Reservation::Account {
+            workspace_id: workspace_id.to_owned(),
+            user_id,
+            provider: fold(provider),
+            account: fold(account),
+        }
+    }
+    /// A byte key for storage: a kind tag, then NUL-separated parts.
+    ///
+    /// NUL cannot appear in validated text (control characters are refused),
+    /// so the encoding is unambiguous.
+    pub fn storage_key(&self) -> Vec<u8> {
+        let parts: Vec<&[u8]> = match self {
+            Reservation::Name {
+                workspace_id,
+                folded,
+            } => vec![b"n", workspace_id.as_bytes(), folded.as_bytes()],
+            Reservation::ProvidedId {
+                workspace_id,
+                provided_id,
+            } => vec![b"p", workspace_id.as_bytes(), provided_id.as_bytes()],
+            Reservation::Account {
+                workspace_id,
+                user_id,
+                provider,
+                account,
+            } => vec![
+                b"a",
+                workspace_id.as_bytes(),
+                user_id.as_bytes(),
+                provider.as_bytes(),
+                account.as_bytes(),
+            ],
+        };
+        parts.join(&0u8)
+    }
+}
+
+/// Every token and every uniqueness key: what [`crate::decide`] needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LedgerState {
+    tokens: HashMap<Uuid, TokenState>,
+    reservations: HashMap<Reservation, Uuid>,
+    /// Position of the last event applied.
+    pub position: u64,
+}
+
+impl LedgerState {
+    /// An empty ledger.
+    pub fn new() -> LedgerState {
+        LedgerState::default()
+    }
+
+    /// A token by id, purged tombstones included.
+    pub fn token(&self, id: &Uuid) -> Option<&TokenState> {
+        self.tokens.get(id)
+    }
+
+    /// Who holds a uniqueness key.
+    pub fn holder(&self, key: &Reservation) -> Option<Uuid> {
+        self.reservations.get(key).copied()
+    }
+
+    /// Every held key with its holder.
+    pub fn reservations(&self) -> impl Iterator<Item = (&Reservation, &Uuid)> {
+        self.reservations.iter()
+    }
+
+    /// Every token, tombstones included, in no particular order.
+    pub fn tokens(&self) -> impl Iterator<Item = &TokenState> {
+        self.tokens.values()
+    }
+
+    /// Number of tokens, tombstones included.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Applies one event. Events come from the log, so a mismatch is a bug:
+    /// it panics rather than guess (TigerBeetle: a broken invariant is a crash).
+    pub fn evolve(&mut self, event: &Envelope) {
+        assert_eq!(
+            event.position,
+            self.position + 1,
+            "event positions must be gap-free"
+        );
+        self.position = event.position;
+        let before = self
+            .tokens
+            .get(&event.token_id)
+            .map(TokenState::reservations)
+            .unwrap_or_default();
+        let next = match self.tokens.remove(&event.token_id) {
+            None => create(event),
+            Some(mut token) => {
+                assert_eq!(
+                    event.version,
+                    token.version + 1,
+                    "token versions must be gap-free"
+                );
+                assert!(!token.purged, "no event may follow token_purged");
+                apply(&mut token, event);
+                token
+            }
+        };
+        for key in before {
+            if self.reservations.get(&key) == Some(&next.id) {
+                self.reservations.remove(&key);
+            }
+        }
+        for key in next.reservations() {
+            let previous = self.reservations.insert(key, next.id);
+            assert!(
+                previous.is_none() || previous == Some(next.id),
+                "uniqueness broken at position {}",
+                event.position
+            );
+        }
+        self.tokens.insert(next.id, next);
+    }
+}
+
+fn create(event: &Envelope) -> TokenState {
+    assert_eq!(event.version, 1, "a token's first event has version 1");
+    let (import, body) = match &event.data {
+        EventData::ClientTokenIssued(e) => (
+            e.import.clone(),
+            TokenBody::Client {
+                name: e.name.clone(),
+                provided_resource_id: e.provided_resource_id.clone(),
+                permission_groups: e.permission_groups.clone(),
+                issued_at: e.issued_at,
+                expires: e.expires,
+                jwt: e.jwt.clone(),
+            },
+        ),
+        EventData::AccessTokenRegistered(e) => (
+            e.import.clone(),
+            TokenBody::Access {
+                user_id: e.user.id,
+                provider: e.provider.clone(),
+                account_name: e.account_name.clone(),
+                access_token: e.access_token.clone(),
+                refresh_token: e.refresh_token.clone(),
+            },
+        ),
+        other => panic!(
+            "{} cannot create a token (position {})",
+            other.event_type(),
+            event.position
+        ),
+    };
+    let created_by = import
+        .as_ref()
+        .and_then(|i| i.created_by.clone())
+        .unwrap_or_else(|| event.actor.clone());
+    TokenState {
+        id: event.token_id,
+        workspace_id: event.workspace_id.clone(),
+        version: 1,
+        created_at: import.as_ref().map_or(event.occurred_at, |i| i.created_at),
+        created_by,
+        last_updated_at: None,
+        last_updated_by: None,
+        updated_at: event.occurred_at,
+        trash: None,
+        revoked: None,
+        purged: false,
+        import,
+        body,
+    }
+}
+
+fn apply(token: &mut TokenState, event: &Envelope) {
+    token.version = event.version;
+    token.last_updated_at = Some(event.occurred_at);
+    token.last_updated_by = Some(event.actor.clone());
+    token.updated_at = event.occurred_at;
+    match (&event.data, &mut token.body) {
+        (
+            EventData::ClientTokenUpdated(e),
+            TokenBody::Client {
+                name,
+                expires,
+                permission_groups,
+                ..
+            },
+        ) => {
+            if let Some(v) = &e.name {
+                *name = v.clone();
+            }
+            if let Some(v) = e.expires {
+                *expires = v;
+            }
+            if let Some(v) = &e.permission_groups {
+                *permission_groups = v.clone();
+            }
+        }
+        (
+            EventData::PermissionGroupsAssigned(e),
+            TokenBody::Client {
+                permission_groups, ..
+            },
+        ) => permission_groups.extend(e.permission_groups.iter().cloned()),
+        (
+            EventData::PermissionGroupsUnassigned(e),
+            TokenBody::Client {
+                permission_groups, ..
+            },
+        ) => permission_groups.retain(|g| !e.permission_group_ids.contains(&g.permission_group_id)),
+        (EventData::ClientTokenRotated(e), TokenBody::Client { issued_at, jwt, .. }) => {
+            *issued_at = e.issued_at;
+            *jwt = e.jwt.clone();
+        }
+        (
+            EventData::AccessTokenRefreshed(e),
+            TokenBody::Access {
+                access_token,
+                refresh_token,
+                ..
+            },
+        ) => {
+            *access_token = e.access_token.clone();
+            if let Some(r) = &e.refresh_token {
+                *refresh_token = Some(r.clone());
+            }
+        }
+        (
+            EventData::AccessTokenUpdated(e),
+            TokenBody::Access {
+                provider,
+                account_name,
+                ..
+            },
+        ) => {
+            if let Some(v) = &e.provider {
+                *provider = v.clone();
+            }
+            if let Some(v) = &e.account_name {
+                *account_name = v.clone();
+            }
+        }
+        (EventData::TokenTrashed(e), _) => {
+            token.trash = Some(TrashItem {
+                reason: e.reason.clone(),
+                trashed_at: event.occurred_at,
+                trashed_by: event.actor.clone(),
+            })
+        }
+        (EventData::TokenRestored(_), _) => token.trash = None,
+        (EventData::TokenRevoked(e), _) => {
+            token.revoked = Some(Revocation {
+                reason: e.reason.clone(),
+                revoked_at: event.occurred_at,
+                revoked_by: event.actor.clone(),
+            })
+        }
+        (EventData::TokenPurged(_), body) => {
+            token.purged = true;
+            token.trash = None;
+            // The sealed secrets are useless once the data key is destroyed;
+            // dropping them from memory too keeps a purged token inert.
+            if let TokenBody::Access {
+                access_token,
+                refresh_token,
+                ..
+            } = body
+            {
+                access_token.ciphertext.clear();
+                *refresh_token = None;
+            }
+        }
+        (data, _) => panic!(
+            "{} does not apply to a {} token (position {})",
+            data.event_type(),
+            token.kind().as_str(),
+            event.position
+        ),
+    }
+}
