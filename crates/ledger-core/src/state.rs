@@ -334,6 +334,32 @@ impl LedgerState {
     }
 }
 
+/// Folds one token's own events (its stream, in version order) into its state.
+///
+/// Used for `asOf` reads and idempotent replies, where only one token's
+/// history is at hand; global positions are not checked here.
+pub fn fold_token<'a>(events: impl IntoIterator<Item = &'a Envelope>) -> Option<TokenState> {
+    events
+        .into_iter()
+        .fold(None, |token, event| Some(apply_event(token, event)))
+}
+
+/// Applies one event to a single token's state (`None` before its first event).
+///
+/// The per-token half of [`LedgerState::evolve`], for projectors that keep
+/// only some tokens in memory.
+pub fn apply_event(token: Option<TokenState>, event: &Envelope) -> TokenState {
+    match token {
+        None => create(event),
+        Some(mut t) => {
+            assert_eq!(event.version, t.version + 1, "token versions must be gap-free");
+            assert!(!t.purged, "no event may follow token_purged");
+            apply(&mut t, event);
+            t
+        }
+    }
+}
+
 fn create(event: &Envelope) -> TokenState {
     assert_eq!(event.version, 1, "a token's first event has version 1");
     let (import, body) = match &event.data {

@@ -1,0 +1,314 @@
+//! The event log of tokenledger, in sled.
+//!
+//! One writer thread owns the in-memory [`LedgerState`] and the `log` tree.
+//! Commands queue to it; it takes every command waiting, decides each against
+//! the state, writes all their events, stream index entries, idempotency
+//! records, reservations and data keys in ONE `apply_batch`, flushes once, and
+//! only then answers every caller (group commit). A storage failure stops the
+//! writer for good (fail-stop): the state in memory may be ahead of the disk,
+//! so only a reopen, which replays the disk, may serve again.
+//!
+//! **Architecture invariant**: only this crate writes the `log` tree; nothing
+//! here knows about NATS or views.
+
+mod error;
+pub mod keys;
+mod read;
+mod writer;
+
+pub use error::StoreError;
+pub use read::StoredEvent;
+
+use chrono::{DateTime, Utc};
+use ledger_core::command::{ParsedCommand, SealedCommand};
+use ledger_core::{Command, Rejection, SealedSecret, Secret, TokenView};
+use ledger_crypto::jwt::{JwtClaims, KeyRing, SigningAlg};
+use ledger_crypto::{DataKey, MasterKey};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{oneshot, watch};
+use uuid::Uuid;
+
+/// A source of time, so tests can drive the clock.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How to open a store.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// Commands taken into one group commit, at most.
+    pub batch_max: usize,
+    /// Commands waiting for the writer, at most; callers wait beyond that.
+    pub queue_max: usize,
+    /// Master key; read from (or created in) `DIR/master.key` when `None`.
+    pub master_key: Option<MasterKey>,
+    /// Algorithm of the first signing key when the ring is created.
+    pub signing_alg: SigningAlg,
+    /// The clock.
+    pub clock: Clock,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            batch_max: 4096,
+            queue_max: 65_536,
+            master_key: None,
+            signing_alg: SigningAlg::EdDSA,
+            clock: Arc::new(Utc::now),
+        }
+    }
+}
+
+/// The result of an accepted command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The token the command was about.
+    pub token_id: Uuid,
+    /// Positions of the events appended (empty for a reuse or no-op).
+    pub positions: Vec<u64>,
+    /// The token after the command (`None` once purged).
+    pub view: Option<TokenView>,
+    /// True when this is the recorded answer to an earlier identical `commandId`.
+    pub replayed: bool,
+}
+
+/// The head of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// Last position (0 when empty).
+    pub position: u64,
+    /// Its hash ([`ledger_core::event::GENESIS_HASH`] when empty).
+    pub hash: String,
+}
+
+struct Shared {
+    db: sled::Db,
+    log: sled::Tree,
+    master: MasterKey,
+    ring: RwLock<KeyRing>,
+    head: watch::Sender<u64>,
+    dir: PathBuf,
+}
+
+/// An open ledger: the writer thread plus read access to the log.
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+    queue: std::sync::mpsc::SyncSender<writer::Job>,
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Store {
+    /// Opens (or creates) the ledger in `dir`, replaying and checking the log.
+    pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db = sled::Config::new()
+            .path(dir.join("ledger.sled"))
+            .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("lock") => {
+                    StoreError::Locked(dir.display().to_string())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let log = db.open_tree("log")?;
+        let master = match config.master_key.clone() {
+            Some(k) => k,
+            None => match std::env::var("TOKENLEDGER_MASTER_KEY") {
+                Ok(hex) => MasterKey::from_hex(&hex)?,
+                Err(_) => MasterKey::load_or_create(dir)?,
+            },
+        };
+        let ring = KeyRing::load_or_create(dir, config.signing_alg, (config.clock)())?;
+        let (state, head) = writer::recover(&log)?;
+        let (head_tx, _) = watch::channel(head.position);
+        let shared = Arc::new(Shared {
+            db,
+            log,
+            master,
+            ring: RwLock::new(ring),
+            head: head_tx,
+            dir: dir.to_path_buf(),
+        });
+        let (queue, rx) = std::sync::mpsc::sync_channel(config.queue_max);
+        let w = writer::Writer::new(shared.clone(), state, head, config);
+        let thread = std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || w.run(rx))?;
+        Ok(Store {
+            shared,
+            queue,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The sled database, for the projector's own trees.
+    pub fn db(&self) -> &sled::Db {
+        &self.shared.db
+    }
+
+    /// Executes a command and waits until its events are durable.
+    pub async fn execute(&self, cmd: ParsedCommand) -> Result<Committed, Rejection> {
+        let rx = self.submit(cmd)?;
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable("writer stopped".into()).to_rejection())
+        })
+    }
+
+    /// [`Store::execute`] for synchronous callers (never from an async task).
+    pub fn execute_blocking(&self, cmd: ParsedCommand) -> Result<Committed, Rejection> {
+        let rx = self.submit(cmd)?;
+        rx.blocking_recv().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable("writer stopped".into()).to_rejection())
+        })
+    }
+
+    fn submit(
+        &self,
+        cmd: ParsedCommand,
+    ) -> Result<oneshot::Receiver<Result<Committed, Rejection>>, Rejection> {
+        let new_token_id = Uuid::new_v4();
+        let (cmd, wrapped_key) = self.seal(cmd, new_token_id)?;
+        let (tx, rx) = oneshot::channel();
+        let job = writer::Job {
+            cmd,
+            wrapped_key,
+            new_token_id,
+            jti: Uuid::now_v7().to_string(),
+            reply: tx,
+        };
+        self.queue
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("writer stopped".into()).to_rejection())?;
+        Ok(rx)
+    }
+
+    /// Seals provider secrets with the token's data key before the writer sees them.
+    ///
+    /// Sealing here, on the caller's thread, keeps AEAD work off the single
+    /// writer. A register gets a fresh data key, which the writer stores in the
+    /// same batch as the event; a refresh uses the stored key. When there is no
+    /// key (unknown or purged token), a throwaway key seals the value and the
+    /// decision then refuses the command, so nothing sealed with it is kept.
+    #[allow(clippy::type_complexity)]
+    fn seal(
+        &self,
+        cmd: ParsedCommand,
+        new_token_id: Uuid,
+    ) -> Result<(SealedCommand, Option<Vec<u8>>), Rejection> {
+        let (token_id, key, wrapped) = match &cmd.command {
+            Command::RegisterAccessToken { id, .. } => {
+                let token_id = id.unwrap_or(new_token_id);
+                let key = DataKey::generate();
+                let wrapped = self.shared.master.wrap(&key, &token_id);
+                (token_id, key, Some(wrapped))
+            }
+            Command::RefreshAccessToken { token_id, .. } => {
+                let key = self
+                    .data_key(token_id)
+                    .map_err(|e| e.to_rejection())?
+                    .unwrap_or_else(DataKey::generate);
+                (*token_id, key, None)
+            }
+            _ => {
+                let sealed = cmd
+                    .try_map_secrets::<SealedSecret, Rejection>(|_, _| unreachable!("no secrets"))?;
+                return Ok((sealed, None));
+            }
+        };
+        let key_id = token_id.to_string();
+        let sealed = cmd.try_map_secrets::<SealedSecret, Rejection>(|field, secret| {
+            Ok(ledger_crypto::seal(
+                &self.shared.master,
+                &key,
+                &key_id,
+                &secret_aad(&token_id, field),
+                &secret,
+            ))
+        })?;
+        Ok((sealed, wrapped))
+    }
+
+    /// A token's data key, if it has one (access tokens until purged).
+    pub fn data_key(&self, token_id: &Uuid) -> Result<Option<DataKey>, StoreError> {
+        match self.shared.log.get(keys::data_key(token_id))? {
+            Some(wrapped) => Ok(Some(self.shared.master.unwrap(token_id, &wrapped)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Decrypts a sealed secret of a token; fails once the token is purged.
+    pub fn open_secret(
+        &self,
+        token_id: &Uuid,
+        field: &str,
+        sealed: &SealedSecret,
+    ) -> Result<Secret, StoreError> {
+        let key = self.data_key(token_id)?.ok_or_else(|| {
+            StoreError::Crypto(ledger_crypto::CryptoError::MalformedSealed(
+                "no data key: the token was purged (crypto-shredded) or never had secrets",
+            ))
+        })?;
+        Ok(ledger_crypto::open(&key, &secret_aad(token_id, field), sealed)?)
+    }
+
+    /// Re-mints a client token's string from the claims recorded in its view.
+    pub fn token_str(&self, view: &TokenView) -> Result<Option<String>, StoreError> {
+        let Some(jwt) = &view.jwt else {
+            return Ok(None);
+        };
+        let claims = JwtClaims {
+            sub: view.token_id().to_string(),
+            iat: jwt.iat,
+            exp: jwt.exp,
+            jti: jwt.jti.clone(),
+            ws: view.workspace_id.clone(),
+        };
+        let ring = self.shared.ring.read().expect("key ring lock poisoned");
+        Ok(Some(ring.mint_with(&jwt.kid, &claims)?))
+    }
+
+    /// The signing key ring.
+    pub fn key_ring(&self) -> &RwLock<KeyRing> {
+        &self.shared.ring
+    }
+
+    /// A receiver of the head position, updated after every durable commit.
+    pub fn watch_head(&self) -> watch::Receiver<u64> {
+        self.shared.head.subscribe()
+    }
+
+    /// The last durable position.
+    pub fn head_position(&self) -> u64 {
+        *self.shared.head.borrow()
+    }
+
+    /// Stops the writer after the commands already queued, and flushes.
+    pub fn shutdown(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        // A stop job drains everything queued before it.
+        if self.queue.send(writer::Job::stop(tx)).is_ok() {
+            let _ = rx.blocking_recv();
+        }
+        if let Some(handle) = self.thread.lock().expect("lock").take() {
+            let _ = handle.join();
+        }
+        self.shared.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Associated data binding a ciphertext to its token and field, so sealed
+/// values cannot be swapped between tokens or between access and refresh.
+fn secret_aad(token_id: &Uuid, field: &str) -> Vec<u8> {
+    let mut aad = token_id.as_bytes().to_vec();
+    aad.extend_from_slice(field.as_bytes());
+    aad
+}
