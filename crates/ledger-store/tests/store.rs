@@ -1,0 +1,310 @@
+//! The log against a real sled database on disk.
+
+use ledger_core::command::{parse_value, ParsedCommand};
+use ledger_core::{CommandName, ErrorCode};
+use ledger_crypto::MasterKey;
+use ledger_store::{keys, Store, StoreConfig, StoreError};
+use serde_json::{json, Value};
+use std::path::Path;
+use uuid::Uuid;
+
+fn config(master: &MasterKey) -> StoreConfig {
+    StoreConfig {
+        master_key: Some(master.clone()),
+        ..StoreConfig::default()
+    }
+}
+
+fn cmd(name: CommandName, mut body: Value) -> ParsedCommand {
+    let obj = body.as_object_mut().unwrap();
+    obj.entry("commandId")
+        .or_insert_with(|| json!(Uuid::new_v4().to_string()));
+    obj.entry("workspaceId").or_insert_with(|| json!("acme"));
+    obj.entry("actor")
+        .or_insert_with(|| json!({"agentId": "alice", "agentType": "user"}));
+    parse_value(name, body).expect("valid command")
+}
+
+fn open(dir: &Path, master: &MasterKey) -> Store {
+    Store::open(dir, config(master)).expect("open store")
+}
+
+fn register(store: &Store, account: &str, secret: &str) -> Uuid {
+    store
+        .execute_blocking(cmd(
+            CommandName::RegisterAccessToken,
+            json!({
+                "user": {"id": "71c84cd2-91ac-4e6b-a74e-393c87d5f97d"},
+                "provider": "google",
+                "accountName": account,
+                "accessToken": secret,
+                "refreshToken": format!("{secret}-refresh"),
+            }),
+        ))
+        .expect("register")
+        .token_id
+}
+
+#[test]
+fn positions_are_gap_free_across_concurrent_writers_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                (0..50)
+                    .map(|i| {
+                        store
+                            .execute_blocking(cmd(
+                                CommandName::IssueClientToken,
+                                json!({"name": format!("t{t}-{i}")}),
+                            ))
+                            .expect("issue")
+                            .positions[0]
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut positions: Vec<u64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(positions, (1..=400).collect::<Vec<u64>>());
+    assert_eq!(store.head_position(), 400);
+    store.shutdown().unwrap();
+    drop(store);
+
+    let store = open(dir.path(), &master);
+    let head = store.head().unwrap();
+    assert_eq!(head.position, 400);
+    let events = store.read_from(1, 1000).unwrap();
+    assert_eq!(events.len(), 400);
+    let mut prev = ledger_core::event::GENESIS_HASH.to_owned();
+    for (i, ev) in events.iter().enumerate() {
+        let env = ev.check(i as u64 + 1, &prev).expect("chain holds");
+        prev = env.hash;
+    }
+    assert_eq!(prev, head.hash);
+}
+
+#[test]
+fn same_command_id_returns_first_result_and_appends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let first = cmd(CommandName::IssueClientToken, json!({"name": "once"}));
+    let a = store.execute_blocking(first.clone()).unwrap();
+    let b = store.execute_blocking(first.clone()).unwrap();
+    assert!(!a.replayed);
+    assert!(b.replayed);
+    assert_eq!(a.token_id, b.token_id);
+    assert_eq!(a.positions, b.positions);
+    assert_eq!(a.view, b.view);
+    assert_eq!(store.head_position(), 1);
+
+    // Still the first result after later changes and a restart.
+    store
+        .execute_blocking(cmd(
+            CommandName::UpdateClientToken,
+            json!({"tokenId": a.token_id.to_string(), "name": "renamed"}),
+        ))
+        .unwrap();
+    store.shutdown().unwrap();
+    drop(store);
+    let store = open(dir.path(), &master);
+    let c = store.execute_blocking(first.clone()).unwrap();
+    assert_eq!(c.view, a.view, "the retry answers with the view as it was");
+    assert_eq!(store.head_position(), 2);
+
+    // The same id for another command is refused.
+    let mut other = cmd(
+        CommandName::TrashToken,
+        json!({"tokenId": a.token_id.to_string()}),
+    );
+    other.command_id = first.command_id;
+    let err = store.execute_blocking(other).unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+    assert_eq!(err.field.as_deref(), Some("commandId"));
+    assert_eq!(store.head_position(), 2);
+}
+
+#[test]
+fn same_command_id_twice_in_one_group_appends_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let c = cmd(CommandName::IssueClientToken, json!({"name": "dup"}));
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let c = c.clone();
+            std::thread::spawn(move || store.execute_blocking(c).unwrap())
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|r| !r.replayed).count(), 1);
+    assert!(results.iter().all(|r| r.positions == vec![1]));
+    assert_eq!(store.head_position(), 1);
+}
+
+#[test]
+fn rejections_append_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    store
+        .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "Taken"})))
+        .unwrap();
+    let err = store
+        .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "TAKEN"})))
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NameTaken);
+    let err = store
+        .execute_blocking(cmd(
+            CommandName::TrashToken,
+            json!({"tokenId": Uuid::new_v4().to_string()}),
+        ))
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(store.head_position(), 1);
+    assert_eq!(store.read_from(1, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn secrets_are_sealed_and_shredded_by_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let secret = "ya29.super-secret-access-token";
+    let id = register(&store, "jsmith@gmail.com", secret);
+    for ev in store.read_from(1, 10).unwrap() {
+        let text = String::from_utf8(ev.bytes.clone()).unwrap();
+        assert!(!text.contains(secret), "plaintext secret in the log");
+        let published = String::from_utf8(ev.published_bytes().unwrap()).unwrap();
+        assert!(!published.contains(secret));
+    }
+    let events = store.token_events(&id, None).unwrap();
+    let ledger_core::EventData::AccessTokenRegistered(reg) = &events[0].data else {
+        panic!("expected a registration");
+    };
+    let opened = store
+        .open_secret(&id, "accessToken", &reg.access_token)
+        .unwrap();
+    assert_eq!(opened.expose(), secret);
+    // Bound to its field: the refresh token's ciphertext does not open as the access token.
+    assert!(store
+        .open_secret(&id, "accessToken", reg.refresh_token.as_ref().unwrap())
+        .is_err());
+
+    store
+        .execute_blocking(cmd(
+            CommandName::PurgeToken,
+            json!({"tokenId": id.to_string(), "force": true}),
+        ))
+        .unwrap();
+    assert!(store.data_key(&id).unwrap().is_none());
+    assert!(store
+        .open_secret(&id, "accessToken", &reg.access_token)
+        .is_err());
+    store.shutdown().unwrap();
+    drop(store);
+    // The chain still verifies on reopen: it covers the sealed form.
+    let store = open(dir.path(), &master);
+    assert_eq!(store.head_position(), 2);
+    assert!(store
+        .open_secret(&id, "accessToken", &reg.access_token)
+        .is_err());
+}
+
+#[test]
+fn refresh_reseals_with_the_same_data_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let id = register(&store, "a@example.com", "old");
+    store
+        .execute_blocking(cmd(
+            CommandName::RefreshAccessToken,
+            json!({"tokenId": id.to_string(), "accessToken": "new-secret"}),
+        ))
+        .unwrap();
+    let events = store.token_events(&id, None).unwrap();
+    let ledger_core::EventData::AccessTokenRefreshed(r) = &events[1].data else {
+        panic!("expected a refresh");
+    };
+    assert_eq!(
+        store
+            .open_secret(&id, "accessToken", &r.access_token)
+            .unwrap()
+            .expose(),
+        "new-secret"
+    );
+}
+
+#[test]
+fn reservations_on_disk_follow_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let a = register(&store, "a@example.com", "s1");
+    assert_eq!(store.stored_reservations().unwrap().len(), 1);
+    store
+        .execute_blocking(cmd(
+            CommandName::TrashToken,
+            json!({"tokenId": a.to_string()}),
+        ))
+        .unwrap();
+    assert_eq!(
+        store.stored_reservations().unwrap().len(),
+        0,
+        "a trashed access token is not live: its account is free"
+    );
+    let b = register(&store, "A@example.com", "s2");
+    let err = store
+        .execute_blocking(cmd(
+            CommandName::RestoreToken,
+            json!({"tokenId": a.to_string()}),
+        ))
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::AccountTaken);
+    let stored = store.stored_reservations().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].1, b);
+}
+
+#[test]
+fn a_flipped_byte_is_detected_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    {
+        let store = open(dir.path(), &master);
+        for i in 0..5 {
+            store
+                .execute_blocking(cmd(
+                    CommandName::IssueClientToken,
+                    json!({"name": format!("n{i}")}),
+                ))
+                .unwrap();
+        }
+        store.shutdown().unwrap();
+    }
+    {
+        let db = sled::open(dir.path().join("ledger.sled")).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let key = keys::event(3);
+        let mut value = log.get(key).unwrap().unwrap().to_vec();
+        let last = value.len() - 3;
+        value[last] ^= 0x01;
+        log.insert(key, value).unwrap();
+        db.flush().unwrap();
+    }
+    match Store::open(dir.path(), config(&master)) {
+        Err(StoreError::Corrupt { position, .. }) => assert_eq!(position, 3),
+        Err(other) => panic!("expected corruption at 3, got {other}"),
+        Ok(_) => panic!("a tampered log must not open"),
+    }
+}
