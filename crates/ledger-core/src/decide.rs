@@ -4,8 +4,8 @@ use crate::command::{Command, IfExists, Patch, SealedCommand};
 use crate::event::{
     AccessTokenRefreshed, AccessTokenRegistered, AccessTokenUpdated, AssignedPermissionGroup,
     ClientTokenIssued, ClientTokenRotated, ClientTokenUpdated, EventData, EventDraft, JwtRef,
-    PermissionGroupsAssigned, PermissionGroupsUnassigned, TokenPurged, TokenRestored,
-    TokenRevoked, TokenTrashed, UserRef,
+    PermissionGroupsAssigned, PermissionGroupsUnassigned, TokenPurged, TokenRestored, TokenRevoked,
+    TokenTrashed, UserRef,
 };
 use crate::rejection::{ErrorCode, Rejection};
 use crate::state::{LedgerState, Reservation, TokenBody, TokenKind, TokenState};
@@ -51,6 +51,15 @@ pub fn decide(
             if_exists,
             import,
         } => {
+            // Checked before any lookup so a re-issue by provided id and a
+            // fresh issue answer the same body the same way.
+            if import.is_none() {
+                if let Some(e) = expires {
+                    if *e <= ctx.now.millis() {
+                        return Err(Rejection::invalid("expires", "must be in the future"));
+                    }
+                }
+            }
             if let Some(prid) = provided_resource_id {
                 // The provided id is looked up before the name: a caller
                 // re-issuing for the same user must get the same token back.
@@ -67,8 +76,10 @@ pub fn decide(
                         .with_field("providedResourceId"));
                     }
                     let token = d.target(holder, Some(TokenKind::Client))?;
-                    d.must_be_active(token)?;
-                    let groups = (!permission_group_ids.is_empty()).then(|| permission_group_ids.clone());
+                    d.must_be_active(token)
+                        .map_err(|r| r.with_field("providedResourceId"))?;
+                    let groups =
+                        (!permission_group_ids.is_empty()).then(|| permission_group_ids.clone());
                     let name = match name {
                         Some(n) => Patch::Set(n.clone()),
                         None => Patch::Keep,
@@ -80,29 +91,24 @@ pub fn decide(
                     return d.update_client(token, &name, &expires, groups.as_deref());
                 }
             }
+            // An existing token is reported with its own version, before the
+            // caller's expectedVersion is compared with 0.
+            if let Some(imp) = import {
+                if let Some(existing) = state.token(&imp.resource_id) {
+                    return Err(Rejection::new(
+                        ErrorCode::Conflict,
+                        format!("token {} already exists", imp.resource_id),
+                    )
+                    .with_field("resourceId")
+                    .with_version(existing.version));
+                }
+            }
             if let Some(expected) = cmd.expected_version.filter(|v| *v != 0) {
                 return Err(Rejection::conflict(expected, 0));
             }
             let token_id = match import {
-                Some(imp) => {
-                    if let Some(existing) = state.token(&imp.resource_id) {
-                        return Err(Rejection::new(
-                            ErrorCode::Conflict,
-                            format!("token {} already exists", imp.resource_id),
-                        )
-                        .with_field("resourceId")
-                        .with_version(existing.version));
-                    }
-                    imp.resource_id
-                }
-                None => {
-                    if let Some(e) = expires {
-                        if *e <= ctx.now.millis() {
-                            return Err(Rejection::invalid("expires", "must be in the future"));
-                        }
-                    }
-                    d.fresh_id()?
-                }
+                Some(imp) => imp.resource_id,
+                None => d.fresh_id()?,
             };
             if let Some(n) = name {
                 d.name_free(n, None)?;
@@ -120,7 +126,11 @@ pub fn decide(
                 permission_groups,
                 provided_resource_id: provided_resource_id.clone(),
             };
-            Ok(d.create(token_id, TokenKind::Client, EventData::ClientTokenIssued(data)))
+            Ok(d.create(
+                token_id,
+                TokenKind::Client,
+                EventData::ClientTokenIssued(data),
+            ))
         }
         Command::UpdateClientToken {
             token_id,
@@ -199,21 +209,21 @@ pub fn decide(
             refresh_token,
             import,
         } => {
+            // An existing token is reported with its own version, before the
+            // caller's expectedVersion is compared with 0.
+            if let Some(existing) = id.and_then(|id| state.token(&id)) {
+                return Err(Rejection::new(
+                    ErrorCode::Conflict,
+                    format!("token {} already exists", existing.id),
+                )
+                .with_field("id")
+                .with_version(existing.version));
+            }
             if let Some(expected) = cmd.expected_version.filter(|v| *v != 0) {
                 return Err(Rejection::conflict(expected, 0));
             }
             let token_id = match id {
-                Some(id) => {
-                    if let Some(existing) = state.token(id) {
-                        return Err(Rejection::new(
-                            ErrorCode::Conflict,
-                            format!("token {id} already exists"),
-                        )
-                        .with_field("id")
-                        .with_version(existing.version));
-                    }
-                    *id
-                }
+                Some(id) => *id,
                 None => d.fresh_id()?,
             };
             d.account_free(*user_id, provider, account_name, None)?;
@@ -225,7 +235,11 @@ pub fn decide(
                 refresh_token: refresh_token.clone(),
                 user: UserRef { id: *user_id },
             };
-            Ok(d.create(token_id, TokenKind::Access, EventData::AccessTokenRegistered(data)))
+            Ok(d.create(
+                token_id,
+                TokenKind::Access,
+                EventData::AccessTokenRegistered(data),
+            ))
         }
         Command::RefreshAccessToken {
             token_id,
@@ -274,8 +288,10 @@ pub fn decide(
         Command::TrashToken { token_id, reason } => {
             let token = d.target(*token_id, None)?;
             if token.trash.is_some() {
-                return Err(Rejection::new(ErrorCode::Trashed, "token is already in the trash")
-                    .with_field("tokenId"));
+                return Err(
+                    Rejection::new(ErrorCode::Trashed, "token is already in the trash")
+                        .with_field("tokenId"),
+                );
             }
             let data = TokenTrashed {
                 reason: reason.clone(),
@@ -378,8 +394,11 @@ impl<'a> Decider<'a> {
             .token(&id)
             .filter(|t| !t.purged && t.workspace_id == self.cmd.workspace_id)
             .ok_or_else(|| {
-                Rejection::new(ErrorCode::NotFound, format!("no token {id} in this workspace"))
-                    .with_field("tokenId")
+                Rejection::new(
+                    ErrorCode::NotFound,
+                    format!("no token {id} in this workspace"),
+                )
+                .with_field("tokenId")
             })?;
         if let Some(expected) = self.cmd.expected_version {
             if expected != token.version {

@@ -211,7 +211,12 @@ impl Reservation {
         }
     }
     /// The account key.
-    pub fn account(workspace_id: &str, user_id: Uuid, provider: &str, account: &str) -> Reservation {
+    pub fn account(
+        workspace_id: &str,
+        user_id: Uuid,
+        provider: &str,
+        account: &str,
+    ) -> Reservation {
         Reservation::Account {
             workspace_id: workspace_id.to_owned(),
             user_id,
@@ -221,8 +226,8 @@ impl Reservation {
     }
     /// A byte key for storage: a kind tag, then NUL-separated parts.
     ///
-    /// NUL cannot appear in validated text (control characters are refused),
-    /// so the encoding is unambiguous.
+    /// NUL cannot appear in validated text (control characters are refused)
+    /// and the user id is fixed-width, so the encoding is unambiguous.
     pub fn storage_key(&self) -> Vec<u8> {
         let parts: Vec<&[u8]> = match self {
             Reservation::Name {
@@ -352,7 +357,11 @@ pub fn apply_event(token: Option<TokenState>, event: &Envelope) -> TokenState {
     match token {
         None => create(event),
         Some(mut t) => {
-            assert_eq!(event.version, t.version + 1, "token versions must be gap-free");
+            assert_eq!(
+                event.version,
+                t.version + 1,
+                "token versions must be gap-free"
+            );
             assert!(!t.purged, "no event may follow token_purged");
             apply(&mut t, event);
             t
