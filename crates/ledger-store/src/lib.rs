@@ -218,8 +218,9 @@ impl Store {
                 (*token_id, key, None)
             }
             _ => {
-                let sealed = cmd
-                    .try_map_secrets::<SealedSecret, Rejection>(|_, _| unreachable!("no secrets"))?;
+                let sealed = cmd.try_map_secrets::<SealedSecret, Rejection>(|_, _| {
+                    unreachable!("no secrets")
+                })?;
                 return Ok((sealed, None));
             }
         };
@@ -256,7 +257,11 @@ impl Store {
                 "no data key: the token was purged (crypto-shredded) or never had secrets",
             ))
         })?;
-        Ok(ledger_crypto::open(&key, &secret_aad(token_id, field), sealed)?)
+        Ok(ledger_crypto::open(
+            &key,
+            &secret_aad(token_id, field),
+            sealed,
+        )?)
     }
 
     /// Re-mints a client token's string from the claims recorded in its view.

@@ -61,7 +61,9 @@ impl StoredEvent {
             return Err(corrupt(format!("envelope says position {}", env.position)));
         }
         if env.prev_hash != prev_hash {
-            return Err(corrupt("prevHash does not link to the previous event".into()));
+            return Err(corrupt(
+                "prevHash does not link to the previous event".into(),
+            ));
         }
         Ok(env)
     }
@@ -85,12 +87,11 @@ pub(crate) fn token_events(
         if max_version.is_some_and(|m| version > m) {
             break;
         }
-        let position = u64::from_be_bytes(pos.as_ref().try_into().map_err(|_| {
-            StoreError::Corrupt {
+        let position =
+            u64::from_be_bytes(pos.as_ref().try_into().map_err(|_| StoreError::Corrupt {
                 position: 0,
                 reason: "malformed stream index entry".into(),
-            }
-        })?);
+            })?);
         let value = log
             .get(keys::event(position))?
             .ok_or_else(|| StoreError::Corrupt {
@@ -113,7 +114,10 @@ impl Store {
             .take(limit)
         {
             let (key, value) = item?;
-            out.push(StoredEvent::from_record(keys::event_position(&key), &value)?);
+            out.push(StoredEvent::from_record(
+                keys::event_position(&key),
+                &value,
+            )?);
         }
         Ok(out)
     }
@@ -131,12 +135,11 @@ impl Store {
 
     /// One event by position.
     pub fn event(&self, position: u64) -> Result<Option<StoredEvent>, StoreError> {
-        Ok(self
-            .shared
+        self.shared
             .log
             .get(keys::event(position))?
             .map(|v| StoredEvent::from_record(position, &v))
-            .transpose()?)
+            .transpose()
     }
 
     /// A token's events in version order (its stream), up to `max_version`.

@@ -171,9 +171,9 @@ impl Writer {
                 failed = Some(e.to_string());
             }
             for job in after_stop {
-                let _ = job
-                    .reply
-                    .send(Err(StoreError::Unavailable("shutting down".into()).to_rejection()));
+                let _ = job.reply.send(Err(
+                    StoreError::Unavailable("shutting down".into()).to_rejection()
+                ));
             }
             if let Some(reply) = stop_reply {
                 let _ = reply.send(Err(Rejection::new(ErrorCode::Unavailable, "stopped")));
@@ -199,7 +199,8 @@ impl Writer {
             .active_kid()
             .to_owned();
         let mut batch = sled::Batch::default();
-        let mut answers: Vec<(Reply, Result<Committed, Rejection>)> = Vec::with_capacity(jobs.len());
+        let mut answers: Vec<(Reply, Result<Committed, Rejection>)> =
+            Vec::with_capacity(jobs.len());
         let mut in_group: HashMap<Uuid, (String, Committed)> = HashMap::new();
         let first_position = self.state.position + 1;
         for job in jobs {
@@ -243,8 +244,8 @@ impl Writer {
                 Rejection::new(ErrorCode::Internal, format!("bad idempotency record: {e}"))
             })?;
             same_command(&record.c, name)?;
-            let view = view_as_of(&self.shared.log, &record.t, record.v)
-                .map_err(|e| e.to_rejection())?;
+            let view =
+                view_as_of(&self.shared.log, &record.t, record.v).map_err(|e| e.to_rejection())?;
             return Ok(Committed {
                 token_id: record.t,
                 positions: record.p,
@@ -277,7 +278,10 @@ impl Writer {
                 prev_hash: std::mem::take(&mut self.head_hash),
             };
             let (env, bytes) = draft.stamp(meta);
-            batch.insert(&keys::event(env.position), StoredEvent::record(&env.hash, &bytes));
+            batch.insert(
+                &keys::event(env.position),
+                StoredEvent::record(&env.hash, &bytes),
+            );
             batch.insert(
                 &keys::stream(&env.token_id, env.version),
                 &env.position.to_be_bytes(),
@@ -348,4 +352,3 @@ pub(crate) fn view_as_of(
     let events = crate::read::token_events(log, token, Some(version))?;
     Ok(fold_token(events.iter()).and_then(|t| TokenView::of(&t)))
 }
-

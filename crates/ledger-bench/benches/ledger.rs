@@ -1,0 +1,108 @@
+//! `cargo bench -p ledger-bench`: durable appends with 1, 16 and 256 writers,
+//! a raw sled baseline measured in the same run, and a full log replay.
+//!
+//! Set `BENCH_COMMANDS` to change the number of commands per run (default 100k).
+
+use ledger_bench::{issue, rate, timed};
+use ledger_crypto::MasterKey;
+use ledger_store::{Store, StoreConfig};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+fn config() -> StoreConfig {
+    StoreConfig {
+        master_key: Some(MasterKey::generate()),
+        ..StoreConfig::default()
+    }
+}
+
+/// Raw sled: batches of `batch` 400-byte records, one flush per batch.
+fn sled_baseline(total: u64, batch: u64) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::Config::new()
+        .path(dir.path())
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .unwrap();
+    let tree = db.open_tree("log").unwrap();
+    let value = vec![7u8; 400];
+    let ((), d) = timed(|| {
+        let mut i = 0u64;
+        while i < total {
+            let mut b = sled::Batch::default();
+            for _ in 0..batch {
+                i += 1;
+                b.insert(&i.to_be_bytes(), value.as_slice());
+            }
+            tree.apply_batch(b).unwrap();
+            db.flush().unwrap();
+        }
+    });
+    rate(total, d)
+}
+
+fn durable_appends(writers: u64, total: u64) -> (f64, Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), config()).unwrap();
+    let commands: Vec<_> = (0..total).map(issue).collect();
+    let commands = Arc::new(std::sync::Mutex::new(commands));
+    let done = Arc::new(AtomicU64::new(0));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ((), d) = timed(|| {
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..writers)
+                .map(|_| {
+                    let store = store.clone();
+                    let commands = commands.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            let next = commands.lock().unwrap().pop();
+                            let Some(cmd) = next else { break };
+                            store.execute(cmd).await.expect("accepted");
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+    });
+    assert_eq!(done.load(Ordering::Relaxed), total);
+    assert_eq!(store.head_position(), total);
+    (rate(total, d), store, dir)
+}
+
+fn main() {
+    // `cargo test --benches` runs this with `--bench` absent; keep that cheap.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let total: u64 = std::env::var("BENCH_COMMANDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2_000 } else { 100_000 });
+
+    println!("| measurement | figure |");
+    println!("| --- | --- |");
+    let base = sled_baseline(total * 4, 1024);
+    println!("| raw sled apply_batch(1024 x 400 B) + flush | {base:.0} records/s |");
+    for writers in [1u64, 16, 256] {
+        let n = if writers == 1 { total / 20 } else { total };
+        let (r, store, _dir) = durable_appends(writers, n.max(100));
+        println!("| durable issue_client_token, {writers} writers | {r:.0} commands/s |");
+        store.shutdown().unwrap();
+    }
+    let (_, store, dir) = durable_appends(256, total);
+    store.shutdown().unwrap();
+    drop(store);
+    let (store, d) = timed(|| Store::open(dir.path(), config()).unwrap());
+    println!(
+        "| open: replay + verify chain + check reservations, {total} events | {:.0} events/s |",
+        rate(total, d)
+    );
+    store.shutdown().unwrap();
+}

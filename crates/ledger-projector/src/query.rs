@@ -1,0 +1,284 @@
+//! Queries on the views: one token by id, name or provided id; pages of a
+//! workspace's tokens with filters.
+
+use crate::{keys, ProjectorError, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_SCAN_MAX};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ledger_core::validate::fold;
+use ledger_core::{Timestamp, TokenKind, TokenView};
+use serde::{Deserialize, Serialize};
+use std::ops::Bound;
+use uuid::Uuid;
+
+/// How [`Views::get`] finds a token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum Lookup {
+    /// By token id (`resourceId` / `id`).
+    #[serde(rename = "tokenId")]
+    Id(Uuid),
+    /// By client token name, case-insensitively.
+    #[serde(rename = "name")]
+    Name(String),
+    /// By client token `providedResourceId`, exactly.
+    #[serde(rename = "providedResourceId")]
+    ProvidedId(String),
+}
+
+/// Which trashed tokens a listing shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrashedFilter {
+    /// Only tokens not in the trash (the default).
+    #[default]
+    Exclude,
+    /// Both.
+    Include,
+    /// Only tokens in the trash.
+    Only,
+}
+
+/// Filters and paging of [`Views::list`]; every filter given must match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListFilter {
+    /// Only this kind.
+    pub kind: Option<TokenKind>,
+    /// Only access tokens of this user (served by the user index).
+    pub user_id: Option<Uuid>,
+    /// Only access tokens of this provider, case-insensitively.
+    pub provider: Option<String>,
+    /// Trashed tokens: excluded by default.
+    pub trashed: TrashedFilter,
+    /// Only revoked (`true`) or only not revoked (`false`) tokens.
+    pub revoked: Option<bool>,
+    /// Only expired (`true`) or only unexpired (`false`) tokens, at `now`.
+    pub expired: Option<bool>,
+    /// Page size, `1..=LIST_LIMIT_MAX`.
+    pub limit: usize,
+    /// Where the previous page ended.
+    pub cursor: Option<String>,
+}
+
+impl Default for ListFilter {
+    fn default() -> Self {
+        ListFilter {
+            kind: None,
+            user_id: None,
+            provider: None,
+            trashed: TrashedFilter::Exclude,
+            revoked: None,
+            expired: None,
+            limit: LIST_LIMIT_DEFAULT,
+            cursor: None,
+        }
+    }
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Page {
+    /// The tokens, each with `expired` filled in.
+    pub items: Vec<TokenView>,
+    /// The cursor of the next page; `None` when there is none.
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+/// What the part of an index key after the scanned prefix looks like; a
+/// cursor must have the same shape.
+#[derive(Clone, Copy, Debug)]
+enum Tail {
+    /// Workspace listing: creation position, 8 bytes.
+    Position,
+    /// A user's listing: `fold(provider) NUL tokenId`.
+    ProviderToken,
+    /// A user-and-provider listing: tokenId.
+    Token,
+}
+
+impl Tail {
+    fn check(self, tail: &[u8]) -> Result<(), &'static str> {
+        let ok = match self {
+            Tail::Position => tail.len() == 8,
+            Tail::Token => tail.len() == 16,
+            Tail::ProviderToken => tail.len() >= 18 && tail[tail.len() - 17] == 0,
+        };
+        ok.then_some(())
+            .ok_or("it does not belong to a listing with these filters")
+    }
+
+    /// The token an index entry names.
+    fn token(self, key_tail: &[u8], value: &[u8]) -> Option<Uuid> {
+        match self {
+            Tail::Position => keys::token_id(value),
+            Tail::ProviderToken | Tail::Token => {
+                keys::token_id(key_tail.get(key_tail.len().checked_sub(16)?..)?)
+            }
+        }
+    }
+}
+
+/// Read access to the views; cheap to clone, safe to share between threads.
+#[derive(Clone, Debug)]
+pub struct Views {
+    tree: sled::Tree,
+}
+
+impl Views {
+    /// Queries on `tree` (as written by a [`crate::Projector`]).
+    pub fn new(tree: sled::Tree) -> Views {
+        Views { tree }
+    }
+
+    /// Position of the last event the views cover (0 before any).
+    pub fn checkpoint(&self) -> Result<u64, ProjectorError> {
+        match self.tree.get(keys::CHECKPOINT)? {
+            Some(bytes) => crate::decode_checkpoint(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    /// A token's current view, with `expired` computed at `now`.
+    ///
+    /// A token of another workspace, and a purged one, is not found.
+    pub fn get(
+        &self,
+        workspace_id: &str,
+        by: Lookup,
+        now: Timestamp,
+    ) -> Result<Option<TokenView>, ProjectorError> {
+        let id = match by {
+            Lookup::Id(id) => Some(id),
+            Lookup::Name(name) => self.index(&keys::name(workspace_id, &fold(&name)))?,
+            Lookup::ProvidedId(provided) => {
+                self.index(&keys::provided_id(workspace_id, &provided))?
+            }
+        };
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        Ok(self
+            .view(&id)?
+            .filter(|v| v.workspace_id == workspace_id)
+            .map(|v| v.with_expired(now)))
+    }
+
+    /// One page of a workspace's tokens matching `filter`, `expired` computed at `now`.
+    ///
+    /// Without `userId` the order is creation order; with it, the user index
+    /// is scanned, in order of case-folded provider, then token id. A page
+    /// may be short and still have a `next_cursor` when [`LIST_SCAN_MAX`]
+    /// entries did not match; follow cursors until there is none.
+    pub fn list(
+        &self,
+        workspace_id: &str,
+        filter: &ListFilter,
+        now: Timestamp,
+    ) -> Result<Page, ProjectorError> {
+        if !(1..=LIST_LIMIT_MAX).contains(&filter.limit) {
+            return Err(ProjectorError::InvalidLimit(filter.limit));
+        }
+        let provider = filter.provider.as_deref().map(fold);
+        let (prefix, tail) = match (&filter.user_id, &provider) {
+            (Some(user), Some(p)) => (
+                keys::user_provider_prefix(workspace_id, user, p),
+                Tail::Token,
+            ),
+            (Some(user), None) => (keys::user_prefix(workspace_id, user), Tail::ProviderToken),
+            (None, _) => (keys::workspace_prefix(workspace_id), Tail::Position),
+        };
+        let start = match &filter.cursor {
+            None => Bound::Included(prefix.clone()),
+            Some(cursor) => {
+                let after = decode_cursor(cursor, tail)?;
+                let mut key = prefix.clone();
+                key.extend_from_slice(&after);
+                Bound::Excluded(key)
+            }
+        };
+
+        let mut items = Vec::new();
+        let mut last_tail: Option<Vec<u8>> = None;
+        let mut next_cursor = None;
+        let mut scanned = 0usize;
+        for entry in self.tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (key, value) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let key_tail = &key[prefix.len()..];
+            let id = tail
+                .token(key_tail, &value)
+                .ok_or_else(|| ProjectorError::Corrupt(format!("malformed index entry {key:?}")))?;
+            let view = self.view(&id)?.ok_or_else(|| {
+                ProjectorError::Corrupt(format!("index entry for {id} without a view"))
+            })?;
+            scanned += 1;
+            if matches(&view, filter, provider.as_deref(), now) {
+                if items.len() == filter.limit {
+                    // One more match exists: the page ends at the last item.
+                    next_cursor = last_tail.as_deref().map(|t| URL_SAFE_NO_PAD.encode(t));
+                    break;
+                }
+                items.push(view.with_expired(now));
+                last_tail = Some(key_tail.to_vec());
+            } else if scanned >= LIST_SCAN_MAX {
+                next_cursor = Some(URL_SAFE_NO_PAD.encode(key_tail));
+                break;
+            }
+        }
+        Ok(Page { items, next_cursor })
+    }
+
+    fn index(&self, key: &[u8]) -> Result<Option<Uuid>, ProjectorError> {
+        self.tree
+            .get(key)?
+            .map(|v| {
+                keys::token_id(&v).ok_or_else(|| {
+                    ProjectorError::Corrupt(format!("malformed index value at {key:?}"))
+                })
+            })
+            .transpose()
+    }
+
+    fn view(&self, id: &Uuid) -> Result<Option<TokenView>, ProjectorError> {
+        self.tree
+            .get(keys::view(id))?
+            .map(|bytes| {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| ProjectorError::Corrupt(format!("view of {id}: {e}")))
+            })
+            .transpose()
+    }
+}
+
+fn matches(
+    view: &TokenView,
+    f: &ListFilter,
+    folded_provider: Option<&str>,
+    now: Timestamp,
+) -> bool {
+    let trashed = view.trash_item.is_some();
+    f.kind.is_none_or(|k| view.kind == k)
+        && f.user_id
+            .is_none_or(|u| view.user.as_ref().is_some_and(|user| user.id == u))
+        && folded_provider.is_none_or(|p| view.provider.as_deref().is_some_and(|vp| fold(vp) == p))
+        && match f.trashed {
+            crate::TrashedFilter::Exclude => !trashed,
+            crate::TrashedFilter::Include => true,
+            crate::TrashedFilter::Only => trashed,
+        }
+        && f.revoked.is_none_or(|r| view.revoked == r)
+        && f.expired.is_none_or(|e| view.is_expired_at(now) == e)
+}
+
+fn decode_cursor(cursor: &str, tail: Tail) -> Result<Vec<u8>, ProjectorError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| ProjectorError::InvalidCursor("not base64url".into()))?;
+    tail.check(&bytes)
+        .map_err(|reason| ProjectorError::InvalidCursor(reason.into()))?;
+    Ok(bytes)
+}

@@ -1,0 +1,518 @@
+//! How views follow a token's life, survive restarts, and equal a rebuild.
+
+mod support;
+
+use ledger_core::validate::fold;
+use ledger_core::{CommandName, Envelope};
+use ledger_projector::{keys, Lookup, Projector};
+use ledger_store::Store;
+use serde_json::json;
+use support::*;
+use uuid::Uuid;
+
+#[test]
+fn purge_removes_the_view_and_every_index_key() {
+    let (_dir, _master, store) = fresh();
+    let client = issue(
+        &store,
+        json!({"name": "Doomed", "providedResourceId": "ext-doomed"}),
+    );
+    let access = register(&store, USER, "google", "a@example.com");
+    let keeper = issue(&store, json!({"name": "Keeper"}));
+    let mut p = projector(&store);
+    let dump = p.dump().unwrap();
+    assert!(!keys_containing(&dump, client.as_bytes()).is_empty());
+
+    // Trashed: hidden from listings, still found, still holding its name.
+    on(&store, CommandName::TrashToken, client, json!({}));
+    on(&store, CommandName::TrashToken, access, json!({}));
+    p.catch_up(&store).unwrap();
+    let now = now();
+    let trashed = p
+        .get(WS, Lookup::Name("doomed".into()), now)
+        .unwrap()
+        .unwrap();
+    assert!(trashed.trash_item.is_some());
+    assert!(p
+        .get(WS, Lookup::ProvidedId("ext-doomed".into()), now)
+        .unwrap()
+        .is_some());
+
+    on(&store, CommandName::PurgeToken, client, json!({}));
+    on(&store, CommandName::PurgeToken, access, json!({}));
+    p.catch_up(&store).unwrap();
+    let dump = p.dump().unwrap();
+    for id in [client, access] {
+        assert_eq!(
+            keys_containing(&dump, id.as_bytes()),
+            Vec::<Vec<u8>>::new(),
+            "{id}"
+        );
+        assert_eq!(p.get(WS, Lookup::Id(id), now).unwrap(), None);
+    }
+    assert!(keys_containing(&dump, fold("Doomed").as_bytes()).is_empty());
+    assert!(keys_containing(&dump, b"ext-doomed").is_empty());
+    assert!(keys_containing(&dump, b"google").is_empty());
+    assert_eq!(p.get(WS, Lookup::Name("Doomed".into()), now).unwrap(), None);
+    assert_eq!(
+        p.get(WS, Lookup::ProvidedId("ext-doomed".into()), now)
+            .unwrap(),
+        None
+    );
+    // What remains: the keeper's view, name and listing entry, and the checkpoint.
+    assert_eq!(dump.len(), 4, "{dump:?}");
+    assert!(p.get(WS, Lookup::Id(keeper), now).unwrap().is_some());
+
+    // The name and provided id are free again.
+    let reborn = issue(
+        &store,
+        json!({"name": "DOOMED", "providedResourceId": "ext-doomed"}),
+    );
+    p.catch_up(&store).unwrap();
+    let found = p
+        .get(WS, Lookup::Name("doomed".into()), now)
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.token_id(), reborn);
+    assert_eq!(found.version, 1);
+    assert_eq!(p.dump().unwrap(), rebuilt_dump(&store, "views.check"));
+    store.shutdown().unwrap();
+}
+
+#[test]
+fn rename_moves_the_name_key() {
+    let (_dir, _master, store) = fresh();
+    let id = issue(&store, json!({"name": "Before"}));
+    let mut p = projector(&store);
+    on(
+        &store,
+        CommandName::UpdateClientToken,
+        id,
+        json!({"name": "After"}),
+    );
+    p.catch_up(&store).unwrap();
+    let now = now();
+    assert_eq!(p.get(WS, Lookup::Name("before".into()), now).unwrap(), None);
+    let v = p
+        .get(WS, Lookup::Name("AFTER".into()), now)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (v.token_id(), v.version, v.name.as_deref()),
+        (id, 2, Some("After"))
+    );
+    let dump = p.dump().unwrap();
+    assert!(dump
+        .iter()
+        .all(|(k, _)| *k != keys::name(WS, &fold("Before"))));
+    assert!(dump
+        .iter()
+        .any(|(k, _)| *k == keys::name(WS, &fold("After"))));
+
+    // Clearing the name removes the key; the old name can be taken by another token.
+    on(
+        &store,
+        CommandName::UpdateClientToken,
+        id,
+        json!({"name": null}),
+    );
+    let other = issue(&store, json!({"name": "after"}));
+    p.catch_up(&store).unwrap();
+    assert_eq!(
+        p.get(WS, Lookup::Name("After".into()), now)
+            .unwrap()
+            .map(|v| v.token_id()),
+        Some(other)
+    );
+    let v = p.get(WS, Lookup::Id(id), now).unwrap().unwrap();
+    assert_eq!(v.name, None);
+    let names = p
+        .dump()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k[0] == keys::NAME)
+        .count();
+    assert_eq!(names, 1);
+    store.shutdown().unwrap();
+}
+
+#[test]
+fn restart_resumes_from_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = ledger_crypto::MasterKey::generate();
+    let store = open_store(dir.path(), &master);
+    let a = issue(&store, json!({"name": "a"}));
+    let b = issue(&store, json!({"name": "b"}));
+    register(&store, USER, "google", "a@example.com");
+    let p = projector(&store);
+    let checkpoint = p.checkpoint();
+    assert_eq!(checkpoint, store.head_position());
+    let before = p.dump().unwrap();
+    // The tree keeps a reference to the database: drop it before reopening.
+    drop(p);
+    store.shutdown().unwrap();
+    drop(store);
+
+    let store = open_store(dir.path(), &master);
+    let mut p = Projector::open(store.db()).unwrap();
+    assert_eq!(p.checkpoint(), checkpoint);
+    assert_eq!(p.checkpoint(), store.head_position());
+    // Nothing to apply: the same bytes, the same checkpoint.
+    assert_eq!(p.catch_up(&store).unwrap(), checkpoint);
+    assert_eq!(p.dump().unwrap(), before);
+
+    // More events after the restart fold onto the stored views (the cache is
+    // empty, so prior states are refolded from the log).
+    on(
+        &store,
+        CommandName::UpdateClientToken,
+        a,
+        json!({"name": "a2"}),
+    );
+    on(&store, CommandName::PurgeToken, b, json!({"force": true}));
+    let c = issue(&store, json!({"name": "b"}));
+    assert_eq!(p.catch_up(&store).unwrap(), checkpoint + 3);
+    let now = now();
+    assert_eq!(
+        p.get(WS, Lookup::Name("a2".into()), now)
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    assert_eq!(p.get(WS, Lookup::Name("a".into()), now).unwrap(), None);
+    assert_eq!(p.get(WS, Lookup::Id(b), now).unwrap(), None);
+    assert_eq!(
+        p.get(WS, Lookup::Name("b".into()), now)
+            .unwrap()
+            .map(|v| v.token_id()),
+        Some(c)
+    );
+    assert_eq!(p.dump().unwrap(), rebuilt_dump(&store, "views.check"));
+    store.shutdown().unwrap();
+}
+
+#[test]
+#[should_panic(expected = "events must start right after the checkpoint")]
+fn applying_events_again_is_a_bug() {
+    let (_dir, _master, store) = fresh();
+    issue(&store, json!({"name": "a"}));
+    let mut p = projector(&store);
+    let first = store.event(1).unwrap().unwrap().envelope().unwrap();
+    let _ = p.apply(&store, &[first]);
+}
+
+#[test]
+fn an_interrupted_rebuild_is_cleared_on_open() {
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let tree = db.open_tree("views").unwrap();
+    // Entries without a checkpoint: a rebuild that stopped half way.
+    tree.insert(keys::view(&Uuid::new_v4()), &b"{}"[..])
+        .unwrap();
+    let p = Projector::open(&db).unwrap();
+    assert_eq!(p.checkpoint(), 0);
+    assert!(p.dump().unwrap().is_empty());
+
+    tree.insert(keys::CHECKPOINT, &7u64.to_be_bytes()[..])
+        .unwrap();
+    assert_eq!(Projector::open(&db).unwrap().checkpoint(), 7);
+    tree.insert(keys::CHECKPOINT, &b"bad"[..]).unwrap();
+    assert_eq!(Projector::open(&db).unwrap_err().code(), "corrupt");
+}
+
+/// A history touching every event type, with purges, name reuse, renames,
+/// trash and restore, refreshes and provider moves, in two workspaces, then
+/// a deterministic pseudo-random tail (rejections are simply skipped).
+fn varied_history(store: &Store, mut after_each: impl FnMut(&Store)) {
+    let mut step = |name: CommandName, token: Option<Uuid>, body: serde_json::Value| {
+        let mut body = body;
+        if let Some(t) = token {
+            body.as_object_mut()
+                .unwrap()
+                .insert("tokenId".into(), json!(t.to_string()));
+        }
+        let r = store.execute_blocking(cmd(name, body));
+        after_each(store);
+        r.ok().map(|c| c.token_id)
+    };
+    let expires = now().millis() + 86_400_000;
+    let t1 = step(
+        CommandName::IssueClientToken,
+        None,
+        json!({"name": "Alpha", "providedResourceId": "ext-1", "expires": expires,
+               "permissionGroups": [{"permissionGroupId": "g1"}, {"permissionGroupId": "g2"}]}),
+    )
+    .unwrap();
+    step(
+        CommandName::UpdateClientToken,
+        Some(t1),
+        json!({"name": "Beta"}),
+    )
+    .unwrap();
+    step(
+        CommandName::AssignPermissionGroups,
+        Some(t1),
+        json!({"permissionGroups": [{"permissionGroupId": "g3"}]}),
+    )
+    .unwrap();
+    step(
+        CommandName::UnassignPermissionGroups,
+        Some(t1),
+        json!({"permissionGroups": [{"permissionGroupId": "g1"}]}),
+    )
+    .unwrap();
+    step(CommandName::RotateClientToken, Some(t1), json!({})).unwrap();
+    step(
+        CommandName::UpdateClientToken,
+        Some(t1),
+        json!({"expires": null}),
+    )
+    .unwrap();
+
+    let t2 = step(
+        CommandName::IssueClientToken,
+        None,
+        json!({"name": "Gamma"}),
+    )
+    .unwrap();
+    step(
+        CommandName::TrashToken,
+        Some(t2),
+        json!({"reason": "unused"}),
+    )
+    .unwrap();
+    step(CommandName::RestoreToken, Some(t2), json!({})).unwrap();
+    step(CommandName::TrashToken, Some(t2), json!({})).unwrap();
+    step(CommandName::PurgeToken, Some(t2), json!({})).unwrap();
+    step(
+        CommandName::IssueClientToken,
+        None,
+        json!({"name": "alpha"}),
+    )
+    .unwrap();
+    let t4 = step(
+        CommandName::IssueClientToken,
+        None,
+        json!({"name": "GAMMA", "providedResourceId": "ext-2"}),
+    )
+    .unwrap();
+    step(
+        CommandName::RevokeToken,
+        Some(t4),
+        json!({"reason": "leaked"}),
+    )
+    .unwrap();
+    let t5 = step(
+        CommandName::IssueClientToken,
+        None,
+        json!({"name": "Delta"}),
+    )
+    .unwrap();
+    step(CommandName::PurgeToken, Some(t5), json!({"force": true})).unwrap();
+
+    let access = |account: &str, provider: &str| {
+        json!({"user": {"id": USER}, "provider": provider, "accountName": account,
+               "accessToken": "at", "refreshToken": "rt"})
+    };
+    let a1 = step(
+        CommandName::RegisterAccessToken,
+        None,
+        access("one@example.com", "google"),
+    )
+    .unwrap();
+    step(
+        CommandName::RefreshAccessToken,
+        Some(a1),
+        json!({"accessToken": "at2"}),
+    )
+    .unwrap();
+    step(
+        CommandName::RefreshAccessToken,
+        Some(a1),
+        json!({"accessToken": "at3", "refreshToken": "rt3"}),
+    )
+    .unwrap();
+    step(
+        CommandName::UpdateAccessToken,
+        Some(a1),
+        json!({"provider": "github"}),
+    )
+    .unwrap();
+    step(
+        CommandName::UpdateAccessToken,
+        Some(a1),
+        json!({"accountName": "uno@example.com"}),
+    )
+    .unwrap();
+    step(CommandName::TrashToken, Some(a1), json!({})).unwrap();
+    step(
+        CommandName::RegisterAccessToken,
+        None,
+        access("one@example.com", "google"),
+    )
+    .unwrap();
+    step(CommandName::RestoreToken, Some(a1), json!({})).unwrap();
+    let mut other = access("x@example.com", "google");
+    other["workspaceId"] = json!("other");
+    let a3 = step(CommandName::RegisterAccessToken, None, other).unwrap();
+    step(
+        CommandName::PurgeToken,
+        Some(a3),
+        json!({"workspaceId": "other", "force": true}),
+    )
+    .unwrap();
+    step(
+        CommandName::IssueClientToken,
+        None,
+        json!({"workspaceId": "other", "name": "Alpha"}),
+    )
+    .unwrap();
+
+    // The tail: 120 pseudo-random commands over a pool of tokens.
+    let mut seed: u64 = 0x5eed_1234;
+    let mut rand = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (seed >> 33) % n
+    };
+    let mut pool: Vec<Uuid> = vec![t1, t4, a1];
+    for i in 0..120u64 {
+        let target = pool[rand(pool.len() as u64) as usize];
+        let (name, token, body) = match rand(11) {
+            0 => (
+                CommandName::IssueClientToken,
+                None,
+                json!({"name": format!("n{}", rand(30))}),
+            ),
+            1 => (
+                CommandName::RegisterAccessToken,
+                None,
+                access(
+                    &format!("p{}@example.com", rand(10)),
+                    ["google", "github"][rand(2) as usize],
+                ),
+            ),
+            2 => (
+                CommandName::UpdateClientToken,
+                Some(target),
+                json!({"name": format!("n{}", rand(30))}),
+            ),
+            3 => (CommandName::TrashToken, Some(target), json!({})),
+            4 => (CommandName::RestoreToken, Some(target), json!({})),
+            5 => (
+                CommandName::PurgeToken,
+                Some(target),
+                json!({"force": rand(2) == 0}),
+            ),
+            6 => (CommandName::RotateClientToken, Some(target), json!({})),
+            7 => (
+                CommandName::RefreshAccessToken,
+                Some(target),
+                json!({"accessToken": format!("at{i}")}),
+            ),
+            8 => (
+                CommandName::UpdateAccessToken,
+                Some(target),
+                json!({"provider": ["google", "github", "GitLab"][rand(3) as usize]}),
+            ),
+            9 => (CommandName::RevokeToken, Some(target), json!({})),
+            _ => (
+                CommandName::AssignPermissionGroups,
+                Some(target),
+                json!({"permissionGroups": [{"permissionGroupId": format!("g{}", rand(5))}]}),
+            ),
+        };
+        if let Some(id) = step(name, token, body) {
+            if token.is_none() {
+                pool.push(id);
+            }
+        }
+    }
+}
+
+fn apply_in_chunks(p: &mut Projector, store: &Store, chunk: usize) {
+    loop {
+        let stored = store.read_from(p.checkpoint() + 1, chunk).unwrap();
+        if stored.is_empty() {
+            break;
+        }
+        let events: Vec<Envelope> = stored.iter().map(|s| s.envelope().unwrap()).collect();
+        p.apply(store, &events).unwrap();
+    }
+}
+
+#[test]
+fn rebuild_equals_incremental_byte_for_byte() {
+    let (_dir, _master, store) = fresh();
+    let db = store.db().clone();
+    // Caught up after every command.
+    let mut each = Projector::open_tree(db.open_tree("views.each").unwrap()).unwrap();
+    // Reopened before every catch-up: every prior state is refolded from the log.
+    let cold_tree = db.open_tree("views.cold").unwrap();
+    let mut step = 0u64;
+    varied_history(&store, |store| {
+        each.catch_up(store).unwrap();
+        step += 1;
+        if step % 5 == 0 {
+            let mut cold = Projector::open_tree(cold_tree.clone()).unwrap();
+            cold.catch_up(store).unwrap();
+        }
+    });
+    let mut cold = Projector::open_tree(cold_tree).unwrap();
+    cold.catch_up(&store).unwrap();
+    // Everything in one batch: many events per token in a single apply.
+    let mut once = Projector::open_tree(db.open_tree("views.once").unwrap()).unwrap();
+    once.catch_up(&store).unwrap();
+    // Odd chunk sizes, so batches split a token's events.
+    let mut chunked = Projector::open_tree(db.open_tree("views.chunked").unwrap()).unwrap();
+    apply_in_chunks(&mut chunked, &store, 7);
+
+    let head = store.head_position();
+    assert!(head > 100, "the history is long enough ({head})");
+    let rebuilt = Projector::rebuild(&store, db.open_tree("views.rebuilt").unwrap()).unwrap();
+    assert_eq!(rebuilt.checkpoint(), head);
+    let expected = rebuilt.dump().unwrap();
+    assert!(expected.iter().any(|(k, _)| k[0] == keys::USER));
+    assert!(expected.iter().any(|(k, _)| k[0] == keys::PROVIDED_ID));
+    for (name, p) in [
+        ("each", &each),
+        ("cold", &cold),
+        ("once", &once),
+        ("chunked", &chunked),
+    ] {
+        assert_eq!(p.checkpoint(), head, "{name}");
+        let dump = p.dump().unwrap();
+        assert_eq!(dump.len(), expected.len(), "{name}");
+        assert!(dump == expected, "{name} differs from the rebuild");
+    }
+
+    // A rebuilt projector carries on incrementally like any other, and a
+    // second rebuild over a used tree gives the same bytes again.
+    let mut rebuilt = rebuilt;
+    let id = issue(&store, json!({"name": "after-rebuild"}));
+    on(
+        &store,
+        CommandName::UpdateClientToken,
+        id,
+        json!({"name": "after-rebuild-2"}),
+    );
+    rebuilt.catch_up(&store).unwrap();
+    each.catch_up(&store).unwrap();
+    assert!(rebuilt.dump().unwrap() == each.dump().unwrap());
+    let again = Projector::rebuild(&store, db.open_tree("views.rebuilt").unwrap()).unwrap();
+    assert!(again.dump().unwrap() == each.dump().unwrap());
+    store.shutdown().unwrap();
+}
+
+#[test]
+fn rebuild_of_an_empty_log_is_empty() {
+    let (_dir, _master, store) = fresh();
+    let p = Projector::rebuild(&store, store.db().open_tree("views").unwrap()).unwrap();
+    assert_eq!(p.checkpoint(), 0);
+    assert!(p.dump().unwrap().is_empty());
+    let mut idle = Projector::open(store.db()).unwrap();
+    assert_eq!(idle.catch_up(&store).unwrap(), 0);
+    assert!(idle.dump().unwrap().is_empty());
+    store.shutdown().unwrap();
+}

@@ -1,0 +1,63 @@
+//! `tokenledger`: the command line of the ledger.
+//!
+//! Thin by design: it parses arguments into the JSON bodies the wire carries,
+//! calls `ledger-store` and `ledger-projector`, and formats their answers.
+//! Every rule lives in the library crates.
+
+mod app;
+mod cli;
+mod commands;
+mod debug_load;
+mod failure;
+mod import;
+mod input;
+mod output;
+mod queries;
+
+use app::Ctx;
+use clap::Parser;
+use cli::{Cli, TopCommand};
+use failure::{Failure, EXIT_OK};
+use std::process::ExitCode;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    // Usage errors exit with 2, --help and --version with 0 (clap's own codes).
+    let cli = Cli::parse();
+    init_logging();
+    let ctx = Ctx {
+        data_dir: cli.global.data_dir,
+        json: cli.global.json,
+        workspace: cli.global.workspace,
+        actor: cli.global.actor,
+    };
+    match run(cli.command, &ctx) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(failure) => {
+            output::print_failure(&failure, ctx.json);
+            ExitCode::from(failure.exit)
+        }
+    }
+}
+
+fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
+    match command {
+        TopCommand::Token(c) => commands::run(c, ctx),
+        TopCommand::Query(q) => queries::run(q, ctx),
+        TopCommand::Import(a) => import::run(a, ctx),
+        TopCommand::DebugLoad(a) => debug_load::run(a, ctx),
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+///
+/// Nothing logged carries a secret or a token string: commands are logged by
+/// name, id and positions only.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}

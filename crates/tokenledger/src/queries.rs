@@ -1,0 +1,244 @@
+//! Queries: `get`, `list`, `history`.
+//!
+//! Each catches the views up with the log first, so it sees every command
+//! acknowledged before it started, including ones from a process that crashed
+//! before projecting them. A token of another workspace is `not_found`, never
+//! shown.
+
+use crate::app::{Ctx, Ledger};
+use crate::failure::Failure;
+use crate::input;
+use crate::output::{self, print_json, print_text, view_json};
+use clap::{ArgGroup, Args, Subcommand, ValueEnum};
+use ledger_core::{validate, TokenKind};
+use ledger_projector::{AsOf, ListFilter, Lookup, TrashedFilter, LIST_LIMIT_DEFAULT};
+use serde_json::json;
+use uuid::Uuid;
+
+/// `get`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("which").required(true).args(["token", "name", "provided_id"])))]
+#[command(group(ArgGroup::new("as_of").args(["as_of_version", "as_of_position", "as_of_time"])))]
+pub struct GetArgs {
+    /// The token id.
+    #[arg(value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Find a client token by name (case-insensitive).
+    #[arg(long, value_name = "N")]
+    pub name: Option<String>,
+    /// Find a client token by its provided resource id.
+    #[arg(long, value_name = "P")]
+    pub provided_id: Option<String>,
+    /// The token as it was at this version.
+    #[arg(long, value_name = "N")]
+    pub as_of_version: Option<u64>,
+    /// The token as it was when the log ended at this position.
+    #[arg(long, value_name = "N")]
+    pub as_of_position: Option<u64>,
+    /// The token as it was at this time (RFC 3339).
+    #[arg(long, value_name = "T")]
+    pub as_of_time: Option<String>,
+    /// Re-mint and show the client token's string.
+    #[arg(long)]
+    pub show_token_str: bool,
+}
+
+/// `--kind`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum KindArg {
+    /// Client tokens.
+    Client,
+    /// Provider access tokens.
+    Access,
+}
+
+/// `--trashed`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TrashedArg {
+    /// Hide trashed tokens (default).
+    Exclude,
+    /// Show trashed tokens too.
+    Include,
+    /// Show only trashed tokens.
+    Only,
+}
+
+/// `list`.
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Only this kind.
+    #[arg(long, value_enum)]
+    pub kind: Option<KindArg>,
+    /// Only access tokens of this user.
+    #[arg(long, value_name = "UUID")]
+    pub user: Option<String>,
+    /// Only access tokens of this provider.
+    #[arg(long, value_name = "P")]
+    pub provider: Option<String>,
+    /// Trashed tokens: hide, include, or show only them.
+    #[arg(long, value_enum, default_value = "exclude")]
+    pub trashed: TrashedArg,
+    /// Only revoked (true) or not revoked (false) tokens.
+    #[arg(long, value_name = "BOOL")]
+    pub revoked: Option<bool>,
+    /// Only expired (true) or unexpired (false) tokens.
+    #[arg(long, value_name = "BOOL")]
+    pub expired: Option<bool>,
+    /// At most this many tokens per page (1 to 1000) [default: 100]
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Continue after the page that returned this cursor.
+    #[arg(long, value_name = "C")]
+    pub cursor: Option<String>,
+}
+
+/// `history`.
+#[derive(Args, Debug)]
+pub struct HistoryArgs {
+    /// The token id.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+}
+
+/// The queries.
+#[derive(Subcommand, Debug)]
+pub enum QueryCommand {
+    /// Show one token (now, or as it was at a version, position or time).
+    Get(GetArgs),
+    /// List the workspace's tokens (trashed ones hidden unless asked for).
+    List(ListArgs),
+    /// Show a token's events in version order.
+    History(HistoryArgs),
+}
+
+/// Runs a query.
+pub fn run(cmd: QueryCommand, ctx: &Ctx) -> Result<(), Failure> {
+    let ws = ctx.workspace()?.to_owned();
+    match cmd {
+        QueryCommand::Get(a) => get(a, ctx, &ws),
+        QueryCommand::List(a) => list(a, ctx, &ws),
+        QueryCommand::History(a) => history(a, ctx, &ws),
+    }
+}
+
+fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
+    let lookup = match (&args.token, &args.name, &args.provided_id) {
+        (Some(t), _, _) => Lookup::Id(validate::uuid("tokenId", t)?),
+        (_, Some(n), _) => Lookup::Name(n.clone()),
+        (_, _, Some(p)) => Lookup::ProvidedId(p.clone()),
+        _ => unreachable!("clap requires one of them"),
+    };
+    let as_of = match (args.as_of_version, args.as_of_position, &args.as_of_time) {
+        (Some(v), _, _) => Some(AsOf::Version(v)),
+        (_, Some(p), _) => Some(AsOf::Position(p)),
+        (_, _, Some(t)) => Some(AsOf::Time(input::timestamp("asOf.time", t)?)),
+        _ => None,
+    };
+    let describe = match &lookup {
+        Lookup::Id(id) => format!("token {id}"),
+        Lookup::Name(n) => format!("token named {n:?}"),
+        Lookup::ProvidedId(p) => format!("token with providedResourceId {p:?}"),
+    };
+    let now = ctx.now();
+    Ledger::with(ctx, |ledger| {
+        ledger.catch_up()?;
+        let view = match as_of {
+            None => ledger.projector.get(ws, lookup, now)?,
+            Some(as_of) => {
+                // A name or provided id names the token that holds it now.
+                let id = match lookup {
+                    Lookup::Id(id) => Some(id),
+                    other => ledger.projector.get(ws, other, now)?.map(|v| v.token_id()),
+                };
+                match id {
+                    Some(id) => ledger_projector::get_as_of(&ledger.store, id, as_of)?
+                        .filter(|v| v.workspace_id == ws)
+                        .map(|v| v.with_expired(now)),
+                    None => None,
+                }
+            }
+        };
+        let Some(mut view) = view else {
+            return Err(Failure::not_found(format!(
+                "no {describe} in workspace {ws}{}",
+                if as_of.is_some() {
+                    " at that point"
+                } else {
+                    ""
+                }
+            )));
+        };
+        if args.show_token_str {
+            view.token_str = ledger.store.token_str(&view)?;
+        }
+        if ctx.json {
+            print_json(&json!({ "token": view_json(&view)? }))
+        } else {
+            print_text(&output::view_detail(&view, now))
+        }
+    })
+}
+
+fn list(args: ListArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
+    let user_id = match &args.user {
+        Some(u) => Some(validate::uuid("userId", u)?),
+        None => None,
+    };
+    let filter = ListFilter {
+        kind: args.kind.map(|k| match k {
+            KindArg::Client => TokenKind::Client,
+            KindArg::Access => TokenKind::Access,
+        }),
+        user_id,
+        provider: args.provider.clone(),
+        trashed: match args.trashed {
+            TrashedArg::Exclude => TrashedFilter::Exclude,
+            TrashedArg::Include => TrashedFilter::Include,
+            TrashedArg::Only => TrashedFilter::Only,
+        },
+        revoked: args.revoked,
+        expired: args.expired,
+        limit: args.limit.unwrap_or(LIST_LIMIT_DEFAULT),
+        cursor: args.cursor.clone(),
+    };
+    let now = ctx.now();
+    Ledger::with(ctx, |ledger| {
+        ledger.catch_up()?;
+        let page = ledger.projector.list(ws, &filter, now)?;
+        if ctx.json {
+            let items = page
+                .items
+                .iter()
+                .map(view_json)
+                .collect::<Result<Vec<_>, _>>()?;
+            return print_json(&json!({ "items": items, "nextCursor": page.next_cursor }));
+        }
+        let mut text = if page.items.is_empty() {
+            "no tokens".to_owned()
+        } else {
+            output::token_table(&page.items, now)
+        };
+        if let Some(c) = &page.next_cursor {
+            text.push_str(&format!("\nmore: --cursor {c}"));
+        }
+        print_text(&text)
+    })
+}
+
+fn history(args: HistoryArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
+    let id: Uuid = validate::uuid("tokenId", &args.token)?;
+    Ledger::with(ctx, |ledger| {
+        let events = ledger.store.token_events(&id, None)?;
+        if events.is_empty() || events.iter().any(|e| e.workspace_id != ws) {
+            return Err(Failure::not_found(format!(
+                "no token {id} in workspace {ws}"
+            )));
+        }
+        if ctx.json {
+            let events: Vec<_> = events.iter().map(|e| e.to_json_value()).collect();
+            print_json(&json!({ "events": events }))
+        } else {
+            print_text(&output::history_table(&events))
+        }
+    })
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the CLI and walks one client token through its life on a fresh data
+# dir: issue, list, trash, list the trash, history. Safe to run repeatedly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${TOKENLEDGER_DATA_DIR:-$(mktemp -d)/data}"
+cargo build --quiet -p tokenledger
+tl() { ./target/debug/tokenledger --data-dir "$DATA" --workspace acme "$@"; }
+echo "== data dir: $DATA"
+echo "== issue a client token named 'Deploy Bot'"
+ID=$(tl --json issue --name "Deploy Bot" --group readers --expires +30d \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"]["resourceId"])')
+echo "   resourceId $ID"
+echo "== list"
+tl list
+echo "== trash it"
+tl trash "$ID" --reason "demo"
+echo "== list (trashed tokens are hidden by default)"
+tl list
+echo "== list --trashed only"
+tl list --trashed only
+echo "== history"
+tl history "$ID"

@@ -1,0 +1,770 @@
+//! CLI integration tests: the real `tokenledger` binary on a temporary data dir.
+//!
+//! Each test runs the binary as a user would and checks its stdout (parsed
+//! when `--json`), stderr and exit code. Nothing waits by sleeping: a test
+//! that needs another process to reach a state waits for that process to say
+//! so, with a deadline.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
+const WS: &str = "acme";
+const PRIMAERP: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/primaerp-access-token.json"
+);
+const FIMIDARA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/fimidara-client-token.json"
+);
+
+/// How long a child process may take to reach a state the test waits for.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A finished run.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+        }
+    }
+
+    /// The stdout of a successful `--json` run.
+    fn json(&self) -> Value {
+        assert_eq!(self.code, 0, "stderr: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+
+    /// The `--json` error object of a failed run.
+    fn error(&self) -> Value {
+        assert_ne!(
+            self.code, 0,
+            "expected a failure, got stdout: {}",
+            self.stdout
+        );
+        let v: Value = serde_json::from_str(self.stderr.trim())
+            .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", self.stderr));
+        v["error"].clone()
+    }
+}
+
+/// A data dir and the flags that point the binary at it.
+struct Cli {
+    dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        Cli {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The binary with a clean environment, this data dir, workspace and actor.
+    fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        for var in [
+            "TOKENLEDGER_DATA_DIR",
+            "TOKENLEDGER_WORKSPACE",
+            "TOKENLEDGER_ACCESS_TOKEN",
+            "TOKENLEDGER_REFRESH_TOKEN",
+            "RUST_LOG",
+        ] {
+            c.env_remove(var);
+        }
+        c.arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--workspace", WS, "--actor", "user:tester"])
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command().args(args).output().expect("run tokenledger"))
+    }
+
+    /// Runs with `--json` and expects success.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.run(&all).json()
+    }
+
+    /// Runs with `--json` and expects a failure with `exit`.
+    fn fails(&self, exit: i32, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let run = self.run(&all);
+        assert_eq!(
+            run.code, exit,
+            "stderr: {}\nstdout: {}",
+            run.stderr, run.stdout
+        );
+        assert!(
+            run.stdout.is_empty(),
+            "nothing on stdout on failure: {}",
+            run.stdout
+        );
+        run.error()
+    }
+
+    fn issue(&self, name: &str) -> String {
+        let v = self.json(&["issue", "--name", name]);
+        v["token"]["resourceId"]
+            .as_str()
+            .expect("resourceId")
+            .to_owned()
+    }
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|v| {
+            v["resourceId"]
+                .as_str()
+                .or(v["id"].as_str())
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn event_types(history: &Value) -> Vec<String> {
+    history["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn quick_start_flow() {
+    let cli = Cli::new();
+    let issued = cli.json(&[
+        "issue",
+        "--name",
+        "CI Deploy",
+        "--group",
+        "readers",
+        "--group",
+        "writers",
+        "--expires",
+        "+30d",
+    ]);
+    let token = &issued["token"];
+    let id = token["resourceId"].as_str().unwrap().to_owned();
+    assert_eq!(token["kind"], "client");
+    assert_eq!(token["name"], "CI Deploy");
+    assert_eq!(token["version"], 1);
+    assert_eq!(token["permissionGroups"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        token["permissionGroups"][0]["assignedBy"]["agentId"],
+        "tester"
+    );
+    assert!(
+        token["tokenStr"].as_str().unwrap().split('.').count() == 3,
+        "a JWT"
+    );
+    assert_eq!(issued["positions"], serde_json::json!([1]));
+
+    let list = cli.json(&["list"]);
+    assert_eq!(ids(&list), vec![id.clone()]);
+    assert!(list["nextCursor"].is_null());
+    assert!(
+        list["items"][0].get("tokenStr").is_none(),
+        "lists never show token strings"
+    );
+
+    let trashed = cli.json(&["trash", &id, "--reason", "laptop lost"]);
+    assert_eq!(trashed["token"]["version"], 2);
+    assert_eq!(trashed["token"]["trashItem"]["reason"], "laptop lost");
+    assert!(
+        ids(&cli.json(&["list"])).is_empty(),
+        "trashed tokens are hidden by default"
+    );
+    assert_eq!(
+        ids(&cli.json(&["list", "--trashed", "only"])),
+        vec![id.clone()]
+    );
+    assert_eq!(
+        ids(&cli.json(&["list", "--trashed", "include"])),
+        vec![id.clone()]
+    );
+
+    let restored = cli.json(&["restore", &id]);
+    assert_eq!(restored["token"]["version"], 3);
+    assert!(restored["token"].get("trashItem").is_none());
+    assert_eq!(ids(&cli.json(&["list"])), vec![id.clone()]);
+
+    // Names are case-insensitive.
+    let got = cli.json(&["get", "--name", "ci deploy"]);
+    assert_eq!(got["token"]["resourceId"], id.as_str());
+    assert!(got["token"].get("tokenStr").is_none(), "only on request");
+
+    let history = cli.json(&["history", &id]);
+    assert_eq!(
+        event_types(&history),
+        ["client_token_issued", "token_trashed", "token_restored"]
+    );
+    let versions: Vec<u64> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert!(history["events"][0]["hash"].is_string());
+
+    // The human forms say the same.
+    let human = cli.run(&["list"]);
+    assert_eq!(human.code, 0, "{}", human.stderr);
+    assert!(human.stdout.contains(&id) && human.stdout.contains("active"));
+    assert!(human.stdout.contains("CI Deploy"));
+    let human = cli.run(&["list", "--trashed", "include"]);
+    assert!(human.stdout.lines().next().unwrap().contains("STATE"));
+    let human = cli.run(&["history", &id]);
+    assert!(human.stdout.contains("token_trashed") && human.stdout.contains("user:tester"));
+    let human = cli.run(&["get", &id]);
+    assert!(human.stdout.contains("CI Deploy") && human.stdout.contains("readers, writers"));
+    let human = cli.run(&["trash", &id]);
+    assert!(
+        human.stdout.starts_with("trashed client token"),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stdout.contains("trashed 20"), "{}", human.stdout);
+}
+
+#[test]
+fn client_token_commands_and_queries() {
+    let cli = Cli::new();
+    let id = cli.issue("svc");
+
+    let v = cli.json(&[
+        "update",
+        &id,
+        "--name",
+        "svc-renamed",
+        "--groups",
+        "a,b",
+        "--expires",
+        "2099-01-01T00:00:00Z",
+    ]);
+    assert_eq!(v["token"]["name"], "svc-renamed");
+    assert_eq!(v["token"]["expires"], 4_070_908_800_000i64);
+    assert_eq!(v["token"]["permissionGroups"].as_array().unwrap().len(), 2);
+    let v = cli.json(&["update", &id, "--clear-name", "--clear-expires"]);
+    assert!(v["token"].get("name").is_none() && v["token"].get("expires").is_none());
+
+    let v = cli.json(&["assign", &id, "--group", "c"]);
+    assert_eq!(v["token"]["permissionGroups"].as_array().unwrap().len(), 3);
+    let v = cli.json(&["unassign", &id, "--group", "a", "--group", "b"]);
+    let groups: Vec<&str> = v["token"]["permissionGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["permissionGroupId"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["c"]);
+
+    // Rotation mints a new string; `get --show-token-str` re-mints the current one.
+    let before = cli.json(&["get", &id, "--show-token-str"])["token"]["tokenStr"].clone();
+    let rotated = cli.json(&["rotate", &id]);
+    let after = rotated["token"]["tokenStr"].clone();
+    assert!(after.is_string());
+    assert_ne!(before, after);
+    assert_eq!(
+        cli.json(&["get", &id, "--show-token-str"])["token"]["tokenStr"],
+        after
+    );
+
+    // Time travel.
+    let v1 = cli.json(&["get", &id, "--as-of-version", "1"]);
+    assert_eq!(v1["token"]["name"], "svc");
+    assert_eq!(v1["token"]["version"], 1);
+    let p2 = cli.json(&["get", &id, "--as-of-position", "2"]);
+    assert_eq!(p2["token"]["name"], "svc-renamed");
+    let history = cli.json(&["history", &id]);
+    let first_at = history["events"][0]["occurredAt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let t1 = cli.json(&["get", &id, "--as-of-time", &first_at]);
+    assert_eq!(t1["token"]["name"], "svc");
+    assert_eq!(t1["token"]["version"], 1);
+    let e = cli.fails(1, &["get", &id, "--as-of-time", "2001-01-01T00:00:00Z"]);
+    assert_eq!(e["code"], "not_found", "before its creation");
+    let e = cli.fails(2, &["get", &id, "--as-of-time", "last tuesday"]);
+    assert_eq!(e["field"], "asOf.time");
+
+    // Provided ids: reuse by default, refuse with --if-exists fail.
+    let a = cli.json(&["issue", "--provided-id", "user-7"]);
+    let b = cli.json(&["issue", "--provided-id", "user-7"]);
+    assert_eq!(a["token"]["resourceId"], b["token"]["resourceId"]);
+    assert_eq!(b["positions"], serde_json::json!([]));
+    let e = cli.fails(
+        1,
+        &["issue", "--provided-id", "user-7", "--if-exists", "fail"],
+    );
+    assert_eq!(e["code"], "provided_id_taken");
+    let got = cli.json(&["get", "--provided-id", "user-7"]);
+    assert_eq!(got["token"]["resourceId"], a["token"]["resourceId"]);
+
+    // The same commandId twice: the first answer again, nothing appended.
+    let cmd_id = "0b6f3c1e-8a4d-4e2b-9c7f-1d2e3f4a5b6c";
+    let first = cli.json(&["revoke", &id, "--reason", "leaked", "--command-id", cmd_id]);
+    let again = cli.json(&["revoke", &id, "--reason", "leaked", "--command-id", cmd_id]);
+    assert_eq!(first["positions"], again["positions"]);
+    assert_eq!(first["token"]["version"], again["token"]["version"]);
+    assert_eq!(first["token"]["revoked"], true);
+    let listed = cli.json(&["list", "--revoked", "true"]);
+    assert_eq!(ids(&listed), vec![id.clone()]);
+    let e = cli.fails(1, &["rotate", &id]);
+    assert_eq!(e["code"], "revoked");
+    let human = cli.run(&["get", &id]);
+    assert!(human.stdout.contains("revoked"), "{}", human.stdout);
+
+    // Purge: gone from views, kept in history.
+    let purged = cli.json(&["purge", &id, "--force"]);
+    assert!(purged["token"].is_null());
+    let e = cli.fails(1, &["get", &id]);
+    assert_eq!(e["code"], "not_found");
+    let history = cli.json(&["history", &id]);
+    assert_eq!(event_types(&history).last().unwrap(), "token_purged");
+    // The name is free again.
+    cli.issue("svc");
+}
+
+#[test]
+fn access_tokens_keep_secrets_out_of_output() {
+    let cli = Cli::new();
+    let secret = "ya29.a0AfH6SMBx-very-secret";
+    let refresh = "1//0g-refresh-secret";
+    let secret_file = cli.data_dir().join("access.txt");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    let refresh_file = cli.data_dir().join("refresh.txt");
+    std::fs::write(&refresh_file, refresh).unwrap();
+    let user = "71c84cd2-91ac-4e6b-a74e-393c87d5f97d";
+
+    let out = cli
+        .command()
+        .args(["--json", "register", "--user", user, "--provider", "google"])
+        .args(["--account", "jsmith@gmail.com", "--access-token-file"])
+        .arg(&secret_file)
+        .arg("--refresh-token-file")
+        .arg(&refresh_file)
+        .env("RUST_LOG", "trace")
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    let v = run.json();
+    assert!(!run.stdout.contains(secret) && !run.stderr.contains(secret));
+    assert!(!run.stdout.contains(refresh) && !run.stderr.contains(refresh));
+    let id = v["token"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(v["token"]["kind"], "access");
+    assert_eq!(v["token"]["displayName"], "jsmith@gmail.com");
+    assert!(v["token"]["accessTokenFingerprint"].is_string());
+    assert!(v["token"]["refreshTokenFingerprint"].is_string());
+
+    // A second live token for the same user, provider and account is refused.
+    let e = {
+        let out = cli
+            .command()
+            .args(["--json", "register", "--user", user, "--provider", "google"])
+            .args(["--account", "jsmith@gmail.com"])
+            .env("TOKENLEDGER_ACCESS_TOKEN", "other")
+            .output()
+            .unwrap();
+        let run = Run::from(out);
+        assert_eq!(run.code, 1, "{}", run.stderr);
+        run.error()
+    };
+    assert_eq!(e["code"], "account_taken");
+
+    // Without any source of the secret: invalid input naming the field.
+    let e = cli.fails(
+        2,
+        &[
+            "register",
+            "--user",
+            user,
+            "--provider",
+            "x",
+            "--account",
+            "y",
+        ],
+    );
+    assert_eq!(e["field"], "accessToken");
+
+    // Refresh from stdin.
+    let mut child = cli
+        .command()
+        .args(["--json", "refresh", &id, "--access-token-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"new-access-secret\n")
+        .unwrap();
+    let run = Run::from(child.wait_with_output().unwrap());
+    let v = run.json();
+    assert!(!run.stdout.contains("new-access-secret"));
+    assert_eq!(v["token"]["version"], 2);
+
+    let v = cli.json(&["update-access", &id, "--account", "john@example.com"]);
+    assert_eq!(v["token"]["accountName"], "john@example.com");
+    let list = cli.json(&[
+        "list",
+        "--kind",
+        "access",
+        "--user",
+        user,
+        "--provider",
+        "google",
+    ]);
+    assert_eq!(ids(&list), vec![id.clone()]);
+    assert!(ids(&cli.json(&["list", "--kind", "client"])).is_empty());
+    let human = cli.run(&["get", &id]);
+    assert!(human.stdout.contains("john@example.com") && !human.stdout.contains(secret));
+}
+
+#[test]
+fn exit_codes() {
+    let cli = Cli::new();
+    let id = cli.issue("one");
+
+    // 1: rules.
+    let e = cli.fails(1, &["issue", "--name", "ONE"]);
+    assert_eq!(e["code"], "name_taken");
+    assert_eq!(e["field"], "name");
+    let e = cli.fails(1, &["trash", &id, "--expected-version", "7"]);
+    assert_eq!(e["code"], "conflict");
+    assert_eq!(e["currentVersion"], 1);
+    let e = cli.fails(1, &["restore", &id]);
+    assert_eq!(e["code"], "not_trashed");
+    let e = cli.fails(1, &["get", "--name", "nobody"]);
+    assert_eq!(e["code"], "not_found");
+    let e = cli.fails(1, &["history", "5d6b1a0e-3c2f-4b8e-9a7d-2f1e0c4b6a91"]);
+    assert_eq!(e["code"], "not_found");
+    let other_ws = Run::from(
+        cli.command()
+            .args(["--json", "--workspace", "other", "get", &id])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(other_ws.code, 1, "another workspace's token is not found");
+
+    // The human error line.
+    let run = cli.run(&["issue", "--name", "one"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stderr.starts_with("error: name_taken: ")
+            && run.stderr.trim_end().ends_with("(field name)"),
+        "{}",
+        run.stderr
+    );
+
+    // 2: invalid input, named by field, exactly as on the wire.
+    let e = cli.fails(2, &["issue", "--body", r#"{"name": 5}"#]);
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("invalid_input"), Some("name"))
+    );
+    let e = cli.fails(2, &["issue", "--body", r#"{"colour": "red"}"#]);
+    assert_eq!(e["field"], "colour");
+    assert!(e["message"].as_str().unwrap().contains("unknown field"));
+    let e = cli.fails(2, &["issue", "--body", r#"{"tokenStr": "eyJ..."}"#]);
+    assert_eq!(e["field"], "tokenStr");
+    assert!(e["message"].as_str().unwrap().contains("read-only"));
+    let e = cli.fails(2, &["issue", "--body", "{not json"]);
+    assert_eq!(e["field"], "body");
+    let e = cli.fails(2, &["trash", "NOT-A-UUID"]);
+    assert_eq!(e["field"], "tokenId");
+    let e = cli.fails(2, &["get", "C2FB2DBE-39EB-421A-B07C-5A14671FBBB5"]);
+    assert_eq!(e["field"], "tokenId");
+    let e = cli.fails(2, &["issue", "--expires", "soonish"]);
+    assert_eq!(e["field"], "expires");
+    let e = cli.fails(2, &["issue", "--name", "x", "--expires", "1000"]);
+    assert_eq!(e["field"], "expires", "in the past: {e}");
+    let e = cli.fails(2, &["update", &id]);
+    assert_eq!(e["field"], "body", "nothing to update");
+    let e = cli.fails(2, &["--workspace", "a.b", "list"]);
+    assert_eq!(e["field"], "workspaceId");
+    let e = cli.fails(2, &["--actor", "robot:x", "issue"]);
+    assert_eq!(e["field"], "actor.agentType");
+    let e = cli.fails(2, &["issue", "--command-id", "nope"]);
+    assert_eq!(e["field"], "commandId");
+    // A body gets workspace, command id, actor and token id filled in.
+    let v = cli.json(&["trash", &id, "--body", r#"{"reason": "from a body"}"#]);
+    assert_eq!(v["token"]["trashItem"]["reason"], "from a body");
+    // Missing workspace, and clap's own usage errors.
+    let run = Run::from(
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(cli.data_dir())
+            .args(["list"])
+            .env_remove("TOKENLEDGER_WORKSPACE")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--workspace"), "{}", run.stderr);
+    assert_eq!(cli.run(&["issue", "--frobnicate"]).code, 2);
+    assert_eq!(cli.run(&["issue", "--name", "x", "--body", "{}"]).code, 2);
+    assert_eq!(cli.run(&["get"]).code, 2);
+
+    // 3: the ledger cannot work (here: the data dir is a file).
+    let file = cli.data_dir().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let run = Run::from(
+        cli.command()
+            .arg("--data-dir")
+            .arg(&file)
+            .args(["--json", "list"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(run.error()["code"], "unavailable");
+
+    // --help documents the codes.
+    let help = cli.run(&["--help"]);
+    assert_eq!(help.code, 0);
+    for line in ["Exit codes:", "  1  ", "  2  ", "  3  ", "  4  "] {
+        assert!(help.stdout.contains(line), "{line:?} missing from --help");
+    }
+}
+
+#[test]
+fn imports_both_seed_formats() {
+    let cli = Cli::new();
+
+    let v = cli.json(&["import", PRIMAERP]);
+    let t = &v["token"];
+    assert_eq!(t["id"], "c2fb2dbe-39eb-421a-b07c-5a14671fbbb5");
+    assert_eq!(t["kind"], "access");
+    assert_eq!(t["user"]["id"], "71c84cd2-91ac-4e6b-a74e-393c87d5f97d");
+    assert_eq!(t["provider"], "google");
+    assert_eq!(t["accountName"], "jsmith@gmail.com");
+    assert_eq!(t["displayName"], "jsmith@gmail.com");
+    assert_eq!(t["import"]["source"], "primaerp");
+    assert_eq!(t["import"]["createdAt"], "2017-03-13T06:19:13.498Z");
+    assert_eq!(t["import"]["updatedAt"], "2017-03-13T15:53:13.498Z");
+    assert_eq!(t["import"]["sourceVersion"], 3);
+    assert_eq!(t["version"], 1, "the ledger's own version starts at 1");
+    assert!(t["refreshTokenFingerprint"].is_string());
+    let text = v.to_string();
+    assert!(!text.contains("8974987412978974984") && !text.contains("blX09ao39021das92394"));
+
+    // Importing it again: the id exists.
+    let e = cli.fails(1, &["import", PRIMAERP]);
+    assert_eq!(e["code"], "conflict");
+    assert_eq!(e["field"], "id");
+
+    let v = cli.json(&["import", FIMIDARA, "--format", "fimidara"]);
+    let t = &v["token"];
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(FIMIDARA).unwrap()).unwrap();
+    assert_eq!(t["resourceId"], record["resourceId"]);
+    assert_eq!(t["workspaceId"], WS);
+    assert_eq!(t["name"], record["name"]);
+    assert_eq!(t["providedResourceId"], record["providedResourceId"]);
+    assert_eq!(t["issuedAt"], record["issuedAt"]);
+    assert_eq!(t["expires"], record["expires"]);
+    assert_eq!(
+        t["permissionGroups"][1]["permissionGroupId"],
+        "pmgroup_uploaders"
+    );
+    assert_eq!(
+        t["permissionGroups"][1]["assignedAt"],
+        "2023-04-02T16:05:11.002Z"
+    );
+    assert_eq!(
+        t["permissionGroups"][1]["assignedBy"]["agentType"],
+        "service"
+    );
+    assert_eq!(t["import"]["source"], "fimidara");
+    assert_eq!(
+        t["import"]["createdBy"]["agentId"],
+        "user_01H8Z9A2B3C4D5E6F7G8H9J0K1"
+    );
+    assert_eq!(t["import"]["sourceVersion"], 3);
+    assert!(t["tokenStr"].is_string());
+    assert_ne!(
+        t["tokenStr"], record["tokenStr"],
+        "the ledger mints its own string"
+    );
+    let notes = v["notes"].to_string();
+    assert!(notes.contains("tokenStr ignored"), "{notes}");
+    let got = cli.json(&["get", "--provided-id", "user_01H8ZQ4K7M2N9P3R5T6V8W0X1Y"]);
+    assert_eq!(got["token"]["resourceId"], record["resourceId"]);
+    assert_eq!(ids(&cli.json(&["list"])).len(), 2);
+
+    // The human form says the string was not kept.
+    let again = cli.run(&["import", FIMIDARA]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+
+    // An import keeps a past expiry: the token is listed as expired.
+    let old = cli.data_dir().join("old.json");
+    let mut expired = record.clone();
+    expired["resourceId"] = "6e7c2b1f-4d3a-4c9f-8b8e-3a2f1d5c7b02".into();
+    expired["name"] = "Old Kiosk".into();
+    expired["providedResourceId"] = "kiosk-1".into();
+    expired["expires"] = 1_600_000_000_000i64.into();
+    std::fs::write(&old, expired.to_string()).unwrap();
+    let v = cli.json(&["import", old.to_str().unwrap()]);
+    assert_eq!(v["token"]["expired"], true);
+    let listed = cli.json(&["list", "--expired", "true"]);
+    assert_eq!(ids(&listed), vec!["6e7c2b1f-4d3a-4c9f-8b8e-3a2f1d5c7b02"]);
+    assert!(cli.run(&["list"]).stdout.contains("expired"));
+
+    // An import is validated like a command.
+    let bad = cli.data_dir().join("bad.json");
+    let mut record = record;
+    record["resourceId"] = "5D6B1A0E-3C2F-4B8E-9A7D-2F1E0C4B6A91".into();
+    std::fs::write(&bad, record.to_string()).unwrap();
+    let e = cli.fails(2, &["import", bad.to_str().unwrap()]);
+    assert_eq!(e["field"], "resourceId");
+    record["resourceId"] = "0a6b1a0e-3c2f-4b8e-9a7d-2f1e0c4b6a91".into();
+    record["workspaceId"] = "not a workspace".into();
+    std::fs::write(&bad, record.to_string()).unwrap();
+    let e = cli.fails(
+        2,
+        &[
+            "--workspace",
+            "not a workspace",
+            "import",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(e["field"], "workspaceId");
+    record["workspaceId"] = WS.into();
+    record["name"] = "x".repeat(201).into();
+    std::fs::write(&bad, record.to_string()).unwrap();
+    let e = cli.fails(2, &["import", bad.to_str().unwrap()]);
+    assert_eq!(e["field"], "name");
+}
+
+#[test]
+fn human_import_mentions_the_ignored_token_string() {
+    let cli = Cli::new();
+    let run = cli.run(&["import", FIMIDARA]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("note: tokenStr ignored"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("imported"), "{}", run.stdout);
+}
+
+/// Kills a child process when dropped, so a failing test leaves none behind.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads a child's stdout lines on a thread, so the test can wait with a deadline.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+#[test]
+fn a_second_process_on_a_held_data_dir_exits_4() {
+    let cli = Cli::new();
+    let mut holder = KillOnDrop(
+        cli.command()
+            .args(["debug-load", "--count", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn debug-load"),
+    );
+    let lines = lines_of(&mut holder.0);
+    // Its first acknowledged command proves it holds the data dir.
+    let first = lines
+        .recv_timeout(DEADLINE)
+        .expect("debug-load acknowledged a command");
+    let ack: Value = serde_json::from_str(&first).unwrap();
+    assert!(ack["commandId"].is_string() && ack["tokenId"].is_string());
+
+    let run = cli.run(&["list"]);
+    assert_eq!(run.code, 4, "stderr: {}", run.stderr);
+    assert!(run.stderr.starts_with("error: locked: "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("in use by another tokenledger process"),
+        "{}",
+        run.stderr
+    );
+    let e = cli.fails(4, &["issue", "--name", "blocked"]);
+    assert_eq!(e["code"], "locked");
+
+    drop(holder);
+    // Once the holder is gone the data dir opens, with what it acknowledged.
+    let list = cli.json(&["list", "--limit", "1"]);
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn debug_load_prints_one_line_per_acknowledged_command() {
+    let cli = Cli::new();
+    let run = cli.run(&["debug-load", "--writers", "3", "--count", "10"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let acks: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(acks.len(), 10);
+    let mut positions: Vec<u64> = acks
+        .iter()
+        .map(|a| {
+            assert_eq!(a["positions"].as_array().unwrap().len(), 1);
+            a["positions"][0].as_u64().unwrap()
+        })
+        .collect();
+    positions.sort_unstable();
+    assert_eq!(positions, (1..=10).collect::<Vec<_>>());
+    let list = cli.json(&["list"]);
+    assert_eq!(list["items"].as_array().unwrap().len(), 10);
+}
