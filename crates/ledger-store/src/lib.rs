@@ -1,10 +1,12 @@
 //! The event log of tokenledger, in sled.
 //!
-//! One writer thread owns the in-memory [`LedgerState`] and the `log` tree.
-//! Commands queue to it; it takes every command waiting, decides each against
-//! the state, writes all their events, stream index entries, idempotency
-//! records, reservations and data keys in ONE `apply_batch`, flushes once, and
-//! only then answers every caller (group commit). A storage failure stops the
+//! One writer thread owns the in-memory [`ledger_core::LedgerState`] and the
+//! `log` tree. Commands queue to it; it takes every command waiting, decides
+//! each against the state, writes all their events (and the data keys of new
+//! access tokens) in ONE `apply_batch`, flushes once, and only then answers
+//! every caller (group commit). The event record carries the `commandId` and
+//! everything the reservations and stream index derive from, so one record is
+//! one whole command; the derived indices are rebuilt by the replay on open. A storage failure stops the
 //! writer for good (fail-stop): the state in memory may be ahead of the disk,
 //! so only a reopen, which replays the disk, may serve again.
 //!
@@ -84,6 +86,9 @@ pub struct Head {
 struct Shared {
     db: sled::Db,
     log: sled::Tree,
+    /// Per-token stream index: positions in version order. Derived from the
+    /// log on open; extended by the writer after each flush, before it answers.
+    streams: RwLock<std::collections::HashMap<Uuid, Vec<u64>>>,
     master: MasterKey,
     ring: RwLock<KeyRing>,
     head: watch::Sender<u64>,
@@ -122,18 +127,19 @@ impl Store {
             },
         };
         let ring = KeyRing::load_or_create(dir, config.signing_alg, (config.clock)())?;
-        let (state, head) = writer::recover(&log)?;
-        let (head_tx, _) = watch::channel(head.position);
+        let mut recovered = writer::recover(&log)?;
+        let (head_tx, _) = watch::channel(recovered.head.position);
         let shared = Arc::new(Shared {
             db,
             log,
+            streams: RwLock::new(std::mem::take(&mut recovered.streams)),
             master,
             ring: RwLock::new(ring),
             head: head_tx,
             dir: dir.to_path_buf(),
         });
         let (queue, rx) = std::sync::mpsc::sync_channel(config.queue_max);
-        let w = writer::Writer::new(shared.clone(), state, head, config);
+        let w = writer::Writer::new(shared.clone(), recovered, config);
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || w.run(rx))?;

@@ -1,6 +1,6 @@
 //! Reading the log: events by position and by token stream.
 
-use crate::{keys, Head, Store, StoreError};
+use crate::{keys, Head, Shared, Store, StoreError};
 use ledger_core::event::{hash_hex, GENESIS_HASH};
 use ledger_core::Envelope;
 use uuid::Uuid;
@@ -76,31 +76,30 @@ impl StoredEvent {
 
 /// A token's events in version order, up to `max_version` if given.
 pub(crate) fn token_events(
-    log: &sled::Tree,
+    shared: &Shared,
     token: &Uuid,
     max_version: Option<u64>,
 ) -> Result<Vec<Envelope>, StoreError> {
-    let mut out = Vec::new();
-    for item in log.scan_prefix(keys::stream_prefix(token)) {
-        let (key, pos) = item?;
-        let version = u64::from_be_bytes(key[17..25].try_into().expect("stream key"));
-        if max_version.is_some_and(|m| version > m) {
-            break;
-        }
-        let position =
-            u64::from_be_bytes(pos.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                position: 0,
-                reason: "malformed stream index entry".into(),
-            })?);
-        let value = log
-            .get(keys::event(position))?
-            .ok_or_else(|| StoreError::Corrupt {
-                position,
-                reason: "stream index points at a missing event".into(),
-            })?;
-        out.push(StoredEvent::from_record(position, &value)?.envelope()?);
-    }
-    Ok(out)
+    let positions: Vec<u64> = {
+        let streams = shared.streams.read().expect("streams lock poisoned");
+        let all = streams.get(token).map(Vec::as_slice).unwrap_or_default();
+        let n = max_version.map_or(all.len(), |m| all.len().min(m as usize));
+        all[..n].to_vec()
+    };
+    positions
+        .into_iter()
+        .map(|position| {
+            let value =
+                shared
+                    .log
+                    .get(keys::event(position))?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        position,
+                        reason: "stream index points at a missing event".into(),
+                    })?;
+            StoredEvent::from_record(position, &value)?.envelope()
+        })
+        .collect()
 }
 
 impl Store {
@@ -148,7 +147,7 @@ impl Store {
         token: &Uuid,
         max_version: Option<u64>,
     ) -> Result<Vec<Envelope>, StoreError> {
-        token_events(&self.shared.log, token, max_version)
+        token_events(&self.shared, token, max_version)
     }
 
     /// The last durable event's position and hash.
@@ -169,22 +168,9 @@ impl Store {
         }
     }
 
-    /// True when the log holds an idempotency record for `command_id`.
-    pub fn has_command(&self, command_id: &Uuid) -> Result<bool, StoreError> {
-        Ok(self.shared.log.contains_key(keys::command(command_id))?)
-    }
-
-    /// Every stored reservation key with its holder (for checks and tests).
-    pub fn stored_reservations(&self) -> Result<Vec<(Vec<u8>, Uuid)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.shared.log.scan_prefix([keys::RESERVATION]) {
-            let (k, v) = item?;
-            let id = Uuid::from_slice(&v).map_err(|_| StoreError::Corrupt {
-                position: 0,
-                reason: "malformed reservation".into(),
-            })?;
-            out.push((k[1..].to_vec(), id));
-        }
-        Ok(out)
+    /// The number of events in a token's stream.
+    pub fn token_version(&self, token: &Uuid) -> u64 {
+        let streams = self.shared.streams.read().expect("streams lock poisoned");
+        streams.get(token).map_or(0, |s| s.len() as u64)
     }
 }

@@ -5,9 +5,9 @@ use crate::read::StoredEvent;
 use crate::{Committed, Head, Shared, StoreConfig, StoreError};
 use ledger_core::command::SealedCommand;
 use ledger_core::event::GENESIS_HASH;
-use ledger_core::state::fold_token;
 use ledger_core::{
-    decide, Context, ErrorCode, LedgerState, Rejection, StampMeta, Timestamp, TokenView,
+    decide, CommandName, Context, Envelope, ErrorCode, EventType, LedgerState, Rejection,
+    StampMeta, Timestamp, TokenView,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -51,96 +51,190 @@ impl Job {
     }
 }
 
-/// What the log remembers of an accepted command, to answer a retry.
+/// What the log remembers of an accepted command that appended nothing.
 #[derive(Serialize, Deserialize)]
-struct IdempotencyRecord {
+struct NoEventRecord {
     /// Command name.
-    c: String,
+    c: CommandName,
     /// Token.
     t: Uuid,
-    /// Positions appended.
-    p: Vec<u64>,
-    /// Token version right after the command.
+    /// Token version at the time.
     v: u64,
 }
 
-pub(crate) struct Writer {
-    shared: Arc<Shared>,
-    state: LedgerState,
-    head_hash: String,
-    last_now: Timestamp,
-    config: StoreConfig,
+/// What answers a retried `commandId`.
+#[derive(Clone, Debug)]
+pub(crate) struct Idempotency {
+    token: Uuid,
+    positions: Vec<u64>,
+    version: u64,
+    /// The command, when known; after a restart it is inferred from the event type.
+    command: Option<CommandName>,
+    first_event: Option<EventType>,
 }
 
-/// Replays the log: rebuilds the state, checks the chain, and checks that the
-/// stored reservations are exactly those the events imply.
-pub(crate) fn recover(log: &sled::Tree) -> Result<(LedgerState, Head), StoreError> {
+impl Idempotency {
+    fn accepts(&self, name: CommandName) -> Result<(), Rejection> {
+        let ok = match (self.command, self.first_event) {
+            (Some(c), _) => c == name,
+            (None, Some(ty)) => producers(ty).contains(&name),
+            (None, None) => true,
+        };
+        if ok {
+            return Ok(());
+        }
+        let first = self
+            .command
+            .map(|c| c.as_str().to_owned())
+            .or(self
+                .first_event
+                .map(|t| format!("a command that produced {t}")))
+            .unwrap_or_default();
+        Err(Rejection::invalid(
+            "commandId",
+            format!("commandId was already used for {first}; use a new id for {name}"),
+        ))
+    }
+}
+
+/// The commands that can produce an event type (re-issue by provided id updates).
+fn producers(ty: EventType) -> &'static [CommandName] {
+    use CommandName as C;
+    match ty {
+        EventType::ClientTokenIssued => &[C::IssueClientToken],
+        EventType::ClientTokenUpdated => &[C::UpdateClientToken, C::IssueClientToken],
+        EventType::PermissionGroupsAssigned => &[C::AssignPermissionGroups],
+        EventType::PermissionGroupsUnassigned => &[C::UnassignPermissionGroups],
+        EventType::ClientTokenRotated => &[C::RotateClientToken],
+        EventType::AccessTokenRegistered => &[C::RegisterAccessToken],
+        EventType::AccessTokenRefreshed => &[C::RefreshAccessToken],
+        EventType::AccessTokenUpdated => &[C::UpdateAccessToken],
+        EventType::TokenTrashed => &[C::TrashToken],
+        EventType::TokenRestored => &[C::RestoreToken],
+        EventType::TokenRevoked => &[C::RevokeToken],
+        EventType::TokenPurged => &[C::PurgeToken],
+    }
+}
+
+/// Everything the replay of the log rebuilds.
+pub(crate) struct Recovered {
+    pub state: LedgerState,
+    pub head: Head,
+    pub idempotency: HashMap<Uuid, Idempotency>,
+    pub streams: HashMap<Uuid, Vec<u64>>,
+}
+
+/// Replays the log: checks every hash, link, position and version, and
+/// rebuilds the state, the idempotency map and the per-token stream index.
+pub(crate) fn recover(log: &sled::Tree) -> Result<Recovered, StoreError> {
     let mut state = LedgerState::new();
+    let mut idempotency: HashMap<Uuid, Idempotency> = HashMap::new();
+    let mut streams: HashMap<Uuid, Vec<u64>> = HashMap::new();
     let mut prev = GENESIS_HASH.to_owned();
     for item in log.scan_prefix([keys::EVENT]) {
         let (key, value) = item?;
         let position = keys::event_position(&key);
         let stored = StoredEvent::from_record(position, &value)?;
         let env = stored.check(position, &prev)?;
-        if env.position != state.position + 1 {
-            return Err(StoreError::Corrupt {
-                position,
-                reason: format!("expected position {}", state.position + 1),
-            });
-        }
-        if let Some(token) = state.token(&env.token_id) {
-            if token.version + 1 != env.version {
-                return Err(StoreError::Corrupt {
-                    position,
-                    reason: format!("token version gap: {} after {}", env.version, token.version),
-                });
-            }
-        }
+        check_order(&state, &env)?;
         prev = env.hash.clone();
+        remember(&mut idempotency, &mut streams, &env, None);
         state.evolve(&env);
     }
-    let mut stored: HashMap<Vec<u8>, Uuid> = HashMap::new();
-    for item in log.scan_prefix([keys::RESERVATION]) {
+    for item in log.scan_prefix([keys::COMMAND]) {
         let (key, value) = item?;
-        let holder = Uuid::from_slice(&value).map_err(|_| StoreError::Corrupt {
+        let record: NoEventRecord =
+            serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
+                position: state.position,
+                reason: format!("malformed idempotency record: {e}"),
+            })?;
+        let id = Uuid::from_slice(&key[1..]).map_err(|_| StoreError::Corrupt {
             position: state.position,
-            reason: "malformed reservation record".into(),
+            reason: "malformed idempotency key".into(),
         })?;
-        stored.insert(key[1..].to_vec(), holder);
-    }
-    let derived: HashMap<Vec<u8>, Uuid> = state
-        .reservations()
-        .map(|(k, v)| (k.storage_key(), *v))
-        .collect();
-    if stored != derived {
-        return Err(StoreError::Corrupt {
-            position: state.position,
-            reason: format!(
-                "reservations on disk ({}) differ from those the events imply ({})",
-                stored.len(),
-                derived.len()
-            ),
-        });
+        idempotency.insert(
+            id,
+            Idempotency {
+                token: record.t,
+                positions: Vec::new(),
+                version: record.v,
+                command: Some(record.c),
+                first_event: None,
+            },
+        );
     }
     let head = Head {
         position: state.position,
         hash: prev,
     };
-    Ok((state, head))
+    Ok(Recovered {
+        state,
+        head,
+        idempotency,
+        streams,
+    })
+}
+
+/// Positions and versions must be gap-free; checked before `evolve`, which
+/// would treat a violation as a bug and panic rather than report it.
+fn check_order(state: &LedgerState, env: &Envelope) -> Result<(), StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        position: env.position,
+        reason,
+    };
+    if env.position != state.position + 1 {
+        return Err(corrupt(format!("expected position {}", state.position + 1)));
+    }
+    let expected = state.token(&env.token_id).map_or(1, |t| t.version + 1);
+    if env.version != expected {
+        return Err(corrupt(format!(
+            "token {} version {} where {expected} was due",
+            env.token_id, env.version
+        )));
+    }
+    if state.token(&env.token_id).is_some_and(|t| t.purged) {
+        return Err(corrupt("an event follows token_purged".into()));
+    }
+    Ok(())
+}
+
+fn remember(
+    idempotency: &mut HashMap<Uuid, Idempotency>,
+    streams: &mut HashMap<Uuid, Vec<u64>>,
+    env: &Envelope,
+    command: Option<CommandName>,
+) {
+    streams.entry(env.token_id).or_default().push(env.position);
+    let entry = idempotency
+        .entry(env.command_id)
+        .or_insert_with(|| Idempotency {
+            token: env.token_id,
+            positions: Vec::new(),
+            version: env.version,
+            command,
+            first_event: Some(env.event_type()),
+        });
+    entry.positions.push(env.position);
+    entry.version = env.version;
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    state: LedgerState,
+    idempotency: HashMap<Uuid, Idempotency>,
+    head_hash: String,
+    last_now: Timestamp,
+    config: StoreConfig,
 }
 
 impl Writer {
-    pub(crate) fn new(
-        shared: Arc<Shared>,
-        state: LedgerState,
-        head: Head,
-        config: StoreConfig,
-    ) -> Writer {
+    pub(crate) fn new(shared: Arc<Shared>, recovered: Recovered, config: StoreConfig) -> Writer {
         let last_now = Timestamp::new((config.clock)());
         Writer {
             shared,
-            state,
-            head_hash: head.hash,
+            state: recovered.state,
+            idempotency: recovered.idempotency,
+            head_hash: recovered.head.hash,
             last_now,
             config,
         }
@@ -201,15 +295,20 @@ impl Writer {
         let mut batch = sled::Batch::default();
         let mut answers: Vec<(Reply, Result<Committed, Rejection>)> =
             Vec::with_capacity(jobs.len());
-        let mut in_group: HashMap<Uuid, (String, Committed)> = HashMap::new();
-        let first_position = self.state.position + 1;
+        let mut appended: Vec<(Uuid, u64)> = Vec::new();
+        let mut writes = 0usize;
         for job in jobs {
-            let answer = self.one(&job, now, &kid, &mut batch, &mut in_group);
+            let answer = self.one(&job, now, &kid, &mut batch, &mut appended, &mut writes);
             answers.push((job.reply, answer));
         }
-        if self.state.position >= first_position || !in_group.is_empty() {
+        if writes > 0 {
             self.shared.log.apply_batch(batch)?;
             self.shared.db.flush()?;
+            let mut streams = self.shared.streams.write().expect("streams lock poisoned");
+            for (token, position) in appended {
+                streams.entry(token).or_default().push(position);
+            }
+            drop(streams);
             self.shared.head.send_replace(self.state.position);
         }
         for (reply, answer) in answers {
@@ -224,31 +323,20 @@ impl Writer {
         now: Timestamp,
         kid: &str,
         batch: &mut sled::Batch,
-        in_group: &mut HashMap<Uuid, (String, Committed)>,
+        appended: &mut Vec<(Uuid, u64)>,
+        writes: &mut usize,
     ) -> Result<Committed, Rejection> {
         let cmd = &job.cmd;
-        let name = cmd.command.name().as_str();
-        if let Some((first_name, committed)) = in_group.get(&cmd.command_id) {
-            return same_command(first_name, name).map(|_| Committed {
-                replayed: true,
-                ..committed.clone()
-            });
-        }
-        if let Some(record) = self
-            .shared
-            .log
-            .get(keys::command(&cmd.command_id))
-            .map_err(|e| StoreError::from(e).to_rejection())?
-        {
-            let record: IdempotencyRecord = serde_json::from_slice(&record).map_err(|e| {
-                Rejection::new(ErrorCode::Internal, format!("bad idempotency record: {e}"))
-            })?;
-            same_command(&record.c, name)?;
-            let view =
-                view_as_of(&self.shared.log, &record.t, record.v).map_err(|e| e.to_rejection())?;
+        let name = cmd.command.name();
+        if let Some(first) = self.idempotency.get(&cmd.command_id) {
+            first.accepts(name)?;
+            let first = first.clone();
+            let view = self
+                .view_as_of(&first.token, first.version, appended)
+                .map_err(|e| e.to_rejection())?;
             return Ok(Committed {
-                token_id: record.t,
-                positions: record.p,
+                token_id: first.token,
+                positions: first.positions,
                 view,
                 replayed: true,
             });
@@ -261,12 +349,8 @@ impl Writer {
         };
         let decision = decide(&self.state, cmd, &ctx)?;
         let token_id = decision.token_id;
-        let before = self
-            .state
-            .token(&token_id)
-            .map(|t| t.reservations())
-            .unwrap_or_default();
         let mut positions = Vec::with_capacity(decision.events.len());
+        let mut first_event = None;
         for draft in decision.events {
             let meta = StampMeta {
                 event_id: Uuid::now_v7(),
@@ -282,11 +366,10 @@ impl Writer {
                 &keys::event(env.position),
                 StoredEvent::record(&env.hash, &bytes),
             );
-            batch.insert(
-                &keys::stream(&env.token_id, env.version),
-                &env.position.to_be_bytes(),
-            );
+            *writes += 1;
             self.state.evolve(&env);
+            first_event.get_or_insert(env.event_type());
+            appended.push((env.token_id, env.position));
             self.head_hash = env.hash;
             positions.push(env.position);
         }
@@ -294,14 +377,18 @@ impl Writer {
             .state
             .token(&token_id)
             .expect("a decided token exists after its events");
-        if !positions.is_empty() {
-            let after = token.reservations();
-            for key in before.iter().filter(|k| !after.contains(k)) {
-                batch.remove(keys::reservation(&key.storage_key()));
-            }
-            for key in after.iter().filter(|k| !before.contains(k)) {
-                batch.insert(keys::reservation(&key.storage_key()), token_id.as_bytes());
-            }
+        if positions.is_empty() {
+            let record = NoEventRecord {
+                c: name,
+                t: token_id,
+                v: token.version,
+            };
+            batch.insert(
+                &keys::command(&cmd.command_id),
+                serde_json::to_vec(&record).expect("record serializes"),
+            );
+            *writes += 1;
+        } else {
             if let (Some(wrapped), 1) = (&job.wrapped_key, token.version) {
                 batch.insert(&keys::data_key(&token_id), wrapped.as_slice());
             }
@@ -311,44 +398,40 @@ impl Writer {
                 batch.remove(&keys::data_key(&token_id));
             }
         }
-        let record = IdempotencyRecord {
-            c: name.to_owned(),
-            t: token_id,
-            p: positions.clone(),
-            v: token.version,
-        };
-        batch.insert(
-            &keys::command(&cmd.command_id),
-            serde_json::to_vec(&record).expect("record serializes"),
+        self.idempotency.insert(
+            cmd.command_id,
+            Idempotency {
+                token: token_id,
+                positions: positions.clone(),
+                version: token.version,
+                command: Some(name),
+                first_event,
+            },
         );
-        let committed = Committed {
+        Ok(Committed {
             token_id,
             positions,
             view: TokenView::of(token),
             replayed: false,
-        };
-        in_group.insert(cmd.command_id, (name.to_owned(), committed.clone()));
-        Ok(committed)
+        })
     }
-}
 
-fn same_command(first: &str, now: &str) -> Result<(), Rejection> {
-    if first == now {
-        Ok(())
-    } else {
-        Err(Rejection::invalid(
-            "commandId",
-            format!("commandId was already used for {first}; use a new id for {now}"),
-        ))
+    /// A token's view right after its `version`-th event, for a retried command.
+    ///
+    /// Events of the current group are not on disk yet; a retry within the
+    /// group answers from the state instead, which is exactly that version.
+    fn view_as_of(
+        &self,
+        token: &Uuid,
+        version: u64,
+        appended: &[(Uuid, u64)],
+    ) -> Result<Option<TokenView>, StoreError> {
+        let current = self.state.token(token);
+        let in_group = appended.iter().any(|(t, _)| t == token);
+        if in_group || current.is_some_and(|t| t.version == version) {
+            return Ok(current.and_then(TokenView::of));
+        }
+        let events = crate::read::token_events(&self.shared, token, Some(version))?;
+        Ok(ledger_core::state::fold_token(events.iter()).and_then(|t| TokenView::of(&t)))
     }
-}
-
-/// A token's view right after its `version`-th event (`None` if purged by then).
-pub(crate) fn view_as_of(
-    log: &sled::Tree,
-    token: &Uuid,
-    version: u64,
-) -> Result<Option<TokenView>, StoreError> {
-    let events = crate::read::token_events(log, token, Some(version))?;
-    Ok(fold_token(events.iter()).and_then(|t| TokenView::of(&t)))
 }

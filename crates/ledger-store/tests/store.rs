@@ -246,34 +246,59 @@ fn refresh_reseals_with_the_same_data_key() {
 }
 
 #[test]
-fn reservations_on_disk_follow_the_events() {
+fn reservations_are_rebuilt_from_the_log_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
+    let (a, b) = {
+        let store = open(dir.path(), &master);
+        let a = register(&store, "a@example.com", "s1");
+        store
+            .execute_blocking(cmd(
+                CommandName::TrashToken,
+                json!({"tokenId": a.to_string()}),
+            ))
+            .unwrap();
+        // A trashed access token is not live: its account is free.
+        let b = register(&store, "A@example.com", "s2");
+        store
+            .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "Keep"})))
+            .unwrap();
+        store.shutdown().unwrap();
+        (a, b)
+    };
     let store = open(dir.path(), &master);
-    let a = register(&store, "a@example.com", "s1");
-    assert_eq!(store.stored_reservations().unwrap().len(), 1);
-    store
-        .execute_blocking(cmd(
-            CommandName::TrashToken,
-            json!({"tokenId": a.to_string()}),
-        ))
-        .unwrap();
-    assert_eq!(
-        store.stored_reservations().unwrap().len(),
-        0,
-        "a trashed access token is not live: its account is free"
-    );
-    let b = register(&store, "A@example.com", "s2");
     let err = store
         .execute_blocking(cmd(
             CommandName::RestoreToken,
             json!({"tokenId": a.to_string()}),
         ))
         .unwrap_err();
-    assert_eq!(err.code, ErrorCode::AccountTaken);
-    let stored = store.stored_reservations().unwrap();
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].1, b);
+    assert_eq!(err.code, ErrorCode::AccountTaken, "held by {b}");
+    let err = store
+        .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "keep"})))
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::NameTaken);
+    assert_eq!(store.head_position(), 4);
+}
+
+#[test]
+fn one_record_per_command_so_a_group_is_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    for i in 0..10 {
+        store
+            .execute_blocking(cmd(
+                CommandName::IssueClientToken,
+                json!({"name": format!("n{i}")}),
+            ))
+            .unwrap();
+    }
+    store.shutdown().unwrap();
+    drop(store);
+    let db = sled::open(dir.path().join("ledger.sled")).unwrap();
+    let log = db.open_tree("log").unwrap();
+    assert_eq!(log.len(), 10, "one event record per command, nothing else");
 }
 
 #[test]
