@@ -212,6 +212,11 @@ impl TokenView {
         self
     }
 
+    /// True when neither trashed nor revoked (expiry aside).
+    pub fn is_live(&self) -> bool {
+        self.trash_item.is_none() && !self.revoked
+    }
+
     /// True when the token would verify at `now` (ignoring its string).
     pub fn is_active_at(&self, now: Timestamp) -> bool {
         self.trash_item.is_none() && !self.revoked && !self.is_expired_at(now)
