@@ -215,8 +215,8 @@ fn check_invariants(store: &Store, projector: &mut Projector) {
         if let Some(n) = &view.name {
             assert!(names.insert(fold(n)), "two tokens named {n}");
         }
-        if view.account_name.is_some() && view.trash_item.is_none() && !view.revoked {
-            let k = (view.user.clone(), fold(view.account_name.as_ref().unwrap()));
+        if let Some(account) = view.account_name.as_ref().filter(|_| view.is_live()) {
+            let k = (view.user.clone(), fold(account));
             assert!(
                 accounts.insert(format!("{k:?}")),
                 "two live tokens for {k:?}"
