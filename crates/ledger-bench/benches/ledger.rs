@@ -4,6 +4,7 @@
 //! Set `BENCH_COMMANDS` to change the number of commands per run (default 100k).
 
 use ledger_bench::{issue, rate, timed};
+
 use ledger_crypto::MasterKey;
 use ledger_store::{Store, StoreConfig};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -304,39 +304,60 @@ impl LedgerState {
             "event positions must be gap-free"
         );
         self.position = event.position;
-        let before = self
-            .tokens
-            .get(&event.token_id)
-            .map(TokenState::reservations)
-            .unwrap_or_default();
-        let next = match self.tokens.remove(&event.token_id) {
-            None => create(event),
-            Some(mut token) => {
+        let moves_keys = changes_reservations(&event.data);
+        let (before, id) = match self.tokens.get_mut(&event.token_id) {
+            None => {
+                let token = create(event);
+                let id = token.id;
+                self.tokens.insert(id, token);
+                (Vec::new(), id)
+            }
+            Some(token) => {
                 assert_eq!(
                     event.version,
                     token.version + 1,
                     "token versions must be gap-free"
                 );
                 assert!(!token.purged, "no event may follow token_purged");
-                apply(&mut token, event);
-                token
+                let before = if moves_keys {
+                    token.reservations()
+                } else {
+                    Vec::new()
+                };
+                apply(token, event);
+                (before, token.id)
             }
         };
+        if !moves_keys {
+            return;
+        }
+        let after = self.tokens[&id].reservations();
         for key in before {
-            if self.reservations.get(&key) == Some(&next.id) {
+            if !after.contains(&key) && self.reservations.get(&key) == Some(&id) {
                 self.reservations.remove(&key);
             }
         }
-        for key in next.reservations() {
-            let previous = self.reservations.insert(key, next.id);
+        for key in after {
+            let previous = self.reservations.insert(key, id);
             assert!(
-                previous.is_none() || previous == Some(next.id),
+                previous.is_none() || previous == Some(id),
                 "uniqueness broken at position {}",
                 event.position
             );
         }
-        self.tokens.insert(next.id, next);
     }
+}
+
+/// Whether an event can change which uniqueness keys its token holds; the
+/// others skip the bookkeeping, which is most of the cost of a replay.
+fn changes_reservations(data: &EventData) -> bool {
+    !matches!(
+        data,
+        EventData::PermissionGroupsAssigned(_)
+            | EventData::PermissionGroupsUnassigned(_)
+            | EventData::ClientTokenRotated(_)
+            | EventData::AccessTokenRefreshed(_)
+    )
 }
 
 /// Folds one token's own events (its stream, in version order) into its state.

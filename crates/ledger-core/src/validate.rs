@@ -94,7 +94,12 @@ pub fn secret(field: &str, value: &str) -> Result<(), Rejection> {
 
 /// Unicode default case folding, the key for case-insensitive uniqueness.
 pub fn fold(value: &str) -> String {
-    caseless::default_case_fold_str(value)
+    // For ASCII, default case folding is lowercasing; most names are ASCII.
+    if value.is_ascii() {
+        value.to_ascii_lowercase()
+    } else {
+        caseless::default_case_fold_str(value)
+    }
 }
 
 #[cfg(test)]
