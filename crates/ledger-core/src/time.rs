@@ -103,6 +103,12 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,11 +137,5 @@ mod tests {
         // Other offsets and precisions still parse, normalised.
         let t = Timestamp::parse("2026-11-24T16:26:45.123456+02:00").unwrap();
         assert_eq!(t.to_string(), "2026-11-24T14:26:45.123Z");
-    }
-}
-
-impl fmt::Debug for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
     }
 }
