@@ -94,7 +94,7 @@ pub fn workspace(workspace_id: &str, created_position: u64) -> Vec<u8> {
 ///
 /// Client names and provided ids stay while the token is trashed or revoked,
 /// as its reservations do; listings filter those at read time.
-pub fn index_entries(token: &TokenState, created_position: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn index_entries(token: &TokenState, created_position: u64) -> Vec<crate::KeyValue> {
     if token.purged {
         return Vec::new();
     }

@@ -66,6 +66,9 @@ use std::collections::HashMap;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+/// One key and its value in the `views` tree.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Events read from the log and applied in one batch, at most.
 pub const CATCH_UP_CHUNK: usize = 4096;
 /// Token states kept in memory, at most; the cache is cleared beyond that.
@@ -96,7 +99,7 @@ impl Tracked {
         })
     }
 
-    pub(crate) fn index_entries(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub(crate) fn index_entries(&self) -> Vec<KeyValue> {
         keys::index_entries(&self.state, self.created_position)
     }
 
@@ -116,7 +119,7 @@ impl Tracked {
 /// One token touched by a batch of events.
 struct Touched {
     /// Index entries the token held before the batch.
-    before: Vec<(Vec<u8>, Vec<u8>)>,
+    before: Vec<KeyValue>,
     /// Its state after the events seen so far.
     current: Option<Tracked>,
 }
@@ -356,10 +359,14 @@ impl Projector {
 
     /// Recreates the views in `tree` from the whole log; see the crate docs.
     ///
-    /// Clears `tree`, folds every durable event in memory, then writes the
-    /// views, indices and, in the last batch, the checkpoint. The result is
+    /// Clears `tree`, folds every durable event in memory (each decoded once,
+    /// no sled read per event), then writes the views and indices in batches
+    /// and, last and alone, the checkpoint, so an interrupted rebuild leaves a
+    /// tree that [`Projector::open_tree`] recognises and clears. The result is
     /// byte-identical to what incremental application produces. A projector
     /// already open on `tree` is stale afterwards; use the one returned.
+    /// Clearing a large tree costs about as much as writing it; a fresh tree
+    /// rebuilds fastest.
     pub fn rebuild(store: &Store, tree: sled::Tree) -> Result<Projector, ProjectorError> {
         let (checkpoint, tokens) = rebuild::rebuild(store, &tree)?;
         let cache = if tokens.len() <= CACHE_TOKENS_MAX {
@@ -371,7 +378,7 @@ impl Projector {
     }
 
     /// Every key and value of the tree, in key order (for comparisons).
-    pub fn dump(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectorError> {
+    pub fn dump(&self) -> Result<Vec<KeyValue>, ProjectorError> {
         self.tree
             .iter()
             .map(|item| {

@@ -149,19 +149,26 @@ impl Views {
         by: Lookup,
         now: Timestamp,
     ) -> Result<Option<TokenView>, ProjectorError> {
-        let id = match by {
-            Lookup::Id(id) => Some(id),
-            Lookup::Name(name) => self.index(&keys::name(workspace_id, &fold(&name)))?,
+        let id = match &by {
+            Lookup::Id(id) => Some(*id),
+            Lookup::Name(name) => self.index(&keys::name(workspace_id, &fold(name)))?,
             Lookup::ProvidedId(provided) => {
-                self.index(&keys::provided_id(workspace_id, &provided))?
+                self.index(&keys::provided_id(workspace_id, provided))?
             }
         };
         let Some(id) = id else {
             return Ok(None);
         };
+        // The index and the view are two reads; a batch applied in between
+        // (a rename, a purge) must not yield a token that no longer matches.
         Ok(self
             .view(&id)?
             .filter(|v| v.workspace_id == workspace_id)
+            .filter(|v| match &by {
+                Lookup::Id(_) => true,
+                Lookup::Name(name) => v.name.as_deref().is_some_and(|n| fold(n) == fold(name)),
+                Lookup::ProvidedId(p) => v.provided_resource_id.as_ref() == Some(p),
+            })
             .map(|v| v.with_expired(now)))
     }
 
@@ -212,11 +219,11 @@ impl Views {
             let id = tail
                 .token(key_tail, &value)
                 .ok_or_else(|| ProjectorError::Corrupt(format!("malformed index entry {key:?}")))?;
-            let view = self.view(&id)?.ok_or_else(|| {
-                ProjectorError::Corrupt(format!("index entry for {id} without a view"))
-            })?;
             scanned += 1;
-            if matches(&view, filter, provider.as_deref(), now) {
+            // Index entry and view are two reads: a purge applied in between
+            // leaves an entry without a view, which is simply gone now.
+            let view = self.view(&id)?;
+            if let Some(view) = view.filter(|v| matches(v, filter, provider.as_deref(), now)) {
                 if items.len() == filter.limit {
                     // One more match exists: the page ends at the last item.
                     next_cursor = last_tail.as_deref().map(|t| URL_SAFE_NO_PAD.encode(t));

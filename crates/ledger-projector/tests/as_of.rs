@@ -10,7 +10,10 @@ use support::*;
 #[test]
 fn as_of_version_position_and_time() {
     let (_dir, _master, store) = fresh();
+    // Commits a few milliseconds apart, so each event has its own `occurredAt`.
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(3));
     let noise = issue(&store, json!({"name": "noise"}));
+    pause();
     let issued = exec(
         &store,
         CommandName::IssueClientToken,
@@ -18,18 +21,21 @@ fn as_of_version_position_and_time() {
     );
     let id = issued.token_id;
     on(&store, CommandName::RotateClientToken, noise, json!({}));
+    pause();
     let renamed = on(
         &store,
         CommandName::UpdateClientToken,
         id,
         json!({"name": "Second"}),
     );
+    pause();
     let trashed = on(
         &store,
         CommandName::TrashToken,
         id,
         json!({"reason": "done"}),
     );
+    pause();
     let purged = on(&store, CommandName::PurgeToken, id, json!({}));
     let p_issue = issued.positions[0];
     let p_rename = renamed.positions[0];

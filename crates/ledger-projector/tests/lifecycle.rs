@@ -368,7 +368,7 @@ fn varied_history(store: &Store, mut after_each: impl FnMut(&Store)) {
     )
     .unwrap();
 
-    // The tail: 120 pseudo-random commands over a pool of tokens.
+    // The tail: 200 pseudo-random commands over pools of tokens of each kind.
     let mut seed: u64 = 0x5eed_1234;
     let mut rand = move |n: u64| {
         seed = seed
@@ -376,56 +376,70 @@ fn varied_history(store: &Store, mut after_each: impl FnMut(&Store)) {
             .wrapping_add(1_442_695_040_888_963_407);
         (seed >> 33) % n
     };
-    let mut pool: Vec<Uuid> = vec![t1, t4, a1];
-    for i in 0..120u64 {
-        let target = pool[rand(pool.len() as u64) as usize];
-        let (name, token, body) = match rand(11) {
+    let mut clients: Vec<Uuid> = vec![t1, t4];
+    let mut accesses: Vec<Uuid> = vec![a1];
+    for i in 0..200u64 {
+        let client = clients[rand(clients.len() as u64) as usize];
+        let access_token = accesses[rand(accesses.len() as u64) as usize];
+        let any = if rand(2) == 0 { client } else { access_token };
+        let (name, token, body) = match rand(12) {
             0 => (
                 CommandName::IssueClientToken,
                 None,
-                json!({"name": format!("n{}", rand(30))}),
+                json!({"name": format!("N{}", rand(40)), "providedResourceId": format!("x{}", rand(40))}),
             ),
             1 => (
                 CommandName::RegisterAccessToken,
                 None,
                 access(
-                    &format!("p{}@example.com", rand(10)),
+                    &format!("p{}@example.com", rand(20)),
                     ["google", "github"][rand(2) as usize],
                 ),
             ),
             2 => (
                 CommandName::UpdateClientToken,
-                Some(target),
-                json!({"name": format!("n{}", rand(30))}),
+                Some(client),
+                json!({"name": format!("n{}", rand(40))}),
             ),
-            3 => (CommandName::TrashToken, Some(target), json!({})),
-            4 => (CommandName::RestoreToken, Some(target), json!({})),
+            3 => (CommandName::TrashToken, Some(any), json!({})),
+            4 => (CommandName::RestoreToken, Some(any), json!({})),
             5 => (
                 CommandName::PurgeToken,
-                Some(target),
-                json!({"force": rand(2) == 0}),
+                Some(any),
+                json!({"force": rand(3) == 0}),
             ),
-            6 => (CommandName::RotateClientToken, Some(target), json!({})),
+            6 => (CommandName::RotateClientToken, Some(client), json!({})),
             7 => (
                 CommandName::RefreshAccessToken,
-                Some(target),
+                Some(access_token),
                 json!({"accessToken": format!("at{i}")}),
             ),
-            8 => (
-                CommandName::UpdateAccessToken,
-                Some(target),
-                json!({"provider": ["google", "github", "GitLab"][rand(3) as usize]}),
+            8 => (CommandName::UpdateAccessToken, Some(access_token), {
+                let provider = ["google", "github", "GitLab"][rand(3) as usize];
+                json!({ "provider": provider })
+            }),
+            9 if rand(3) == 0 => (CommandName::RevokeToken, Some(any), json!({})),
+            9 => (
+                CommandName::UnassignPermissionGroups,
+                Some(client),
+                json!({"permissionGroups": [{"permissionGroupId": format!("g{}", rand(5))}]}),
             ),
-            9 => (CommandName::RevokeToken, Some(target), json!({})),
+            10 => (
+                CommandName::UpdateClientToken,
+                Some(client),
+                json!({"expires": now().millis() + 3_600_000 * (1 + rand(48) as i64)}),
+            ),
             _ => (
                 CommandName::AssignPermissionGroups,
-                Some(target),
+                Some(client),
                 json!({"permissionGroups": [{"permissionGroupId": format!("g{}", rand(5))}]}),
             ),
         };
         if let Some(id) = step(name, token, body) {
-            if token.is_none() {
-                pool.push(id);
+            match name {
+                CommandName::IssueClientToken => clients.push(id),
+                CommandName::RegisterAccessToken => accesses.push(id),
+                _ => {}
             }
         }
     }
@@ -454,7 +468,7 @@ fn rebuild_equals_incremental_byte_for_byte() {
     varied_history(&store, |store| {
         each.catch_up(store).unwrap();
         step += 1;
-        if step % 5 == 0 {
+        if step.is_multiple_of(5) {
             let mut cold = Projector::open_tree(cold_tree.clone()).unwrap();
             cold.catch_up(store).unwrap();
         }
@@ -514,5 +528,39 @@ fn rebuild_of_an_empty_log_is_empty() {
     let mut idle = Projector::open(store.db()).unwrap();
     assert_eq!(idle.catch_up(&store).unwrap(), 0);
     assert!(idle.dump().unwrap().is_empty());
+    store.shutdown().unwrap();
+}
+
+#[test]
+fn rebuild_spans_many_chunks() {
+    // More events than one rebuild chunk (2048), so several workers decode
+    // and the folder interleaves their chunks.
+    let (_dir, _master, store) = fresh();
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for i in 0..170 {
+                    let id = issue(&store, json!({"name": format!("c{t}-{i}")}));
+                    if i % 2 == 0 {
+                        on(
+                            &store,
+                            CommandName::UpdateClientToken,
+                            id,
+                            json!({"name": format!("d{t}-{i}")}),
+                        );
+                    } else {
+                        on(&store, CommandName::PurgeToken, id, json!({"force": true}));
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(store.head_position(), 8 * 170 * 2);
+    let p = projector(&store);
+    assert!(p.dump().unwrap() == rebuilt_dump(&store, "views.check"));
     store.shutdown().unwrap();
 }
