@@ -119,7 +119,10 @@ fn check(dir: &std::path::Path, acked: &HashMap<Uuid, Ack>, round: u64) {
         let entry = by_command
             .entry(env.command_id)
             .or_insert_with(|| (env.token_id, Vec::new()));
-        assert_eq!(entry.0, env.token_id, "round {round}: one command, one token");
+        assert_eq!(
+            entry.0, env.token_id,
+            "round {round}: one command, one token"
+        );
         entry.1.push(env.position);
         prev = env.hash;
     }
@@ -129,10 +132,17 @@ fn check(dir: &std::path::Path, acked: &HashMap<Uuid, Ack>, round: u64) {
     // Every acknowledged command is present, whole, at the positions it was told.
     for ack in acked.values() {
         let Some((token, positions)) = by_command.get(&ack.command_id) else {
-            panic!("round {round}: acknowledged command {} lost", ack.command_id);
+            panic!(
+                "round {round}: acknowledged command {} lost",
+                ack.command_id
+            );
         };
         assert_eq!(*token, ack.token_id, "round {round}");
-        assert_eq!(*positions, ack.positions, "round {round}: command {} changed", ack.command_id);
+        assert_eq!(
+            *positions, ack.positions,
+            "round {round}: command {} changed",
+            ack.command_id
+        );
     }
 
     // Views: the incremental projector, resumed from its checkpoint, equals a rebuild.
