@@ -1,0 +1,93 @@
+//! Commands over request/reply: `tokens.cmd.{workspaceId}.{command}`.
+
+use crate::subjects::request_parts;
+use chrono::Utc;
+use ledger_core::command::{self};
+use ledger_core::{validate, CommandName, ErrorCode, Rejection, Timestamp};
+use ledger_store::Store;
+use serde_json::{json, Value};
+
+/// What a command handler needs.
+pub(crate) struct CommandContext {
+    pub store: Store,
+    pub max_payload_bytes: usize,
+}
+
+/// Handles one command request; the reply's `result` or the rejection.
+///
+/// Order of checks: size, subject, JSON and field rules (`parse`), the
+/// body's workspace against the subject's, then the store. Nothing is
+/// appended unless every check before the store passed.
+pub(crate) async fn handle(
+    ctx: &CommandContext,
+    name: CommandName,
+    subject: &str,
+    payload: &[u8],
+) -> Result<Value, Rejection> {
+    if payload.len() > ctx.max_payload_bytes {
+        return Err(Rejection::invalid(
+            "body",
+            format!(
+                "command is {} bytes, larger than the limit of {} bytes",
+                payload.len(),
+                ctx.max_payload_bytes
+            ),
+        ));
+    }
+    let workspace = subject_workspace(subject)?;
+    let cmd = command::parse(name, payload)?;
+    if cmd.workspace_id != workspace {
+        return Err(Rejection::invalid(
+            "workspaceId",
+            format!(
+                "workspaceId {:?} differs from the subject's workspace {workspace:?}",
+                cmd.workspace_id
+            ),
+        ));
+    }
+    let committed = ctx.store.execute(cmd).await?;
+    let view = match committed.view {
+        None => None,
+        Some(mut view) => {
+            // The string is never stored: re-mint it from the recorded claims,
+            // only where the product shows it (issue and rotate replies).
+            if matches!(
+                name,
+                CommandName::IssueClientToken | CommandName::RotateClientToken
+            ) {
+                view.token_str = ctx
+                    .store
+                    .token_str(&view)
+                    .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))?;
+            }
+            Some(view.with_expired(Timestamp::new(Utc::now())))
+        }
+    };
+    Ok(json!({ "token": view, "positions": committed.positions }))
+}
+
+/// The workspace token of a request subject, checked like a body's `workspaceId`.
+pub(crate) fn subject_workspace(subject: &str) -> Result<&str, Rejection> {
+    let (workspace, _) = request_parts(subject).ok_or_else(|| {
+        Rejection::invalid(
+            "subject",
+            format!("subject {subject:?} is not tokens.<kind>.<workspaceId>.<operation>"),
+        )
+    })?;
+    validate::workspace_id("workspaceId", workspace)?;
+    Ok(workspace)
+}
+
+/// The rejection for a subject naming no known command.
+pub(crate) fn unknown_command(subject: &str) -> Rejection {
+    let op = request_parts(subject).map_or(subject, |(_, op)| op);
+    let known: Vec<&str> = CommandName::ALL.iter().map(|c| c.as_str()).collect();
+    Rejection::new(
+        ErrorCode::InvalidInput,
+        format!(
+            "unknown command {op:?} (subject {subject}); commands are: {}",
+            known.join(", ")
+        ),
+    )
+    .with_field("command")
+}

@@ -1,0 +1,515 @@
+//! The NATS surface of tokenledger.
+//!
+//! [`run`] connects to NATS and serves, until its shutdown signal:
+//!
+//! * the micro service `tokenledger` (`$SRV.PING/INFO/STATS.tokenledger`),
+//!   one endpoint per command on `tokens.cmd.*.{command}` and one per query
+//!   on `tokens.query.*.{get|list|history}`, all in the queue group
+//!   [`subjects::QUEUE_GROUP`], so instances share the load; two catch-alls
+//!   (`tokens.cmd.*.*`, `tokens.query.*.*`, in their own queue group, see
+//!   [`subjects::CATCH_ALL_QUEUE_GROUP`]) answer requests naming an unknown
+//!   operation;
+//! * the publisher, which copies the sled log into the JetStream stream
+//!   `TOKENS` so that stream sequence = log position (see [`publisher`]'s
+//!   docs for why the log, not the stream, is the durable copy).
+//!
+//! Replies: `{"ok": true, "result": ...}`, or `{"ok": false, "error":
+//! {"code", "message", "field"?, "currentVersion"?}}` with the
+//! `Nats-Service-Error` and `Nats-Service-Error-Code` headers (see [`reply`]).
+//!
+//! **Architecture invariants**: nothing but the publisher (and the stream
+//! setup it uses) talks to JetStream; this crate never writes the log except
+//! through `Store::execute`; a success reply is sent only after the store
+//! reported the events durable; the views are read only after being caught
+//! up to the head, so a caller reads its own writes.
+
+mod commands;
+mod error;
+mod metrics;
+pub mod publisher;
+mod queries;
+pub mod reply;
+mod stream;
+pub mod subjects;
+
+pub use error::NatsError;
+pub use metrics::{Metrics, PublisherStatus, RequestCounters};
+pub use stream::StreamSettings;
+
+use async_nats::jetstream;
+use async_nats::service::endpoint::Endpoint;
+use async_nats::service::ServiceExt;
+use async_nats::{Client, ConnectErrorKind, ConnectOptions, Event};
+use commands::CommandContext;
+use futures_util::StreamExt;
+use ledger_core::{CommandName, Rejection};
+use ledger_store::Store;
+use queries::{Query, QueryContext};
+use serde_json::Value;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+/// How to serve.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// NATS servers to connect to (any of them; the client fails over).
+    pub nats_urls: Vec<String>,
+    /// Replicas of the stream `TOKENS` (1 on a single server).
+    pub stream_replicas: usize,
+    /// JetStream's deduplication window for `Nats-Msg-Id`.
+    pub duplicate_window: Duration,
+    /// Largest accepted request body, in bytes; larger ones get `invalid_input`.
+    pub max_payload_bytes: usize,
+    /// Publish acks the publisher keeps un-awaited, at most (1..=[`publisher::ACK_WINDOW_MAX`]).
+    pub ack_window: usize,
+    /// Requests handled at once, at most; more wait in the subscription buffers.
+    pub max_in_flight: usize,
+    /// How long shutdown waits for in-flight requests, and again for the
+    /// publisher to reach the head; what is left is published at the next start.
+    pub drain_timeout: Duration,
+    /// Micro service name.
+    pub service_name: String,
+    /// Micro service version (semver).
+    pub version: String,
+    /// Counters, shared with whoever keeps a clone.
+    pub metrics: Metrics,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            nats_urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            stream_replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+            max_payload_bytes: ledger_core::validate::COMMAND_BYTES_MAX,
+            ack_window: 512,
+            max_in_flight: 4096,
+            drain_timeout: Duration::from_secs(10),
+            service_name: subjects::SERVICE_NAME.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// The defaults, with these servers.
+    pub fn new(nats_urls: Vec<String>) -> ServeConfig {
+        ServeConfig {
+            nats_urls,
+            ..ServeConfig::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), NatsError> {
+        let bad = |m: String| Err(NatsError::Config(m));
+        if self.nats_urls.is_empty() {
+            return bad("no NATS URL given".into());
+        }
+        if !(1..=publisher::ACK_WINDOW_MAX).contains(&self.ack_window) {
+            return bad(format!(
+                "ack_window {} is outside 1..={}",
+                self.ack_window,
+                publisher::ACK_WINDOW_MAX
+            ));
+        }
+        if !(1..=5).contains(&self.stream_replicas) {
+            return bad(format!(
+                "stream_replicas {} is outside 1..=5",
+                self.stream_replicas
+            ));
+        }
+        if self.max_payload_bytes == 0 || self.max_in_flight == 0 {
+            return bad("max_payload_bytes and max_in_flight must be positive".into());
+        }
+        if u32::try_from(self.max_in_flight).is_err() {
+            return bad("max_in_flight must fit in 32 bits".into());
+        }
+        Ok(())
+    }
+
+    fn stream_settings(&self) -> StreamSettings {
+        StreamSettings {
+            replicas: self.stream_replicas,
+            duplicate_window: self.duplicate_window,
+        }
+    }
+}
+
+/// Serves the ledger over NATS until `shutdown` completes, then stops taking
+/// requests, finishes those in flight, lets the publisher drain to the head
+/// and shuts the store down (on every exit path, errors included).
+///
+/// Unreachable servers are retried with backoff, before and after the first
+/// connection; an error is returned only for what retrying cannot fix (see
+/// [`NatsError`]), in particular a stream that is ahead of, or diverged
+/// from, the log.
+///
+/// `run` owns the projector of the store's `views` tree (queries catch it up
+/// before answering): nothing else may run a projector on the same store
+/// while it serves.
+pub async fn run(
+    store: Store,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NatsError> {
+    let served = serve(&store, config, shutdown).await;
+    let closing = store.clone();
+    let closed = tokio::task::spawn_blocking(move || closing.shutdown())
+        .await
+        .map_err(|e| NatsError::Task(e.to_string()))
+        .and_then(|r| r.map_err(NatsError::Store));
+    served.and(closed)
+}
+
+/// Which handler an endpoint feeds.
+#[derive(Clone, Copy, Debug)]
+enum Route {
+    Command(CommandName),
+    Query(Query),
+    AnyCommand,
+    AnyQuery,
+}
+
+/// What every request handler shares.
+struct Shared {
+    commands: CommandContext,
+    queries: QueryContext,
+    metrics: Metrics,
+    in_flight: Arc<Semaphore>,
+}
+
+async fn serve(
+    store: &Store,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NatsError> {
+    config.validate()?;
+    tokio::pin!(shutdown);
+    let metrics = config.metrics.clone();
+    let shared = Arc::new(Shared {
+        commands: CommandContext {
+            store: store.clone(),
+            max_payload_bytes: config.max_payload_bytes,
+        },
+        queries: QueryContext::new(store.clone(), config.max_payload_bytes)?,
+        metrics: metrics.clone(),
+        in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+    });
+    // Bumped on every reconnection; the publisher re-reads the stream then.
+    let (epoch_tx, epoch_rx) = watch::channel(0u64);
+    let epoch_tx = Arc::new(epoch_tx);
+
+    let client = tokio::select! {
+        c = connect(&config, epoch_tx.clone()) => c?,
+        () = &mut shutdown => return Ok(()),
+    };
+    let js = jetstream::new(client.clone());
+    let settings = config.stream_settings();
+
+    // Refuse to serve on a stream that is not this log's, before any request.
+    let mut backoff = Backoff::new();
+    loop {
+        let checked = tokio::select! {
+            r = publisher::check_stream(&js, store, &settings) => r?,
+            () = &mut shutdown => return Ok(()),
+        };
+        if checked.is_some() {
+            break;
+        }
+        tokio::select! {
+            () = backoff.sleep() => {}
+            () = &mut shutdown => return Ok(()),
+        }
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut publisher = tokio::spawn(
+        publisher::Publisher {
+            js: js.clone(),
+            store: store.clone(),
+            settings,
+            ack_window: config.ack_window,
+            metrics: metrics.clone(),
+            epoch: epoch_rx,
+        }
+        .run(stop_rx),
+    );
+    let served = serve_requests(&client, &config, shared, &mut publisher, &mut shutdown).await;
+
+    // Requests have stopped (or never started): let the publisher drain to
+    // the head, unless it already ended, which is fatal.
+    let _ = stop_tx.send(true);
+    match served {
+        Ok(Some(ended)) => flatten(ended),
+        Err(e) => {
+            publisher.abort();
+            let _ = publisher.await;
+            Err(e)
+        }
+        Ok(None) => match tokio::time::timeout(config.drain_timeout, &mut publisher).await {
+            Ok(r) => flatten(r),
+            Err(_) => {
+                publisher.abort();
+                let _ = publisher.await;
+                tracing::warn!(
+                    published = metrics.published_position(),
+                    head = store.head_position(),
+                    "the publisher did not reach the head before the drain timeout; the rest \
+                     is published at the next start"
+                );
+                Ok(())
+            }
+        },
+    }
+}
+
+fn flatten(r: Result<Result<(), NatsError>, tokio::task::JoinError>) -> Result<(), NatsError> {
+    r.map_err(|e| NatsError::Task(e.to_string()))
+        .and_then(|r| r)
+}
+
+/// Serves requests until `shutdown` (returns `None`) or until the publisher
+/// ends by itself (returns its outcome); then stops taking requests and
+/// waits for those in flight.
+async fn serve_requests(
+    client: &Client,
+    config: &ServeConfig,
+    shared: Arc<Shared>,
+    publisher: &mut tokio::task::JoinHandle<Result<(), NatsError>>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<Option<Result<Result<(), NatsError>, tokio::task::JoinError>>, NatsError> {
+    let metrics = shared.metrics.clone();
+    let (service, loops) = start_service(client, config, shared.clone()).await?;
+    round_trip(client).await;
+    metrics.set_ready(true);
+    tracing::info!(service = %config.service_name, "serving");
+
+    let ended = tokio::select! {
+        () = shutdown.as_mut() => None,
+        r = &mut *publisher => Some(r),
+    };
+    metrics.set_ready(false);
+
+    // Stop taking requests, then let those in flight finish and be answered.
+    let _ = service.stop().await;
+    let finish = async {
+        for l in loops {
+            let _ = l.await;
+        }
+        let permits = u32::try_from(config.max_in_flight).expect("validated");
+        let _ = shared.in_flight.acquire_many(permits).await;
+        let _ = client.flush().await;
+    };
+    if tokio::time::timeout(config.drain_timeout, finish)
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the drain timeout; stopping anyway");
+    }
+    Ok(ended)
+}
+
+/// Sends a message to ourselves through the server and waits for it: once it
+/// is back, the server has registered every subscription made before (it
+/// handles one connection's protocol in order), so the endpoints are live.
+async fn round_trip(client: &Client) {
+    let inbox = client.new_inbox();
+    let echoed = async {
+        let mut sub = client.subscribe(inbox.clone()).await.ok()?;
+        client.publish(inbox, "".into()).await.ok()?;
+        sub.next().await
+    };
+    if tokio::time::timeout(Duration::from_secs(5), echoed)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tracing::warn!("no readiness round trip through NATS; serving anyway");
+    }
+}
+
+/// Connects, retrying unreachable servers with backoff until one answers.
+async fn connect(
+    config: &ServeConfig,
+    epoch: Arc<watch::Sender<u64>>,
+) -> Result<Client, NatsError> {
+    let mut backoff = Backoff::new();
+    loop {
+        let connects = Arc::new(AtomicU64::new(0));
+        let (epoch, metrics) = (epoch.clone(), config.metrics.clone());
+        let options = ConnectOptions::new()
+            .name(&config.service_name)
+            .reconnect_delay_callback(reconnect_delay)
+            .event_callback(move |event| {
+                let (epoch, metrics, connects) = (epoch.clone(), metrics.clone(), connects.clone());
+                async move {
+                    match event {
+                        Event::Connected => {
+                            if connects.fetch_add(1, Ordering::Relaxed) > 0 {
+                                tracing::info!("reconnected to NATS");
+                                metrics.reconnected();
+                                epoch.send_modify(|e| *e += 1);
+                            }
+                        }
+                        Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                        other => tracing::info!(event = %other, "NATS client event"),
+                    }
+                }
+            });
+        match options.connect(config.nats_urls.as_slice()).await {
+            Ok(client) => return Ok(client),
+            Err(e) if e.kind() == ConnectErrorKind::ServerParse => {
+                return Err(NatsError::Connect(e.to_string()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, urls = ?config.nats_urls, "cannot reach NATS; retrying");
+                backoff.sleep().await;
+            }
+        }
+    }
+}
+
+/// Delay before reconnection attempt `n`: at once, then 10 ms doubling to 1 s.
+fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(7);
+    Duration::from_millis(10 << exp).min(Duration::from_secs(1))
+}
+
+/// Doubling pauses from 50 ms to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(50))
+    }
+    async fn sleep(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Starts the micro service and one task per endpoint.
+async fn start_service(
+    client: &Client,
+    config: &ServeConfig,
+    shared: Arc<Shared>,
+) -> Result<
+    (
+        async_nats::service::Service,
+        Vec<tokio::task::JoinHandle<()>>,
+    ),
+    NatsError,
+> {
+    let service_error = |e: async_nats::Error| NatsError::Service(e.to_string());
+    let service = client
+        .service_builder()
+        .description("tokenledger: commands and queries on access tokens")
+        .queue_group(subjects::QUEUE_GROUP)
+        .start(&config.service_name, &config.version)
+        .await
+        .map_err(service_error)?;
+    let mut routes: Vec<(String, String, Option<&str>, Route)> = Vec::new();
+    for name in CommandName::ALL {
+        routes.push((
+            name.as_str().to_owned(),
+            subjects::command_endpoint(name),
+            None,
+            Route::Command(name),
+        ));
+    }
+    for query in Query::ALL {
+        routes.push((
+            query.name().to_owned(),
+            subjects::query_endpoint(query.name()),
+            None,
+            Route::Query(query),
+        ));
+    }
+    routes.push((
+        "unknown_command".into(),
+        subjects::ANY_COMMAND.into(),
+        Some(subjects::CATCH_ALL_QUEUE_GROUP),
+        Route::AnyCommand,
+    ));
+    routes.push((
+        "unknown_query".into(),
+        subjects::ANY_QUERY.into(),
+        Some(subjects::CATCH_ALL_QUEUE_GROUP),
+        Route::AnyQuery,
+    ));
+    let mut loops = Vec::with_capacity(routes.len());
+    for (name, subject, queue_group, route) in routes {
+        let mut builder = service.endpoint_builder().name(name);
+        if let Some(group) = queue_group {
+            builder = builder.queue_group(group);
+        }
+        let endpoint = builder.add(subject).await.map_err(service_error)?;
+        loops.push(tokio::spawn(serve_endpoint(
+            endpoint,
+            route,
+            shared.clone(),
+        )));
+    }
+    Ok((service, loops))
+}
+
+/// Takes requests off one endpoint and handles each in its own task, at
+/// most `max_in_flight` at once across endpoints (so that concurrent
+/// commands reach the store together and share a group commit).
+async fn serve_endpoint(mut endpoint: Endpoint, route: Route, shared: Arc<Shared>) {
+    while let Some(request) = endpoint.next().await {
+        let subject = request.message.subject.as_str();
+        let known = match route {
+            Route::AnyCommand => subjects::request_parts(subject)
+                .is_some_and(|(_, op)| CommandName::parse(op).is_some()),
+            Route::AnyQuery => {
+                subjects::request_parts(subject).is_some_and(|(_, op)| Query::parse(op).is_some())
+            }
+            Route::Command(_) | Route::Query(_) => false,
+        };
+        if known {
+            // Its own endpoint answers it.
+            continue;
+        }
+        let permit = shared
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the in-flight semaphore is never closed");
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let outcome = handle(&shared, route, &request).await;
+            match (&outcome, route) {
+                (Err(_), _) => shared.metrics.request_rejected(),
+                (Ok(_), Route::Command(_)) => shared.metrics.command_accepted(),
+                (Ok(_), _) => shared.metrics.query_answered(),
+            }
+            reply::send(&request, &outcome).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    route: Route,
+    request: &async_nats::service::Request,
+) -> Result<Value, Rejection> {
+    let subject = request.message.subject.as_str();
+    let payload = request.message.payload.as_ref();
+    match route {
+        Route::Command(name) => commands::handle(&shared.commands, name, subject, payload).await,
+        Route::Query(query) => queries::handle(&shared.queries, query, subject, payload).await,
+        Route::AnyCommand => Err(commands::unknown_command(subject)),
+        Route::AnyQuery => Err(queries::unknown_query(subject)),
+    }
+}

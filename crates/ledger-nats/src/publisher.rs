@@ -1,0 +1,331 @@
+//! The publisher: brings the stream `TOKENS` to exactly the log, and keeps it there.
+//!
+//! # Why the log is the outbox
+//!
+//! JetStream acknowledges a message before it is on disk (`sync_interval`
+//! defaults to two minutes), so an acknowledged message can still be lost
+//! by an OS crash, and a command acknowledged to its caller must never
+//! depend on NATS being up. The sled log is therefore the durable copy and
+//! the outbox at once: a command is answered once its events are flushed to
+//! the log, and this task copies the log into the stream afterwards, in
+//! position order. The stream is a replica that is always brought back to
+//! exactly the log, never the other way round.
+//!
+//! # The invariant: stream sequence = log position
+//!
+//! Event `p` is published with `Nats-Expected-Last-Sequence: p - 1`, so
+//! JetStream can store it only as sequence `p`. Nothing else writes to the
+//! stream and it denies deletes and purges, so sequence `p` holds event `p`
+//! or nothing, for every `p`: no gap, no duplicate, no reordering can
+//! happen, whatever is retried, lost or delivered late. `Nats-Msg-Id` is the
+//! event id as a second line of defence (deduplication inside the window).
+//!
+//! # The loop
+//!
+//! 1. *Sync*: read the stream's last sequence `S` (creating the stream if it
+//!    is gone). `S` above the log's head means the stream is not ours:
+//!    fatal. Otherwise check that the message at `S` carries the log's
+//!    event id for `S`, and resume at `S + 1`: whatever the stream lost
+//!    (a crash of an R1 server) is published again, whatever it already
+//!    has (a publish whose ack was lost) is skipped.
+//! 2. *Pump*: publish the next events, keeping at most `ack_window` acks
+//!    un-awaited, and await them oldest first. Each must come back with
+//!    sequence = position. Anything else (`WrongLastSequence` 10071, which
+//!    on nats-server 2.12+ is also what a retry of an already stored message
+//!    gets; a timeout; a disconnect; a sequence mismatch) drops the window
+//!    and goes back to 1. Messages of a dropped window that still arrive
+//!    late carry their expected sequence, so they are stored at their own
+//!    position or refused.
+//! 3. When caught up, sleep until the head moves, the connection is
+//!    re-established (go back to 1), or shutdown asks to drain.
+
+use crate::metrics::Metrics;
+use crate::stream::{self, EnsureError, StreamSettings};
+use crate::subjects::{event_subject, STREAM_NAME};
+use crate::NatsError;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::{self};
+use ledger_store::{Store, StoredEvent};
+use std::collections::VecDeque;
+use std::future::IntoFuture;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Events read from the log in one go, at most.
+const READ_BATCH_MAX: usize = 512;
+/// Largest `ack_window` accepted: async-nats holds at most 5,000 acks in
+/// flight per context and blocks `publish` beyond; dropped windows also
+/// hold permits until their acks arrive, so stay well below.
+pub const ACK_WINDOW_MAX: usize = 2048;
+/// First pause after a resync that made no progress; doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// Longest pause between resyncs that make no progress.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// What stopped a pump or a sync.
+enum Interrupt {
+    /// Drop the window, re-read the stream, go on.
+    Resync(String),
+    /// Stop publishing for good.
+    Fatal(NatsError),
+}
+
+fn resync(reason: impl Into<String>) -> Interrupt {
+    Interrupt::Resync(reason.into())
+}
+
+/// The publisher task's state.
+pub(crate) struct Publisher {
+    pub js: jetstream::Context,
+    pub store: Store,
+    pub settings: StreamSettings,
+    pub ack_window: usize,
+    pub metrics: Metrics,
+    /// Bumped on every (re)connection of the client.
+    pub epoch: watch::Receiver<u64>,
+}
+
+impl Publisher {
+    /// Publishes until `stop` turns true (or its sender is dropped) and the
+    /// stream holds every event up to the log's head; returns early only
+    /// on a fatal divergence between stream and log.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), NatsError> {
+        assert!((1..=ACK_WINDOW_MAX).contains(&self.ack_window));
+        self.metrics.set_publisher_running(true);
+        let outcome = self.run_loop(&mut stop).await;
+        self.metrics.set_publisher_running(false);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, code = e.code(), "publisher stopped");
+        }
+        outcome
+    }
+
+    async fn run_loop(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), NatsError> {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            self.epoch.borrow_and_update();
+            let synced = tokio::select! {
+                s = sync(&self.js, &self.store, &self.settings) => s,
+                _ = self.epoch.changed() => Err(resync("reconnected during sync")),
+            };
+            let mut progressed = false;
+            let interrupt = match synced {
+                Ok(last) => {
+                    // The stream may hold less than was acknowledged before
+                    // (an R1 server that crashed): trust only what it says now.
+                    self.metrics.set_published(last);
+                    let pumped = self.pump(last, stop).await;
+                    progressed = self.metrics.published_position() > last;
+                    match pumped {
+                        Ok(()) => return Ok(()),
+                        Err(i) => i,
+                    }
+                }
+                Err(i) => i,
+            };
+            match interrupt {
+                Interrupt::Fatal(e) => return Err(e),
+                Interrupt::Resync(reason) => {
+                    tracing::debug!(%reason, "publisher resync");
+                    self.metrics.resynced(&reason);
+                }
+            }
+            if progressed {
+                backoff = BACKOFF_MIN;
+                continue;
+            }
+            // No progress: wait a little, or less if the connection comes back.
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.epoch.changed() => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Publishes from `last + 1` on; see the module docs.
+    async fn pump(&mut self, last: u64, stop: &mut watch::Receiver<bool>) -> Result<(), Interrupt> {
+        let mut head_rx = self.store.watch_head();
+        let mut next = last + 1;
+        let mut window: VecDeque<(u64, PublishAckFuture)> =
+            VecDeque::with_capacity(self.ack_window);
+        // Events read ahead, from `next` on: the log is read in batches, not
+        // once per ack.
+        let mut ahead: VecDeque<StoredEvent> = VecDeque::with_capacity(READ_BATCH_MAX);
+        let mut stopping = *stop.borrow();
+        loop {
+            let head = *head_rx.borrow_and_update();
+            while window.len() < self.ack_window && next <= head {
+                if ahead.is_empty() {
+                    let want =
+                        READ_BATCH_MAX.min(usize::try_from(head - next + 1).unwrap_or(usize::MAX));
+                    ahead.extend(read_batch(&self.store, next, want).await?);
+                }
+                let event = ahead
+                    .pop_front()
+                    .expect("read_batch returns at least one event");
+                assert_eq!(event.position, next, "the log is gap-free");
+                let ack = self.publish(&event).await?;
+                window.push_back((next, ack));
+                next += 1;
+            }
+            let Some((position, ack)) = window.pop_front() else {
+                if stopping {
+                    // Requests have stopped, so the head is final: drained.
+                    return Ok(());
+                }
+                tokio::select! {
+                    changed = head_rx.changed() => {
+                        if changed.is_err() {
+                            stopping = true;
+                        }
+                    }
+                    _ = self.epoch.changed() => return Err(resync("reconnected")),
+                    _ = stop.changed() => stopping = true,
+                }
+                continue;
+            };
+            let ack = tokio::select! {
+                ack = ack.into_future() => ack,
+                _ = self.epoch.changed() => return Err(resync("reconnected")),
+            };
+            match ack {
+                Ok(ack) if ack.sequence == position => self.metrics.set_published(position),
+                Ok(ack) => {
+                    return Err(resync(format!(
+                        "event {position} acknowledged at sequence {} (duplicate: {})",
+                        ack.sequence, ack.duplicate
+                    )))
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    return Err(resync(format!(
+                        "event {position}: wrong last sequence (already stored, or an earlier \
+                         event is missing)"
+                    )))
+                }
+                Err(e) => return Err(resync(format!("event {position}: {e}"))),
+            }
+        }
+    }
+
+    /// Sends one event; the returned future yields its ack.
+    async fn publish(&self, event: &StoredEvent) -> Result<PublishAckFuture, Interrupt> {
+        let env = event
+            .envelope()
+            .map_err(|e| Interrupt::Fatal(NatsError::Store(e)))?;
+        assert_eq!(env.position, event.position, "stored envelope position");
+        let message = PublishMessage::build()
+            .payload(env.to_json_bytes().into())
+            .message_id(env.event_id.to_string())
+            .expected_last_sequence(event.position - 1);
+        let ack = self
+            .js
+            .send_publish(event_subject(&env), message)
+            .await
+            .map_err(|e| resync(format!("publish event {}: {e}", event.position)))?;
+        self.metrics.add_sent(1);
+        Ok(ack)
+    }
+}
+
+/// The stream's last sequence, checked against the log; see the module docs.
+async fn sync(
+    js: &jetstream::Context,
+    store: &Store,
+    settings: &StreamSettings,
+) -> Result<u64, Interrupt> {
+    let last = match stream::ensure(js, settings).await {
+        Ok(last) => last,
+        Err(EnsureError::Transient(e)) => return Err(resync(format!("reading the stream: {e}"))),
+        Err(EnsureError::Permanent(e)) => return Err(Interrupt::Fatal(e)),
+    };
+    let head = store.head_position();
+    if last > head {
+        return Err(Interrupt::Fatal(NatsError::StreamAhead {
+            stream_last: last,
+            log_head: head,
+        }));
+    }
+    if last > 0 {
+        check_last_message(js, store, last).await?;
+    }
+    Ok(last)
+}
+
+/// The message at `sequence` must carry the log's event id for that position.
+///
+/// A message that cannot be fetched (expired by an operator's limits, a
+/// timeout) is not checked: the check guards against a foreign writer, it is
+/// not needed for the sequence invariant.
+async fn check_last_message(
+    js: &jetstream::Context,
+    store: &Store,
+    sequence: u64,
+) -> Result<(), Interrupt> {
+    let stream = js
+        .get_stream_no_info(STREAM_NAME)
+        .await
+        .map_err(|e| resync(format!("stream handle: {e}")))?;
+    let message = match stream.get_raw_message(sequence).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::debug!(sequence, error = %e, "last stream message not checked");
+            return Ok(());
+        }
+    };
+    let store = store.clone();
+    let event = tokio::task::spawn_blocking(move || store.event(sequence))
+        .await
+        .map_err(|e| Interrupt::Fatal(NatsError::Task(e.to_string())))?
+        .map_err(|e| Interrupt::Fatal(NatsError::Store(e)))?
+        .expect("positions up to the head are in the log");
+    let expected = event
+        .envelope()
+        .map_err(|e| Interrupt::Fatal(NatsError::Store(e)))?
+        .event_id
+        .to_string();
+    let found = message
+        .headers
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .map(|v| v.as_str().to_owned());
+    if found.as_deref() != Some(expected.as_str()) {
+        return Err(Interrupt::Fatal(NatsError::StreamDiverged {
+            sequence,
+            expected,
+            found,
+        }));
+    }
+    Ok(())
+}
+
+/// Reads up to `limit` events from `from` off the async runtime.
+async fn read_batch(store: &Store, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Interrupt> {
+    let store = store.clone();
+    let events = tokio::task::spawn_blocking(move || store.read_from(from, limit))
+        .await
+        .map_err(|e| Interrupt::Fatal(NatsError::Task(e.to_string())))?
+        .map_err(|e| Interrupt::Fatal(NatsError::Store(e)))?;
+    assert!(
+        !events.is_empty(),
+        "the log has no event at {from} although its head is past it"
+    );
+    Ok(events)
+}
+
+/// The stream's last sequence checked against the log, for the start of
+/// [`crate::run`]: `Ok(None)` when JetStream did not answer (retry later).
+pub(crate) async fn check_stream(
+    js: &jetstream::Context,
+    store: &Store,
+    settings: &StreamSettings,
+) -> Result<Option<u64>, NatsError> {
+    match sync(js, store, settings).await {
+        Ok(last) => Ok(Some(last)),
+        Err(Interrupt::Resync(reason)) => {
+            tracing::warn!(%reason, "JetStream not ready; retrying");
+            Ok(None)
+        }
+        Err(Interrupt::Fatal(e)) => Err(e),
+    }
+}

@@ -1,0 +1,124 @@
+//! Reply bodies and headers, the same for every endpoint.
+//!
+//! * success: `{"ok": true, "result": ...}`, no headers;
+//! * failure: `{"ok": false, "error": {"code", "message", "field"?, "currentVersion"?}}`
+//!   with `Nats-Service-Error` (the message) and `Nats-Service-Error-Code`
+//!   (the code's HTTP-like status, e.g. `409`).
+//!
+//! The micro API's `respond(Err(..))` would set the headers but send an empty
+//! body, so failures go out through `respond_with_headers(Ok(body), headers)`:
+//! the caller gets both. (The endpoint's `num_errors` statistic therefore
+//! stays 0; [`crate::Metrics::requests`] counts rejections instead.)
+
+use async_nats::service::{Request, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
+use async_nats::HeaderMap;
+use ledger_core::Rejection;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Longest `Nats-Service-Error` header value, in bytes; the body keeps the whole message.
+pub const ERROR_HEADER_BYTES_MAX: usize = 1024;
+
+#[derive(Serialize)]
+struct Ok<'a> {
+    ok: bool,
+    result: &'a Value,
+}
+
+#[derive(Serialize)]
+struct Err<'a> {
+    ok: bool,
+    error: &'a Rejection,
+}
+
+/// The body of a success reply.
+pub fn ok_body(result: &Value) -> Vec<u8> {
+    serde_json::to_vec(&Ok { ok: true, result }).expect("reply serialization cannot fail")
+}
+
+/// The body of a failure reply.
+pub fn error_body(rejection: &Rejection) -> Vec<u8> {
+    serde_json::to_vec(&Err {
+        ok: false,
+        error: rejection,
+    })
+    .expect("reply serialization cannot fail")
+}
+
+/// The headers of a failure reply.
+pub fn error_headers(rejection: &Rejection) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(NATS_SERVICE_ERROR, header_text(&rejection.message).as_str());
+    headers.insert(
+        NATS_SERVICE_ERROR_CODE,
+        rejection.code.status().to_string().as_str(),
+    );
+    headers
+}
+
+/// A header value must be one line: control characters become spaces, and
+/// long messages are cut at a character boundary.
+fn header_text(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(ERROR_HEADER_BYTES_MAX));
+    for c in message.chars() {
+        if out.len() + c.len_utf8() > ERROR_HEADER_BYTES_MAX {
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// Sends the reply for `outcome`; a request without a reply subject gets none.
+pub async fn send(request: &Request, outcome: &Result<Value, Rejection>) {
+    if request.message.reply.is_none() {
+        return;
+    }
+    let sent = match outcome {
+        Result::Ok(result) => request.respond(Result::Ok(ok_body(result).into())).await,
+        Result::Err(rejection) => {
+            request
+                .respond_with_headers(
+                    Result::Ok(error_body(rejection).into()),
+                    error_headers(rejection),
+                )
+                .await
+        }
+    };
+    if let Result::Err(e) = sent {
+        tracing::warn!(subject = %request.message.subject, error = %e, "could not send a reply");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_core::ErrorCode;
+
+    #[test]
+    fn error_replies_carry_code_message_field_and_version() {
+        let r = Rejection::conflict(3, 5);
+        let body: Value = serde_json::from_slice(&error_body(&r)).unwrap();
+        assert_eq!(body["ok"], false);
+        assert_eq!(body["error"]["code"], "conflict");
+        assert_eq!(body["error"]["field"], "expectedVersion");
+        assert_eq!(body["error"]["currentVersion"], 5);
+        let h = error_headers(&r);
+        assert_eq!(h.get(NATS_SERVICE_ERROR_CODE).unwrap().as_str(), "409");
+        assert_eq!(h.get(NATS_SERVICE_ERROR).unwrap().as_str(), r.message);
+
+        let nf = Rejection::new(ErrorCode::NotFound, "no");
+        let body: Value = serde_json::from_slice(&error_body(&nf)).unwrap();
+        assert!(body["error"].get("field").is_none());
+        assert!(body["error"].get("currentVersion").is_none());
+    }
+
+    #[test]
+    fn header_text_is_one_bounded_line() {
+        assert_eq!(header_text("a\r\nb"), "a  b");
+        let long = "é".repeat(ERROR_HEADER_BYTES_MAX);
+        let cut = header_text(&long);
+        assert!(cut.len() <= ERROR_HEADER_BYTES_MAX);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}
