@@ -65,6 +65,8 @@ pub enum TopCommand {
     Query(QueryCommand),
     /// Import a record exported by primaERP (access token) or fimidara (client token).
     Import(ImportArgs),
+    /// Serve the ledger on NATS (commands, queries, publication) until SIGTERM.
+    Serve(crate::serve::ServeArgs),
     /// Load generator for crash tests: prints one JSON line per acknowledged command.
     #[command(hide = true)]
     DebugLoad(DebugLoadArgs),

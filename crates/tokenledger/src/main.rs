@@ -13,6 +13,7 @@ mod import;
 mod input;
 mod output;
 mod queries;
+mod serve;
 
 use app::Ctx;
 use clap::Parser;
@@ -46,6 +47,7 @@ fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
         TopCommand::Query(q) => queries::run(q, ctx),
         TopCommand::Import(a) => import::run(a, ctx),
         TopCommand::DebugLoad(a) => debug_load::run(a, ctx),
+        TopCommand::Serve(a) => serve::run(a, ctx),
     }
 }
 

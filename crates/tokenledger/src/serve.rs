@@ -1,0 +1,75 @@
+//! `tokenledger serve`: the ledger on NATS until SIGTERM or SIGINT.
+//!
+//! The data dir is opened once and held for the life of the process (sled's
+//! lock makes a second server on the same dir refuse with exit code 4).
+//! SIGTERM stops taking requests, lets in-flight ones finish, drains the
+//! publisher, flushes the store, and exits 0.
+
+use crate::app::Ctx;
+use crate::failure::Failure;
+use clap::Args;
+use ledger_nats::ServeConfig;
+use ledger_store::{Store, StoreConfig};
+use std::time::Duration;
+
+/// Flags of `serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "TOKENLEDGER_NATS",
+        default_value = "nats://127.0.0.1:4222",
+        value_delimiter = ','
+    )]
+    pub nats: Vec<String>,
+    /// Replicas of the JetStream stream TOKENS.
+    #[arg(long, default_value_t = 1)]
+    pub stream_replicas: usize,
+    /// JetStream duplicate window, in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub duplicate_window_secs: u64,
+    /// Publish acks kept in flight.
+    #[arg(long, default_value_t = 512)]
+    pub ack_window: usize,
+}
+
+/// Runs the server until a termination signal.
+pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
+    let store = Store::open(&ctx.data_dir, StoreConfig::default())?;
+    let config = ServeConfig {
+        nats_urls: args.nats,
+        stream_replicas: args.stream_replicas,
+        duplicate_window: Duration::from_secs(args.duplicate_window_secs),
+        ack_window: args.ack_window,
+        ..ServeConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::internal(format!("tokio runtime: {e}")))?;
+    eprintln!(
+        "tokenledger serving {} on {} (data dir {}, head position {})",
+        config.service_name,
+        config.nats_urls.join(","),
+        ctx.data_dir.display(),
+        store.head_position()
+    );
+    runtime
+        .block_on(ledger_nats::run(store, config, termination()))
+        .map_err(|e| Failure::internal(format!("{} ({})", e, e.code())))?;
+    eprintln!("tokenledger stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+}

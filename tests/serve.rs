@@ -1,0 +1,215 @@
+//! `tokenledger serve` as a process against a real nats-server: kill -9 under
+//! concurrent load and restart loses no acknowledged command and leaves the
+//! stream exactly the log; SIGTERM exits cleanly after draining; a second
+//! server on the same data dir refuses.
+
+use async_nats::jetstream;
+use futures_util::StreamExt;
+use ledger_crypto::MasterKey;
+use ledger_store::{Store, StoreConfig};
+use ledger_testkit::{wait_for_async, NatsServer};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use uuid::Uuid;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const MASTER_HEX: &str = "5f1d8a0c2b7e4f6a9c3d2e1f0a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b";
+
+fn serve(data: &Path, url: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--nats", url])
+        .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokenledger serve")
+}
+
+async fn ready(client: &async_nats::Client) -> bool {
+    wait_for_async(DEADLINE, || async {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                client.request("tokens.query.acme.list", "{}".into())
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    })
+    .await
+}
+
+fn issue_body(i: u64) -> Value {
+    json!({
+        "commandId": Uuid::new_v4().to_string(),
+        "workspaceId": "acme",
+        "actor": {"agentId": "load", "agentType": "service"},
+        "name": format!("token-{i}-{}", Uuid::new_v4()),
+    })
+}
+
+/// Sends commands with 32 in flight until `stop` acks are in; returns the acks
+/// (commandId -> positions). Requests cut off by a kill simply fail.
+async fn load(client: &async_nats::Client, acks_wanted: usize) -> HashMap<String, Vec<u64>> {
+    let mut acked = HashMap::new();
+    let mut inflight = futures_util::stream::FuturesUnordered::new();
+    let mut i = 0u64;
+    while acked.len() < acks_wanted {
+        while inflight.len() < 32 {
+            i += 1;
+            let body = issue_body(i);
+            let id = body["commandId"].as_str().unwrap().to_owned();
+            let c = client.clone();
+            inflight.push(async move {
+                let r = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    c.request(
+                        "tokens.cmd.acme.issue_client_token",
+                        serde_json::to_vec(&body).unwrap().into(),
+                    ),
+                )
+                .await;
+                (id, r)
+            });
+        }
+        let (id, r) = inflight.next().await.unwrap();
+        if let Ok(Ok(msg)) = r {
+            let v: Value = serde_json::from_slice(&msg.payload).unwrap();
+            assert_eq!(v["ok"], json!(true), "{v}");
+            let positions = v["result"]["positions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_u64().unwrap())
+                .collect();
+            acked.insert(id, positions);
+        }
+    }
+    acked
+}
+
+/// Every message of stream TOKENS: (sequence, Nats-Msg-Id, body).
+async fn stream_messages(js: &jetstream::Context) -> Vec<(u64, String, Value)> {
+    let stream = js.get_stream("TOKENS").await.expect("stream");
+    let last = stream.cached_info().state.last_sequence;
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = stream.get_raw_message(seq).await.expect("message");
+        let id = m
+            .headers
+            .get("Nats-Msg-Id")
+            .map(|v| v.to_string())
+            .unwrap_or_default();
+        out.push((seq, id, serde_json::from_slice(&m.payload).unwrap()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_then_restart_loses_nothing_and_publishes_once() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let mut all_acked: HashMap<String, Vec<u64>> = HashMap::new();
+
+    for round in 0..3 {
+        let mut child = serve(&data, &nats.url());
+        assert!(ready(&client).await, "round {round}: server not ready");
+        let acked = load(&client, 200 + round * 150).await;
+        child.kill().unwrap(); // SIGKILL, mid-load
+        child.wait().unwrap();
+        all_acked.extend(acked);
+    }
+
+    // Restart; publication catches up; then stop cleanly and compare.
+    let mut child = serve(&data, &nats.url());
+    assert!(ready(&client).await);
+    let head: u64 = all_acked.values().flatten().copied().max().unwrap();
+    assert!(
+        wait_for_async(DEADLINE, || async {
+            js.get_stream("TOKENS")
+                .await
+                .map(|s| s.cached_info().state.last_sequence >= head)
+                .unwrap_or(false)
+        })
+        .await,
+        "publication did not catch up"
+    );
+    nix_term(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit cleanly: {status}");
+
+    let log = tokio::task::spawn_blocking(move || {
+        let store = Store::open(
+            &data,
+            StoreConfig {
+                master_key: Some(MasterKey::from_hex(MASTER_HEX).unwrap()),
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let log: Vec<_> = store.iter_from(1).map(|e| e.unwrap()).collect();
+        store.shutdown().unwrap();
+        log
+    })
+    .await
+    .unwrap();
+    let mut by_command: HashMap<String, Vec<u64>> = HashMap::new();
+    for ev in &log {
+        let env = ev.envelope().unwrap();
+        by_command
+            .entry(env.command_id.to_string())
+            .or_default()
+            .push(env.position);
+    }
+    for (id, positions) in &all_acked {
+        assert_eq!(
+            by_command.get(id),
+            Some(positions),
+            "acknowledged {id} lost"
+        );
+    }
+
+    let messages = stream_messages(&js).await;
+    assert_eq!(messages.len(), log.len(), "stream holds exactly the log");
+    let mut ids = HashSet::new();
+    for ((seq, msg_id, body), ev) in messages.iter().zip(&log) {
+        let env = ev.envelope().unwrap();
+        assert_eq!(*seq, env.position, "sequence == position");
+        assert_eq!(*msg_id, env.event_id.to_string());
+        assert!(ids.insert(msg_id.clone()), "duplicate eventId {msg_id}");
+        assert_eq!(body["hash"], json!(env.hash));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_data_dir_refuses() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let mut first = serve(&data, &nats.url());
+    assert!(ready(&client).await);
+    let second = serve(&data, &nats.url()).wait_with_output().unwrap();
+    assert_eq!(second.status.code(), Some(4), "exit code 4: locked");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("locked"), "{stderr}");
+    nix_term(&first);
+    assert!(first.wait().unwrap().success());
+}
+
+fn nix_term(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM");
+}
