@@ -21,6 +21,32 @@ pub fn issue(i: u64) -> ParsedCommand {
     .expect("valid command")
 }
 
+/// A change to an existing client token, cycling through the kinds of change
+/// a long-lived token sees: groups assigned and unassigned, a rotation, a rename.
+pub fn change(workspace: &str, token: Uuid, i: u64) -> ParsedCommand {
+    let id = token.to_string();
+    let (name, body) = match i % 4 {
+        0 => (
+            CommandName::AssignPermissionGroups,
+            json!({"tokenId": id, "permissionGroups": [{"permissionGroupId": format!("g{i}")}]}),
+        ),
+        1 => (
+            CommandName::UnassignPermissionGroups,
+            json!({"tokenId": id, "permissionGroups": [{"permissionGroupId": format!("g{}", i - 1)}]}),
+        ),
+        2 => (CommandName::RotateClientToken, json!({"tokenId": id})),
+        _ => (
+            CommandName::UpdateClientToken,
+            json!({"tokenId": id, "name": format!("renamed-{i}")}),
+        ),
+    };
+    let mut body = body;
+    body["commandId"] = json!(Uuid::new_v4().to_string());
+    body["workspaceId"] = json!(workspace);
+    body["actor"] = json!({"agentId": "bench", "agentType": "service"});
+    parse_value(name, body).expect("valid command")
+}
+
 /// Runs `f` and returns its result with the elapsed time.
 pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();

@@ -1,0 +1,384 @@
+//! A client of tokenledger over NATS.
+//!
+//! * **Commands**, request/reply on `tokens.cmd.{workspaceId}.{command}`: one
+//!   typed method per command (e.g. [`Client::issue_client_token`]), answering
+//!   a [`CommandResult`] or a [`ClientError`]: [`ClientError::Rejected`]
+//!   carries the ledger's [`Rejection`] (code, message, `field`,
+//!   `currentVersion`), the other variants are transport trouble.
+//! * **Queries** on `tokens.query.{workspaceId}.{get|list|history}`:
+//!   [`Client::get`], [`Client::list`], [`Client::history`].
+//! * **Subscriptions** on the JetStream stream `TOKENS`: [`Client::subscribe`]
+//!   yields checked [`Envelope`]s in log order, each once, from any position
+//!   (see [`subscribe`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ledger_client::ClientError> {
+//! use futures_util::StreamExt;
+//! use ledger_client::{Client, EventFilter, IssueClientToken, StartFrom};
+//!
+//! let client = Client::connect("nats://127.0.0.1:4222").await?;
+//! let issued = client
+//!     .issue_client_token("acme", IssueClientToken { name: Some("ci".into()), ..Default::default() })
+//!     .await?;
+//! println!("{:?}", issued.token.and_then(|t| t.token_str));
+//!
+//! let mut events = client.subscribe(EventFilter::all().workspace("acme"), StartFrom::Start).await?;
+//! while let Some(event) = events.next().await {
+//!     let event = event?;
+//!     println!("{} {} v{}", event.position, event.event_type(), event.version);
+//! }
+//! # Ok(()) }
+//! ```
+
+mod commands;
+mod error;
+mod queries;
+pub mod subscribe;
+
+pub use commands::{
+    AssignPermissionGroups, Cmd, CommandOptions, CommandResult, IssueClientToken, Patch,
+    PurgeToken, RefreshAccessToken, RegisterAccessToken, RestoreToken, RevokeToken,
+    RotateClientToken, TrashToken, TypedCommand, UnassignPermissionGroups, UpdateAccessToken,
+    UpdateClientToken,
+};
+pub use error::ClientError;
+pub use ledger_core::command::IfExists;
+pub use ledger_core::{
+    Agent, AgentType, CommandName, Envelope, ErrorCode, EventType, Rejection, Timestamp, TokenKind,
+    TokenView,
+};
+pub use queries::{AsOf, GetBy, ListQuery, Page, Trashed};
+pub use subscribe::{EventFilter, StartFrom, Subscription};
+
+use async_nats::jetstream;
+use async_nats::{RequestErrorKind, ToServerAddrs};
+use ledger_core::validate;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+/// A connection to the ledger; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Client {
+    nats: async_nats::Client,
+    js: jetstream::Context,
+    actor: Agent,
+}
+
+impl Client {
+    /// Connects to NATS (one URL, a comma-separated list, or a `Vec` of them).
+    pub async fn connect(urls: impl ToServerAddrs) -> Result<Client, ClientError> {
+        let nats = async_nats::ConnectOptions::new()
+            .name("ledger-client")
+            .connect(urls)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        Ok(Client::new(nats))
+    }
+
+    /// Uses an existing NATS connection (its request timeout applies).
+    ///
+    /// The actor of commands is `{"agentId": "ledger-client", "agentType":
+    /// "service"}` until [`Client::with_actor`] sets another.
+    pub fn new(nats: async_nats::Client) -> Client {
+        Client {
+            js: jetstream::new(nats.clone()),
+            nats,
+            actor: Agent {
+                agent_id: "ledger-client".to_owned(),
+                agent_type: AgentType::Service,
+            },
+        }
+    }
+
+    /// The same client acting as `actor` (recorded in events as `createdBy`, ...).
+    pub fn with_actor(mut self, actor: Agent) -> Client {
+        self.actor = actor;
+        self
+    }
+
+    /// The actor commands carry by default.
+    pub fn actor(&self) -> &Agent {
+        &self.actor
+    }
+
+    /// The underlying NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// Sends a typed command (with its options, if any).
+    pub async fn execute<C: TypedCommand>(
+        &self,
+        workspace: &str,
+        command: impl Into<Cmd<C>>,
+    ) -> Result<CommandResult, ClientError> {
+        let Cmd { command, options } = command.into();
+        let body = serde_json::to_value(&command).map_err(|e| {
+            ClientError::Invalid(Rejection::invalid("body", format!("cannot serialize: {e}")))
+        })?;
+        self.execute_json(workspace, C::NAME, body, &options).await
+    }
+
+    /// Sends a command given as a JSON object of its own fields; `commandId`,
+    /// `workspaceId`, `actor`, `expectedVersion` and `correlationId` are
+    /// filled from `options` (and the defaults) unless the object has them.
+    pub async fn execute_json(
+        &self,
+        workspace: &str,
+        name: CommandName,
+        body: Value,
+        options: &CommandOptions,
+    ) -> Result<CommandResult, ClientError> {
+        check_workspace(workspace)?;
+        let Value::Object(mut body) = body else {
+            return Err(ClientError::Invalid(Rejection::invalid(
+                "body",
+                "a command is a JSON object",
+            )));
+        };
+        let put = |b: &mut Map<String, Value>, k: &str, v: Value| {
+            b.entry(k).or_insert(v);
+        };
+        put(
+            &mut body,
+            "commandId",
+            Value::String(options.command_id.unwrap_or_else(Uuid::new_v4).to_string()),
+        );
+        put(
+            &mut body,
+            "workspaceId",
+            Value::String(workspace.to_owned()),
+        );
+        let actor = options.actor.as_ref().unwrap_or(&self.actor);
+        put(&mut body, "actor", to_value(actor));
+        if let Some(v) = options.expected_version {
+            put(&mut body, "expectedVersion", Value::from(v));
+        }
+        if let Some(c) = &options.correlation_id {
+            put(&mut body, "correlationId", Value::String(c.clone()));
+        }
+        let subject = format!("tokens.cmd.{workspace}.{name}");
+        self.request(subject, &Value::Object(body)).await
+    }
+
+    /// A token's current view, or its view at an earlier point (`as_of`,
+    /// with [`GetBy::Id`] only). A token that does not exist (or not in this
+    /// workspace, or not yet / no longer at that point) is `not_found`.
+    pub async fn get(
+        &self,
+        workspace: &str,
+        by: GetBy,
+        as_of: Option<AsOf>,
+    ) -> Result<TokenView, ClientError> {
+        check_workspace(workspace)?;
+        #[derive(Deserialize)]
+        struct Got {
+            token: TokenView,
+        }
+        let body = queries::GetQuery { by: &by, as_of };
+        let got: Got = self
+            .request(format!("tokens.query.{workspace}.get"), &body)
+            .await?;
+        Ok(got.token)
+    }
+
+    /// One page of the workspace's tokens; follow [`Page::next_cursor`].
+    pub async fn list(&self, workspace: &str, query: &ListQuery) -> Result<Page, ClientError> {
+        check_workspace(workspace)?;
+        self.request(format!("tokens.query.{workspace}.list"), query)
+            .await
+    }
+
+    /// A token's events in version order, each checked: an event whose
+    /// `hash` does not recompute fails the call with [`ClientError::BadEvent`].
+    pub async fn history(
+        &self,
+        workspace: &str,
+        token: Uuid,
+    ) -> Result<Vec<Envelope>, ClientError> {
+        check_workspace(workspace)?;
+        #[derive(Deserialize)]
+        struct History {
+            events: Vec<Box<RawValue>>,
+        }
+        let subject = format!("tokens.query.{workspace}.history");
+        let history: History = self
+            .request(
+                subject,
+                &serde_json::json!({ "tokenId": token.to_string() }),
+            )
+            .await?;
+        history
+            .events
+            .iter()
+            .map(|raw| {
+                let bad = |reason: String| ClientError::BadEvent {
+                    sequence: 0,
+                    reason,
+                };
+                let env = Envelope::from_json(raw.get().as_bytes())
+                    .map_err(|e| bad(format!("does not decode: {e}")))?;
+                if env.hash != env.computed_hash() {
+                    return Err(bad(format!(
+                        "hash of position {} does not recompute",
+                        env.position
+                    )));
+                }
+                Ok(env)
+            })
+            .collect()
+    }
+
+    /// The ledger's events matching `filter`, from `from` on; see [`subscribe`].
+    ///
+    /// The consumer exists when this returns: with [`StartFrom::New`], every
+    /// event appended afterwards is delivered. Fails when the stream `TOKENS`
+    /// does not exist yet (no ledger server has run) or the filter is invalid.
+    pub async fn subscribe(
+        &self,
+        filter: EventFilter,
+        from: StartFrom,
+    ) -> Result<Subscription, ClientError> {
+        subscribe::subscribe(self.js.clone(), filter, from).await
+    }
+
+    /// One request: sends `body` as JSON, decodes `{"ok": true, "result": T}`,
+    /// or turns `{"ok": false, "error": ...}` into [`ClientError::Rejected`].
+    async fn request<T: DeserializeOwned>(
+        &self,
+        subject: String,
+        body: &impl serde::Serialize,
+    ) -> Result<T, ClientError> {
+        let payload = serde_json::to_vec(body).map_err(|e| {
+            ClientError::Invalid(Rejection::invalid("body", format!("cannot serialize: {e}")))
+        })?;
+        let reply = match self.nats.request(subject.clone(), payload.into()).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                return Err(match e.kind() {
+                    RequestErrorKind::NoResponders => ClientError::NoResponders { subject },
+                    RequestErrorKind::TimedOut => ClientError::Timeout { subject },
+                    _ => ClientError::Transport {
+                        subject,
+                        message: e.to_string(),
+                    },
+                })
+            }
+        };
+        decode_reply(&subject, &reply.payload)
+    }
+}
+
+/// The two shapes of a reply.
+#[derive(Deserialize)]
+struct Reply<'a> {
+    ok: bool,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(default)]
+    error: Option<Rejection>,
+}
+
+fn decode_reply<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T, ClientError> {
+    let malformed = |message: String| ClientError::MalformedReply {
+        subject: subject.to_owned(),
+        message,
+    };
+    let reply: Reply<'_> = serde_json::from_slice(payload).map_err(|e| {
+        malformed(format!(
+            "{e}: {}",
+            String::from_utf8_lossy(&payload[..payload.len().min(200)])
+        ))
+    })?;
+    match reply {
+        Reply {
+            ok: true,
+            result: Some(result),
+            ..
+        } => serde_json::from_str(result.get()).map_err(|e| malformed(format!("result: {e}"))),
+        Reply {
+            ok: false,
+            error: Some(rejection),
+            ..
+        } => Err(ClientError::Rejected(rejection)),
+        Reply { ok, .. } => Err(malformed(format!(
+            "\"ok\": {ok} without {}",
+            if ok { "\"result\"" } else { "\"error\"" }
+        ))),
+    }
+}
+
+fn check_workspace(workspace: &str) -> Result<(), ClientError> {
+    validate::workspace_id("workspaceId", workspace).map_err(ClientError::Invalid)
+}
+
+fn to_value(v: &impl serde::Serialize) -> Value {
+    serde_json::to_value(v).expect("plain data serializes")
+}
+
+macro_rules! command_methods {
+    ($($method:ident($ty:ident) = $wire:literal,)*) => {
+        impl Client {$(
+            #[doc = concat!("`", $wire, "`; options (`expectedVersion`, `commandId`, ...) through [`TypedCommand`]'s helpers.")]
+            pub async fn $method(
+                &self,
+                workspace: &str,
+                command: impl Into<Cmd<$ty>>,
+            ) -> Result<CommandResult, ClientError> {
+                self.execute(workspace, command).await
+            }
+        )*}
+    };
+}
+
+command_methods! {
+    issue_client_token(IssueClientToken) = "issue_client_token",
+    update_client_token(UpdateClientToken) = "update_client_token",
+    assign_permission_groups(AssignPermissionGroups) = "assign_permission_groups",
+    unassign_permission_groups(UnassignPermissionGroups) = "unassign_permission_groups",
+    rotate_client_token(RotateClientToken) = "rotate_client_token",
+    register_access_token(RegisterAccessToken) = "register_access_token",
+    refresh_access_token(RefreshAccessToken) = "refresh_access_token",
+    update_access_token(UpdateAccessToken) = "update_access_token",
+    trash_token(TrashToken) = "trash_token",
+    restore_token(RestoreToken) = "restore_token",
+    revoke_token(RevokeToken) = "revoke_token",
+    purge_token(PurgeToken) = "purge_token",
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_decode_into_results_or_typed_rejections() {
+        let ok: Value = decode_reply("s", br#"{"ok":true,"result":{"a":1}}"#).unwrap();
+        assert_eq!(ok["a"], 1);
+        let err = decode_reply::<Value>(
+            "s",
+            br#"{"ok":false,"error":{"code":"conflict","message":"m","field":"expectedVersion","currentVersion":4}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), "conflict");
+        let r = err.rejection().unwrap();
+        assert_eq!(r.current_version, Some(4));
+        assert_eq!(r.field.as_deref(), Some("expectedVersion"));
+        assert!(!err.is_transport());
+        for bad in [&b"nope"[..], br#"{"ok":true}"#, br#"{"ok":false}"#] {
+            let e = decode_reply::<Value>("s", bad).unwrap_err();
+            assert_eq!(e.code(), "malformed_reply", "{e}");
+        }
+    }
+
+    #[test]
+    fn workspaces_are_checked_before_sending() {
+        for bad in ["", "a.b", "a*", ">", "a b"] {
+            let e = check_workspace(bad).unwrap_err();
+            assert_eq!(e.code(), "invalid_input");
+        }
+        check_workspace("acme_1-x").unwrap();
+    }
+}
