@@ -99,7 +99,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
-    queue: std::sync::mpsc::SyncSender<writer::Job>,
+    queue: std::sync::mpsc::SyncSender<writer::Msg>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -183,13 +183,13 @@ impl Store {
         let new_token_id = Uuid::new_v4();
         let (cmd, wrapped_key) = self.seal(cmd, new_token_id)?;
         let (tx, rx) = oneshot::channel();
-        let job = writer::Job {
+        let job = writer::Msg::Command(writer::Job {
             cmd,
             wrapped_key,
             new_token_id,
             jti: Uuid::now_v7().to_string(),
             reply: tx,
-        };
+        });
         self.queue
             .send(job)
             .map_err(|_| StoreError::Unavailable("writer stopped".into()).to_rejection())?;
@@ -305,7 +305,7 @@ impl Store {
     pub fn shutdown(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         // A stop job drains everything queued before it.
-        if self.queue.send(writer::Job::stop(tx)).is_ok() {
+        if self.queue.send(writer::Msg::Stop(tx)).is_ok() {
             let _ = rx.blocking_recv();
         }
         if let Some(handle) = self.thread.lock().expect("lock").take() {

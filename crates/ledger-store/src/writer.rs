@@ -6,8 +6,8 @@ use crate::{Committed, Head, Shared, StoreConfig, StoreError};
 use ledger_core::command::SealedCommand;
 use ledger_core::event::GENESIS_HASH;
 use ledger_core::{
-    decide, CommandName, Context, Envelope, ErrorCode, EventType, LedgerState, Rejection,
-    StampMeta, Timestamp, TokenView,
+    decide, CommandName, Context, Envelope, EventType, LedgerState, Rejection, StampMeta,
+    Timestamp, TokenView,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 pub(crate) type Reply = oneshot::Sender<Result<Committed, Rejection>>;
 
-/// One queued command, or a stop request.
+/// One queued command.
 pub(crate) struct Job {
     pub cmd: SealedCommand,
     pub wrapped_key: Option<Vec<u8>>,
@@ -27,28 +27,12 @@ pub(crate) struct Job {
     pub reply: Reply,
 }
 
-/// A stop request travels as a job with this command id.
-const STOP: Uuid = Uuid::nil();
-
-impl Job {
-    pub(crate) fn stop(reply: Reply) -> Job {
-        Job {
-            cmd: SealedCommand {
-                command_id: STOP,
-                workspace_id: String::new(),
-                actor: ledger_core::Agent::system(),
-                expected_version: None,
-                correlation_id: None,
-                command: ledger_core::Command::RestoreToken {
-                    token_id: Uuid::nil(),
-                },
-            },
-            wrapped_key: None,
-            new_token_id: Uuid::nil(),
-            jti: String::new(),
-            reply,
-        }
-    }
+/// What the writer's queue carries.
+pub(crate) enum Msg {
+    /// A command to commit.
+    Command(Job),
+    /// Finish what was queued before, then stop; answered once stopped.
+    Stop(oneshot::Sender<()>),
 }
 
 /// What the log remembers of an accepted command that appended nothing.
@@ -240,20 +224,25 @@ impl Writer {
         }
     }
 
-    pub(crate) fn run(mut self, rx: Receiver<Job>) {
+    pub(crate) fn run(mut self, rx: Receiver<Msg>) {
         let mut failed: Option<String> = None;
         while let Ok(first) = rx.recv() {
-            let mut jobs = vec![first];
-            while jobs.len() < self.config.batch_max {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
+            let mut stop = None;
+            let mut jobs = Vec::new();
+            // Take everything waiting, up to the batch limit or a stop.
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Command(job) => jobs.push(job),
+                    Msg::Stop(reply) => {
+                        stop = Some(reply);
+                        break;
+                    }
+                }
+                if jobs.len() < self.config.batch_max {
+                    next = rx.try_recv().ok();
                 }
             }
-            let stop_at = jobs.iter().position(|j| j.cmd.command_id == STOP);
-            let stop_reply = stop_at.map(|i| jobs.remove(i).reply);
-            // Jobs queued after a stop are refused rather than silently run.
-            let after_stop = stop_at.map(|i| jobs.split_off(i)).unwrap_or_default();
             if let Some(reason) = &failed {
                 for job in jobs {
                     let _ = job
@@ -264,13 +253,10 @@ impl Writer {
                 tracing::error!(error = %e, "group commit failed; the writer stops");
                 failed = Some(e.to_string());
             }
-            for job in after_stop {
-                let _ = job.reply.send(Err(
-                    StoreError::Unavailable("shutting down".into()).to_rejection()
-                ));
-            }
-            if let Some(reply) = stop_reply {
-                let _ = reply.send(Err(Rejection::new(ErrorCode::Unavailable, "stopped")));
+            if let Some(reply) = stop {
+                // Commands queued after the stop are refused, never silently run.
+                drop(rx);
+                let _ = reply.send(());
                 return;
             }
         }
