@@ -183,13 +183,13 @@ impl Store {
         let new_token_id = Uuid::new_v4();
         let (cmd, wrapped_key) = self.seal(cmd, new_token_id)?;
         let (tx, rx) = oneshot::channel();
-        let job = writer::Msg::Command(writer::Job {
+        let job = writer::Msg::Command(Box::new(writer::Job {
             cmd,
             wrapped_key,
             new_token_id,
             jti: Uuid::now_v7().to_string(),
             reply: tx,
-        });
+        }));
         self.queue
             .send(job)
             .map_err(|_| StoreError::Unavailable("writer stopped".into()).to_rejection())?;

@@ -30,7 +30,7 @@ pub(crate) struct Job {
 /// What the writer's queue carries.
 pub(crate) enum Msg {
     /// A command to commit.
-    Command(Job),
+    Command(Box<Job>),
     /// Finish what was queued before, then stop; answered once stopped.
     Stop(oneshot::Sender<()>),
 }
@@ -233,7 +233,7 @@ impl Writer {
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
-                    Msg::Command(job) => jobs.push(job),
+                    Msg::Command(job) => jobs.push(*job),
                     Msg::Stop(reply) => {
                         stop = Some(reply);
                         break;
