@@ -333,3 +333,54 @@ fn a_flipped_byte_is_detected_on_open() {
         Ok(_) => panic!("a tampered log must not open"),
     }
 }
+
+#[test]
+fn retries_after_a_restart_answer_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let issue = cmd(
+        CommandName::IssueClientToken,
+        json!({"name": "kept", "providedResourceId": "user-9"}),
+    );
+    // A re-issue by provided id with nothing to change appends nothing, but
+    // its answer is still recorded.
+    let reuse = cmd(
+        CommandName::IssueClientToken,
+        json!({"providedResourceId": "user-9"}),
+    );
+    let (first, reused) = {
+        let store = open(dir.path(), &master);
+        let first = store.execute_blocking(issue.clone()).unwrap();
+        let reused = store.execute_blocking(reuse.clone()).unwrap();
+        assert!(reused.positions.is_empty());
+        assert_eq!(reused.token_id, first.token_id);
+        store.shutdown().unwrap();
+        (first, reused)
+    };
+    let store = open(dir.path(), &master);
+    let again = store.execute_blocking(issue.clone()).unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.positions, first.positions);
+    let again = store.execute_blocking(reuse.clone()).unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.token_id, reused.token_id);
+    assert_eq!(store.head_position(), 1);
+
+    // After a restart the command name is inferred from the event: another
+    // command under the same id is still refused.
+    let mut other = cmd(
+        CommandName::TrashToken,
+        json!({"tokenId": first.token_id.to_string()}),
+    );
+    other.command_id = issue.command_id;
+    let err = store.execute_blocking(other).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("commandId"));
+    let mut other = cmd(
+        CommandName::TrashToken,
+        json!({"tokenId": first.token_id.to_string()}),
+    );
+    other.command_id = reuse.command_id;
+    let err = store.execute_blocking(other).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("commandId"));
+    assert_eq!(store.head_position(), 1);
+}
