@@ -107,7 +107,7 @@ fn main() {
                 let ack: jetstream::context::PublishAckFuture = acks.pop_front().unwrap();
                 ack.await.unwrap();
             }
-            let msg = jetstream::context::Publish::build()
+            let msg = jetstream::message::PublishMessage::build()
                 .payload(body.clone().into())
                 .message_id(i.to_string());
             acks.push_back(js.send_publish("bench.js", msg).await.unwrap());
