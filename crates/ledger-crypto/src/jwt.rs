@@ -121,6 +121,10 @@ struct RingKey {
     secret: Zeroizing<[u8; SECRET_LEN]>,
     /// The Ed25519 public key; `None` for HS256.
     public: Option<[u8; 32]>,
+    /// The Ed25519 signing key, expanded once. jsonwebtoken re-parses its
+    /// PKCS#8 bytes and re-derives the public key on every `encode`, which
+    /// doubles the cost of each signature.
+    ed_signer: Option<SigningKey>,
     encoding: EncodingKey,
     decoding: DecodingKey,
 }
@@ -138,6 +142,7 @@ impl RingKey {
                 RingKey {
                     encoding: EncodingKey::from_ed_der(&der),
                     decoding: DecodingKey::from_ed_der(&public),
+                    ed_signer: Some(SigningKey::from_bytes(&secret)),
                     public: Some(public),
                     info,
                     secret,
@@ -146,6 +151,7 @@ impl RingKey {
             SigningAlg::HS256 => RingKey {
                 encoding: EncodingKey::from_secret(&secret[..]),
                 decoding: DecodingKey::from_secret(&secret[..]),
+                ed_signer: None,
                 public: None,
                 info,
                 secret,
@@ -463,10 +469,40 @@ fn peek_header(token: &str) -> Result<PeekHeader, CryptoError> {
 }
 
 fn sign(key: &RingKey, claims: &JwtClaims) -> Result<String, CryptoError> {
+    if let Some(signer) = &key.ed_signer {
+        return Ok(sign_eddsa(signer, &key.info.kid, claims));
+    }
     let mut header = Header::new(key.info.alg.jwt_alg());
     header.kid = Some(key.info.kid.clone());
     jsonwebtoken::encode(&header, claims, &key.encoding)
         .map_err(|e| CryptoError::JwtSigning(e.to_string()))
+}
+
+/// A compact JWS with the cached Ed25519 key; the same bytes as
+/// `jsonwebtoken::encode` (its header field order: typ, alg, kid), which a
+/// test pins, so strings minted either way re-mint identically.
+fn sign_eddsa(signer: &SigningKey, kid: &str, claims: &JwtClaims) -> String {
+    use ed25519_dalek::Signer;
+    #[derive(Serialize)]
+    struct EdHeader<'a> {
+        typ: &'static str,
+        alg: &'static str,
+        kid: &'a str,
+    }
+    let header = EdHeader {
+        typ: "JWT",
+        alg: "EdDSA",
+        kid,
+    };
+    let header = serde_json::to_vec(&header).expect("header serializes");
+    let claims = serde_json::to_vec(claims).expect("claims serialize");
+    let mut jws = URL_SAFE_NO_PAD.encode(header);
+    jws.push('.');
+    jws.push_str(&URL_SAFE_NO_PAD.encode(claims));
+    let signature = signer.sign(jws.as_bytes());
+    jws.push('.');
+    jws.push_str(&URL_SAFE_NO_PAD.encode(signature.to_bytes()));
+    jws
 }
 
 fn map_jwt_error(kind: &ErrorKind) -> CryptoError {

@@ -628,3 +628,16 @@ fn signing_alg_names() {
     assert!("none".parse::<SigningAlg>().is_err());
     assert!(serde_json::from_value::<SigningAlg>("hs256".into()).is_err());
 }
+
+#[test]
+fn cached_eddsa_signing_matches_jsonwebtoken_byte_for_byte() {
+    let (_dir, ring) = ring(SigningAlg::EdDSA);
+    let key = ring.find(ring.active_kid()).unwrap();
+    for exp in [None, Some(NOW + 3600)] {
+        let ours = ring.mint(&claims(exp)).unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.info.kid.clone());
+        let reference = jsonwebtoken::encode(&header, &claims(exp), &key.encoding).unwrap();
+        assert_eq!(ours, reference);
+    }
+}
