@@ -91,25 +91,7 @@ pub fn decide(
                     return d.update_client(token, &name, &expires, groups.as_deref());
                 }
             }
-            // An existing token is reported with its own version, before the
-            // caller's expectedVersion is compared with 0.
-            if let Some(imp) = import {
-                if let Some(existing) = state.token(&imp.resource_id) {
-                    return Err(Rejection::new(
-                        ErrorCode::Conflict,
-                        format!("token {} already exists", imp.resource_id),
-                    )
-                    .with_field("resourceId")
-                    .with_version(existing.version));
-                }
-            }
-            if let Some(expected) = cmd.expected_version.filter(|v| *v != 0) {
-                return Err(Rejection::conflict(expected, 0));
-            }
-            let token_id = match import {
-                Some(imp) => imp.resource_id,
-                None => d.fresh_id()?,
-            };
+            let token_id = d.new_token(import.as_ref().map(|i| i.resource_id), "resourceId")?;
             if let Some(n) = name {
                 d.name_free(n, None)?;
             }
@@ -209,23 +191,7 @@ pub fn decide(
             refresh_token,
             import,
         } => {
-            // An existing token is reported with its own version, before the
-            // caller's expectedVersion is compared with 0.
-            if let Some(existing) = id.and_then(|id| state.token(&id)) {
-                return Err(Rejection::new(
-                    ErrorCode::Conflict,
-                    format!("token {} already exists", existing.id),
-                )
-                .with_field("id")
-                .with_version(existing.version));
-            }
-            if let Some(expected) = cmd.expected_version.filter(|v| *v != 0) {
-                return Err(Rejection::conflict(expected, 0));
-            }
-            let token_id = match id {
-                Some(id) => *id,
-                None => d.fresh_id()?,
-            };
+            let token_id = d.new_token(*id, "id")?;
             d.account_free(*user_id, provider, account_name, None)?;
             let data = AccessTokenRegistered {
                 access_token: access_token.clone(),
@@ -441,6 +407,28 @@ impl<'a> Decider<'a> {
             .with_field("tokenId"));
         }
         Ok(())
+    }
+
+    /// The id of a token this command creates: the caller's (`field` names
+    /// it), which must be unused, or a fresh one. An existing token is
+    /// reported with its own version, before `expectedVersion` is compared
+    /// with 0 (the version of a token that does not exist yet).
+    fn new_token(&self, given: Option<Uuid>, field: &str) -> Result<Uuid, Rejection> {
+        if let Some(existing) = given.and_then(|id| self.state.token(&id)) {
+            return Err(Rejection::new(
+                ErrorCode::Conflict,
+                format!("token {} already exists", existing.id),
+            )
+            .with_field(field)
+            .with_version(existing.version));
+        }
+        if let Some(expected) = self.cmd.expected_version.filter(|v| *v != 0) {
+            return Err(Rejection::conflict(expected, 0));
+        }
+        match given {
+            Some(id) => Ok(id),
+            None => self.fresh_id(),
+        }
     }
 
     fn fresh_id(&self) -> Result<Uuid, Rejection> {
