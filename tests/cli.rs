@@ -84,6 +84,7 @@ impl Cli {
         for var in [
             "TOKENLEDGER_DATA_DIR",
             "TOKENLEDGER_WORKSPACE",
+            "TOKENLEDGER_NATS",
             "TOKENLEDGER_ACCESS_TOKEN",
             "TOKENLEDGER_REFRESH_TOKEN",
             "RUST_LOG",

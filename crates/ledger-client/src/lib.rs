@@ -10,6 +10,9 @@
 //! * **Subscriptions** on the JetStream stream `TOKENS`: [`Client::subscribe`]
 //!   yields checked [`Envelope`]s in log order, each once, from any position
 //!   (see [`subscribe`]).
+//! * **Verification**: [`Client::verify`] asks the ledger (`tokens.verify`);
+//!   a [`LocalVerifier`] answers in memory from the JWKS and a cache of token
+//!   states fed by the stream (see [`local`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), ledger_client::ClientError> {
@@ -32,8 +35,10 @@
 
 mod commands;
 mod error;
+pub mod local;
 mod queries;
 pub mod subscribe;
+pub mod verify;
 
 pub use commands::{
     AssignPermissionGroups, Cmd, CommandOptions, CommandResult, IssueClientToken, Patch,
@@ -47,8 +52,11 @@ pub use ledger_core::{
     Agent, AgentType, CommandName, Envelope, ErrorCode, EventType, Rejection, Timestamp, TokenKind,
     TokenView,
 };
+pub use ledger_verify::{Active, Introspection, Reason, TokenStatus};
+pub use local::LocalVerifier;
 pub use queries::{AsOf, GetBy, ListQuery, Page, Trashed};
 pub use subscribe::{EventFilter, StartFrom, Subscription};
+pub use verify::SnapshotPage;
 
 use async_nats::jetstream;
 use async_nats::{RequestErrorKind, ToServerAddrs};

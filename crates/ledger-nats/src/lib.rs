@@ -9,6 +9,9 @@
 //!   (`tokens.cmd.*.*`, `tokens.query.*.*`, in their own queue group, see
 //!   [`subjects::CATCH_ALL_QUEUE_GROUP`]) answer requests naming an unknown
 //!   operation;
+//! * in the same service and queue group, verification and signing keys:
+//!   `tokens.verify`, `tokens.jwks`, `tokens.snapshot` and
+//!   `tokens.admin.keys.{rotate|list}` (see the `verify` module);
 //! * the publisher, which copies the sled log into the JetStream stream
 //!   `TOKENS` so that stream sequence = log position (see [`publisher`]'s
 //!   docs for why the log, not the stream, is the durable copy).
@@ -31,6 +34,7 @@ mod queries;
 pub mod reply;
 mod stream;
 pub mod subjects;
+mod verify;
 
 pub use error::NatsError;
 pub use metrics::{Metrics, PublisherStatus, RequestCounters};
@@ -172,12 +176,14 @@ enum Route {
     Query(Query),
     AnyCommand,
     AnyQuery,
+    Keys(verify::KeyRoute),
 }
 
 /// What every request handler shares.
 struct Shared {
     commands: CommandContext,
     queries: QueryContext,
+    verify: verify::VerifyContext,
     metrics: Metrics,
     in_flight: Arc<Semaphore>,
 }
@@ -196,6 +202,7 @@ async fn serve(
             max_payload_bytes: config.max_payload_bytes,
         },
         queries: QueryContext::new(store.clone(), config.max_payload_bytes)?,
+        verify: verify::VerifyContext::new(store.clone(), config.max_payload_bytes),
         metrics: metrics.clone(),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
     });
@@ -433,6 +440,10 @@ async fn start_service(
             Route::Query(query),
         ));
     }
+    for key_route in verify::KeyRoute::ALL {
+        let (name, subject) = key_route.endpoint();
+        routes.push((name.into(), subject.into(), None, Route::Keys(key_route)));
+    }
     routes.push((
         "unknown_command".into(),
         subjects::ANY_COMMAND.into(),
@@ -473,7 +484,7 @@ async fn serve_endpoint(mut endpoint: Endpoint, route: Route, shared: Arc<Shared
             Route::AnyQuery => {
                 subjects::request_parts(subject).is_some_and(|(_, op)| Query::parse(op).is_some())
             }
-            Route::Command(_) | Route::Query(_) => false,
+            Route::Command(_) | Route::Query(_) | Route::Keys(_) => false,
         };
         if known {
             // Its own endpoint answers it.
@@ -511,5 +522,6 @@ async fn handle(
         Route::Query(query) => queries::handle(&shared.queries, query, subject, payload).await,
         Route::AnyCommand => Err(commands::unknown_command(subject)),
         Route::AnyQuery => Err(queries::unknown_query(subject)),
+        Route::Keys(r) => verify::handle(&shared.verify, &shared.queries, r, payload).await,
     }
 }

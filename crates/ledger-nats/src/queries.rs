@@ -88,6 +88,24 @@ impl QueryContext {
             .map_err(|e| projector_rejection(&e))?;
         Ok(())
     }
+
+    /// Runs `f` on the views caught up to the head and the position they
+    /// cover, holding the projector still so that both agree.
+    pub(crate) async fn at_head<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Views, u64) -> Result<T, ProjectorError> + Send + 'static,
+    ) -> Result<T, Rejection> {
+        let mut projector = self.projector.clone().lock_owned().await;
+        let store = self.store.clone();
+        let views = self.views.clone();
+        tokio::task::spawn_blocking(move || {
+            let position = projector.catch_up(&store)?;
+            f(&views, position)
+        })
+        .await
+        .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| projector_rejection(&e))
+    }
 }
 
 /// Handles one query request; the reply's `result` or the rejection.
@@ -220,7 +238,7 @@ struct HistoryQuery {
 }
 
 /// Decodes a query body strictly; an empty body is `{}`.
-fn body<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
+pub(crate) fn body<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> {
     let payload: &[u8] = if payload.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {

@@ -3,6 +3,7 @@
 //! * commands: `tokens.cmd.{workspaceId}.{command}`
 //! * queries: `tokens.query.{workspaceId}.{get|list|history}`
 //! * events: `tokens.evt.{workspaceId}.{tokenId}.{type}` (stream [`STREAM_NAME`])
+//! * verification and keys: [`VERIFY`], [`JWKS`], [`SNAPSHOT`], [`KEYS_ROTATE`], [`KEYS_LIST`]
 //!
 //! Command and query subjects are kept out of the stream's subjects, or the
 //! stream would answer requests itself.
@@ -39,6 +40,17 @@ pub fn command_endpoint(name: CommandName) -> String {
 pub fn query_endpoint(query: &str) -> String {
     format!("tokens.query.*.{query}")
 }
+
+/// Verification of a token string (`{"tokenStr"}` in, an introspection out).
+pub const VERIFY: &str = "tokens.verify";
+/// The public signing keys, as a JWKS.
+pub const JWKS: &str = "tokens.jwks";
+/// A page of client token statuses with the log position they are consistent with.
+pub const SNAPSHOT: &str = "tokens.snapshot";
+/// Rotation of the signing key while serving.
+pub const KEYS_ROTATE: &str = "tokens.admin.keys.rotate";
+/// The signing keys (public facts) and their history.
+pub const KEYS_LIST: &str = "tokens.admin.keys.list";
 
 /// The catch-all subject for commands.
 pub const ANY_COMMAND: &str = "tokens.cmd.*.*";

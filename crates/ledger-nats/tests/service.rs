@@ -331,7 +331,17 @@ async fn the_micro_service_answers_ping_info_and_stats() {
         assert_eq!(subject_of(q)["subject"], format!("tokens.query.*.{q}"));
     }
     assert_eq!(subject_of("unknown_command")["subject"], "tokens.cmd.*.*");
-    assert_eq!(endpoints.len(), 17);
+    for (name, subject) in [
+        ("verify", "tokens.verify"),
+        ("jwks", "tokens.jwks"),
+        ("snapshot", "tokens.snapshot"),
+        ("keys_rotate", "tokens.admin.keys.rotate"),
+        ("keys_list", "tokens.admin.keys.list"),
+    ] {
+        assert_eq!(subject_of(name)["subject"], subject);
+        assert_eq!(subject_of(name)["queue_group"], "tokenledger");
+    }
+    assert_eq!(endpoints.len(), 22);
 
     command(&e.client, "issue_client_token", json!({})).await;
     let (stats, _) = request(&e.client, "$SRV.STATS.tokenledger", vec![]).await;

@@ -239,6 +239,33 @@ impl Views {
         Ok(Page { items, next_cursor })
     }
 
+    /// Every token's view, of every workspace, in token id order: at most
+    /// `limit` of those after the token `after` (from the first when `None`).
+    /// `expired` is not filled in. For snapshots of the whole ledger (a
+    /// gateway's verifier); a page is as consistent as the tree is while it
+    /// is read, so hold the projector still to pair it with a checkpoint.
+    pub fn every_after(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<TokenView>, ProjectorError> {
+        let start = match after {
+            Some(id) => Bound::Excluded(keys::view(&id).to_vec()),
+            None => Bound::Included(vec![keys::VIEW]),
+        };
+        let mut out = Vec::with_capacity(limit.min(LIST_LIMIT_MAX));
+        for entry in self.tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+            let (key, value) = entry?;
+            if out.len() == limit || key.first() != Some(&keys::VIEW) {
+                break;
+            }
+            let view: TokenView = serde_json::from_slice(&value)
+                .map_err(|e| ProjectorError::Corrupt(format!("view at {key:?}: {e}")))?;
+            out.push(view);
+        }
+        Ok(out)
+    }
+
     fn index(&self, key: &[u8]) -> Result<Option<Uuid>, ProjectorError> {
         self.tree
             .get(key)?

@@ -14,12 +14,16 @@
 //! here knows about NATS or views.
 
 mod error;
+pub mod key_history;
 pub mod keys;
 mod read;
+pub mod verify;
 mod writer;
 
 pub use error::StoreError;
+pub use key_history::{KeyEvent, KeyEventType};
 pub use read::StoredEvent;
+pub use verify::Verifier;
 
 use chrono::{DateTime, Utc};
 use ledger_core::command::{ParsedCommand, SealedCommand};
@@ -93,6 +97,7 @@ struct Shared {
     ring: RwLock<KeyRing>,
     head: watch::Sender<u64>,
     dir: PathBuf,
+    clock: Clock,
 }
 
 /// An open ledger: the writer thread plus read access to the log.
@@ -127,6 +132,7 @@ impl Store {
             },
         };
         let ring = KeyRing::load_or_create(dir, config.signing_alg, (config.clock)())?;
+        key_history::reconcile(&db, &ring)?;
         let mut recovered = writer::recover(&log)?;
         let (head_tx, _) = watch::channel(recovered.head.position);
         let shared = Arc::new(Shared {
@@ -137,6 +143,7 @@ impl Store {
             ring: RwLock::new(ring),
             head: head_tx,
             dir: dir.to_path_buf(),
+            clock: config.clock.clone(),
         });
         let (queue, rx) = std::sync::mpsc::sync_channel(config.queue_max);
         let w = writer::Writer::new(shared.clone(), recovered, config);

@@ -25,6 +25,8 @@ pub struct Ctx {
     pub workspace: Option<String>,
     /// `--actor`, if given.
     pub actor: Option<String>,
+    /// `--nats`: the server URLs; commands and queries then go over NATS.
+    pub nats: Option<Vec<String>>,
 }
 
 impl Ctx {

@@ -14,9 +14,10 @@ use std::path::PathBuf;
 
 /// An event-sourced ledger for access tokens.
 ///
-/// Works directly on a data dir that no other process holds. Every command
-/// is validated exactly as on the wire, appended durably, and projected
-/// before the result is printed.
+/// Works directly on a data dir that no other process holds, or with
+/// `--nats URL` on a running `tokenledger serve`. Every command is validated
+/// exactly as on the wire, appended durably, and projected before the result
+/// is printed.
 #[derive(Parser, Debug)]
 // A flag given twice takes its last value, so scripts can override defaults.
 #[command(
@@ -54,6 +55,17 @@ pub struct GlobalArgs {
     /// Who acts, as TYPE:ID (TYPE: user, client_token, service, system) [default: user:$USER]
     #[arg(long, global = true, value_name = "TYPE:ID")]
     pub actor: Option<String>,
+    /// Talk to a running server over NATS instead of the data dir (URLs
+    /// comma-separated); watch needs it, serve listens there [serve's default:
+    /// nats://127.0.0.1:4222]
+    #[arg(
+        long,
+        global = true,
+        value_name = "URL[,URL]",
+        env = "TOKENLEDGER_NATS",
+        value_delimiter = ','
+    )]
+    pub nats: Option<Vec<String>>,
 }
 
 /// Every subcommand.
@@ -63,10 +75,19 @@ pub enum TopCommand {
     Token(TokenCommand),
     #[command(flatten)]
     Query(QueryCommand),
-    /// Import a record exported by primaERP (access token) or fimidara (client token).
+    /// Import a record exported by primaERP (access token) or fimidara (client
+    /// token), on the data dir only (not over --nats).
     Import(ImportArgs),
     /// Serve the ledger on NATS (commands, queries, publication) until SIGTERM.
     Serve(crate::serve::ServeArgs),
+    /// Print token changes live from a server's stream, one line each (needs --nats).
+    Watch(crate::watch::WatchArgs),
+    /// Audit the log offline: verify, checkpoint, prove, replay, history, export.
+    Audit(crate::audit::AuditArgs),
+    /// Manage the JWT signing keys: rotate, list, jwks, history.
+    Keys(crate::keys::KeysArgs),
+    /// Introspect a client token string: {"active": true, ...claims} or {"active": false}.
+    Verify(crate::verify::VerifyArgs),
     /// Load generator for crash tests: prints one JSON line per acknowledged command.
     #[command(hide = true)]
     DebugLoad(DebugLoadArgs),

@@ -435,18 +435,18 @@ impl TokenCommand {
     }
 }
 
-/// Builds and validates the full command body, exactly as the wire would.
+/// Builds the full command body, the JSON the wire carries.
 ///
 /// The body is `--body` when given (the flags that build one conflict with
 /// it), else the flags; the common fields are filled in when it lacks them.
-pub fn assemble(
+/// [`parse_value`] then validates it exactly as the wire would.
+pub fn build_body(
     ctx: &Ctx,
-    name: CommandName,
     flags: Map<String, Value>,
     token: Option<String>,
     common: &CommonArgs,
     secrets: Option<&SecretArgs>,
-) -> Result<ParsedCommand, Failure> {
+) -> Result<Map<String, Value>, Failure> {
     let mut body = match &common.body {
         Some(raw) => input::body(raw)?,
         None => flags,
@@ -476,14 +476,19 @@ pub fn assemble(
     if let Some(v) = common.expected_version {
         body.entry("expectedVersion").or_insert(json!(v));
     }
-    Ok(parse_value(name, Value::Object(body))?)
+    Ok(body)
 }
 
-/// Runs one command subcommand.
+/// Runs one command subcommand: on the data dir, or over NATS with `--nats`.
 pub fn run(cmd: TokenCommand, ctx: &Ctx) -> Result<(), Failure> {
     let (name, flags, token, common, secrets) = cmd.into_parts(ctx)?;
-    // Validate before opening the data dir: bad input is exit 2 whoever holds it.
-    let parsed = assemble(ctx, name, flags, token, &common, secrets.as_ref())?;
+    let body = build_body(ctx, flags, token, &common, secrets.as_ref())?;
+    // Validate before opening the data dir or connecting: bad input is exit 2
+    // whoever holds the data dir, and whether or not a server answers.
+    let parsed: ParsedCommand = parse_value(name, Value::Object(body.clone()))?;
+    if let Some(urls) = &ctx.nats {
+        return crate::remote::execute(ctx, urls, name, body);
+    }
     Ledger::with(ctx, |ledger| {
         let committed = ledger.execute(parsed)?;
         print_committed(ctx, ledger, name, &committed, &[])

@@ -101,6 +101,13 @@ pub struct Plan {
 
 /// Runs `import`.
 pub fn run(args: ImportArgs, ctx: &Ctx) -> Result<(), Failure> {
+    // An import's origin fields are accepted from the importer only, never from the wire.
+    if ctx.nats.is_some() {
+        return Err(Failure::invalid(
+            "nats",
+            "import works on the data dir only: run it without --nats, on a data dir no server holds",
+        ));
+    }
     let text = input::read_source("file", &args.file)?;
     let record: Value = serde_json::from_str(&text)
         .map_err(|e| Failure::invalid("file", format!("malformed JSON: {e}")))?;
@@ -518,6 +525,7 @@ mod tests {
             json: false,
             workspace: Some("acme".into()),
             actor: Some("user:tester".into()),
+            nats: None,
         }
     }
 

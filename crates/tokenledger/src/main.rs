@@ -5,15 +5,20 @@
 //! Every rule lives in the library crates.
 
 mod app;
+mod audit;
 mod cli;
 mod commands;
 mod debug_load;
 mod failure;
 mod import;
 mod input;
+mod keys;
 mod output;
 mod queries;
+mod remote;
 mod serve;
+mod verify;
+mod watch;
 
 use app::Ctx;
 use clap::Parser;
@@ -31,6 +36,7 @@ fn main() -> ExitCode {
         json: cli.global.json,
         workspace: cli.global.workspace,
         actor: cli.global.actor,
+        nats: cli.global.nats,
     };
     match run(cli.command, &ctx) {
         Ok(()) => ExitCode::from(EXIT_OK),
@@ -46,8 +52,12 @@ fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
         TopCommand::Token(c) => commands::run(c, ctx),
         TopCommand::Query(q) => queries::run(q, ctx),
         TopCommand::Import(a) => import::run(a, ctx),
+        TopCommand::Audit(a) => audit::run(a, ctx),
         TopCommand::DebugLoad(a) => debug_load::run(a, ctx),
         TopCommand::Serve(a) => serve::run(a, ctx),
+        TopCommand::Keys(a) => keys::run(a, ctx),
+        TopCommand::Verify(a) => verify::run(a, ctx),
+        TopCommand::Watch(a) => watch::run(a, ctx),
     }
 }
 

@@ -10,7 +10,7 @@ use crate::failure::Failure;
 use crate::input;
 use crate::output::{self, print_json, print_text, view_json};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use ledger_core::{validate, TokenKind};
+use ledger_core::{validate, Envelope, Timestamp, TokenKind, TokenView};
 use ledger_projector::{AsOf, ListFilter, Lookup, TrashedFilter, LIST_LIMIT_DEFAULT};
 use serde_json::json;
 use uuid::Uuid;
@@ -111,9 +111,12 @@ pub enum QueryCommand {
     History(HistoryArgs),
 }
 
-/// Runs a query.
+/// Runs a query: on the data dir, or over NATS with `--nats`.
 pub fn run(cmd: QueryCommand, ctx: &Ctx) -> Result<(), Failure> {
     let ws = ctx.workspace()?.to_owned();
+    if let Some(urls) = &ctx.nats {
+        return crate::remote::query(cmd, ctx, urls, &ws);
+    }
     match cmd {
         QueryCommand::Get(a) => get(a, ctx, &ws),
         QueryCommand::List(a) => list(a, ctx, &ws),
@@ -121,70 +124,113 @@ pub fn run(cmd: QueryCommand, ctx: &Ctx) -> Result<(), Failure> {
     }
 }
 
-fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
-    let lookup = match (&args.token, &args.name, &args.provided_id) {
-        (Some(t), _, _) => Lookup::Id(validate::uuid("tokenId", t)?),
-        (_, Some(n), _) => Lookup::Name(n.clone()),
-        (_, _, Some(p)) => Lookup::ProvidedId(p.clone()),
-        _ => unreachable!("clap requires one of them"),
-    };
-    let as_of = match (args.as_of_version, args.as_of_position, &args.as_of_time) {
-        (Some(v), _, _) => Some(AsOf::Version(v)),
-        (_, Some(p), _) => Some(AsOf::Position(p)),
-        (_, _, Some(t)) => Some(AsOf::Time(input::timestamp("asOf.time", t)?)),
-        _ => None,
-    };
-    let describe = match &lookup {
-        Lookup::Id(id) => format!("token {id}"),
-        Lookup::Name(n) => format!("token named {n:?}"),
-        Lookup::ProvidedId(p) => format!("token with providedResourceId {p:?}"),
-    };
-    let now = ctx.now();
-    Ledger::with(ctx, |ledger| {
-        ledger.catch_up()?;
-        let view = match as_of {
-            None => ledger.projector.get(ws, lookup, now)?,
-            Some(as_of) => {
-                // A name or provided id names the token that holds it now.
-                let id = match lookup {
-                    Lookup::Id(id) => Some(id),
-                    other => ledger.projector.get(ws, other, now)?.map(|v| v.token_id()),
-                };
-                match id {
-                    Some(id) => ledger_projector::get_as_of(&ledger.store, id, as_of)?
-                        .filter(|v| v.workspace_id == ws)
-                        .map(|v| v.with_expired(now)),
-                    None => None,
-                }
-            }
-        };
-        let Some(mut view) = view else {
-            return Err(Failure::not_found(format!(
-                "no {describe} in workspace {ws}{}",
-                if as_of.is_some() {
-                    " at that point"
-                } else {
-                    ""
-                }
-            )));
-        };
-        if args.show_token_str {
-            view.token_str = ledger.store.token_str(&view)?;
-        }
-        if ctx.json {
-            print_json(&json!({ "token": view_json(&view)? }))
-        } else {
-            print_text(&output::view_detail(&view, now))
-        }
-    })
+/// What `get` asks for: the lookup, the point in time, and how to name the token in `not_found`.
+pub struct GetParts {
+    /// Which token.
+    pub lookup: Lookup,
+    /// When, if not now.
+    pub as_of: Option<AsOf>,
+    /// "token 1234…", "token named \"ci\"", for messages.
+    pub describe: String,
 }
 
-fn list(args: ListArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
+impl GetParts {
+    /// Checks and converts `get`'s flags.
+    pub fn of(args: &GetArgs) -> Result<GetParts, Failure> {
+        let lookup = match (&args.token, &args.name, &args.provided_id) {
+            (Some(t), _, _) => Lookup::Id(validate::uuid("tokenId", t)?),
+            (_, Some(n), _) => Lookup::Name(n.clone()),
+            (_, _, Some(p)) => Lookup::ProvidedId(p.clone()),
+            _ => unreachable!("clap requires one of them"),
+        };
+        let as_of = match (args.as_of_version, args.as_of_position, &args.as_of_time) {
+            (Some(v), _, _) => Some(AsOf::Version(v)),
+            (_, Some(p), _) => Some(AsOf::Position(p)),
+            (_, _, Some(t)) => Some(AsOf::Time(input::timestamp("asOf.time", t)?)),
+            _ => None,
+        };
+        let describe = match &lookup {
+            Lookup::Id(id) => format!("token {id}"),
+            Lookup::Name(n) => format!("token named {n:?}"),
+            Lookup::ProvidedId(p) => format!("token with providedResourceId {p:?}"),
+        };
+        Ok(GetParts {
+            lookup,
+            as_of,
+            describe,
+        })
+    }
+
+    /// `not_found` for this lookup in `ws`.
+    pub fn not_found(&self, ws: &str) -> Failure {
+        Failure::not_found(format!(
+            "no {} in workspace {ws}{}",
+            self.describe,
+            if self.as_of.is_some() {
+                " at that point"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+/// Prints `get`'s result.
+pub fn print_view(ctx: &Ctx, view: &TokenView, now: Timestamp) -> Result<(), Failure> {
+    if ctx.json {
+        print_json(&json!({ "token": view_json(view)? }))
+    } else {
+        print_text(&output::view_detail(view, now))
+    }
+}
+
+/// Prints one page of `list`.
+pub fn print_page(
+    ctx: &Ctx,
+    items: &[TokenView],
+    next_cursor: Option<&str>,
+    now: Timestamp,
+) -> Result<(), Failure> {
+    if ctx.json {
+        let items = items.iter().map(view_json).collect::<Result<Vec<_>, _>>()?;
+        return print_json(&json!({ "items": items, "nextCursor": next_cursor }));
+    }
+    let mut text = if items.is_empty() {
+        "no tokens".to_owned()
+    } else {
+        output::token_table(items, now)
+    };
+    if let Some(c) = next_cursor {
+        text.push_str(&format!("\nmore: --cursor {c}"));
+    }
+    print_text(&text)
+}
+
+/// Prints `history`'s events, or `not_found` when there are none in `ws`.
+pub fn print_history(ctx: &Ctx, ws: &str, id: Uuid, events: &[Envelope]) -> Result<(), Failure> {
+    if events.is_empty() || events.iter().any(|e| e.workspace_id != ws) {
+        return Err(history_not_found(ws, id));
+    }
+    if ctx.json {
+        let events: Vec<_> = events.iter().map(|e| e.to_json_value()).collect();
+        print_json(&json!({ "events": events }))
+    } else {
+        print_text(&output::history_table(events))
+    }
+}
+
+/// `not_found` for `history`.
+pub fn history_not_found(ws: &str, id: Uuid) -> Failure {
+    Failure::not_found(format!("no token {id} in workspace {ws}"))
+}
+
+/// `list`'s flags as the projector's filter.
+pub fn list_filter(args: &ListArgs) -> Result<ListFilter, Failure> {
     let user_id = match &args.user {
         Some(u) => Some(validate::uuid("userId", u)?),
         None => None,
     };
-    let filter = ListFilter {
+    Ok(ListFilter {
         kind: args.kind.map(|k| match k {
             KindArg::Client => TokenKind::Client,
             KindArg::Access => TokenKind::Access,
@@ -200,28 +246,50 @@ fn list(args: ListArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
         expired: args.expired,
         limit: args.limit.unwrap_or(LIST_LIMIT_DEFAULT),
         cursor: args.cursor.clone(),
-    };
+    })
+}
+
+fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
+    let parts = GetParts::of(&args)?;
+    let now = ctx.now();
+    Ledger::with(ctx, |ledger| {
+        ledger.catch_up()?;
+        let view = match parts.as_of {
+            None => ledger.projector.get(ws, parts.lookup.clone(), now)?,
+            Some(as_of) => {
+                // A name or provided id names the token that holds it now.
+                let id = match &parts.lookup {
+                    Lookup::Id(id) => Some(*id),
+                    other => ledger
+                        .projector
+                        .get(ws, other.clone(), now)?
+                        .map(|v| v.token_id()),
+                };
+                match id {
+                    Some(id) => ledger_projector::get_as_of(&ledger.store, id, as_of)?
+                        .filter(|v| v.workspace_id == ws)
+                        .map(|v| v.with_expired(now)),
+                    None => None,
+                }
+            }
+        };
+        let Some(mut view) = view else {
+            return Err(parts.not_found(ws));
+        };
+        if args.show_token_str {
+            view.token_str = ledger.store.token_str(&view)?;
+        }
+        print_view(ctx, &view, now)
+    })
+}
+
+fn list(args: ListArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
+    let filter = list_filter(&args)?;
     let now = ctx.now();
     Ledger::with(ctx, |ledger| {
         ledger.catch_up()?;
         let page = ledger.projector.list(ws, &filter, now)?;
-        if ctx.json {
-            let items = page
-                .items
-                .iter()
-                .map(view_json)
-                .collect::<Result<Vec<_>, _>>()?;
-            return print_json(&json!({ "items": items, "nextCursor": page.next_cursor }));
-        }
-        let mut text = if page.items.is_empty() {
-            "no tokens".to_owned()
-        } else {
-            output::token_table(&page.items, now)
-        };
-        if let Some(c) = &page.next_cursor {
-            text.push_str(&format!("\nmore: --cursor {c}"));
-        }
-        print_text(&text)
+        print_page(ctx, &page.items, page.next_cursor.as_deref(), now)
     })
 }
 
@@ -229,16 +297,6 @@ fn history(args: HistoryArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
     let id: Uuid = validate::uuid("tokenId", &args.token)?;
     Ledger::with(ctx, |ledger| {
         let events = ledger.store.token_events(&id, None)?;
-        if events.is_empty() || events.iter().any(|e| e.workspace_id != ws) {
-            return Err(Failure::not_found(format!(
-                "no token {id} in workspace {ws}"
-            )));
-        }
-        if ctx.json {
-            let events: Vec<_> = events.iter().map(|e| e.to_json_value()).collect();
-            print_json(&json!({ "events": events }))
-        } else {
-            print_text(&output::history_table(&events))
-        }
+        print_history(ctx, ws, id, &events)
     })
 }

@@ -12,18 +12,12 @@ use ledger_nats::ServeConfig;
 use ledger_store::{Store, StoreConfig};
 use std::time::Duration;
 
-/// Flags of `serve`.
+/// Where `serve` listens when `--nats` (global) is not given.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// Flags of `serve`; the NATS URLs are the global `--nats` (default [`DEFAULT_NATS_URL`]).
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// NATS server URL(s), comma-separated.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "TOKENLEDGER_NATS",
-        default_value = "nats://127.0.0.1:4222",
-        value_delimiter = ','
-    )]
-    pub nats: Vec<String>,
     /// Replicas of the JetStream stream TOKENS.
     #[arg(long, default_value_t = 1)]
     pub stream_replicas: usize,
@@ -39,7 +33,10 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
     let store = Store::open(&ctx.data_dir, StoreConfig::default())?;
     let config = ServeConfig {
-        nats_urls: args.nats,
+        nats_urls: ctx
+            .nats
+            .clone()
+            .unwrap_or_else(|| vec![DEFAULT_NATS_URL.to_owned()]),
         stream_replicas: args.stream_replicas,
         duplicate_window: Duration::from_secs(args.duplicate_window_secs),
         ack_window: args.ack_window,

@@ -1,0 +1,593 @@
+//! JSON Lines exports that verify on their own.
+//!
+//! An export file is, one JSON value per line:
+//!
+//! 1. a header: `{"format": "tokenledger-export/1", "from", "to",
+//!    "workspaceId"?, "prevHash", "head": {"position", "hash"}, "checkpoint"?}`:
+//!    the range, the hash of the event before `from` (so a range that does not
+//!    start at 1 still starts from a known link), the log's head when it was
+//!    exported, and the newest stored checkpoint inside the range, as its
+//!    signed note;
+//! 2. the envelopes of the range in position order, each byte for byte as
+//!    chained (the published form: canonical JSON with `hash`), sealed
+//!    secrets still sealed;
+//! 3. with a checkpoint, inclusion proofs, one per line:
+//!    `{"inclusionProof": {"leafIndex", "treeSize", "hashes"}}`.
+//!
+//! What `verify_export` can prove:
+//!
+//! - **A whole range** (no `--workspace`): everything `audit verify` checks on
+//!   a data dir: decode, schema, hashes, gap-free positions and the links
+//!   from the header's `prevHash`, versions, and the domain rules (fully
+//!   from position 1; from a later start, tokens created before it are
+//!   followed by their versions only). Against the checkpoint: from position
+//!   1 the Merkle root is recomputed; from a later start the export carries
+//!   the inclusion proof of the checkpoint's last event, and since every hash
+//!   commits to all events before it, that event's inclusion plus the
+//!   verified links vouch for the whole range up to it.
+//! - **One workspace** (`--workspace`): the events of other workspaces are
+//!   absent, so links can only be checked between consecutive positions.
+//!   What holds: each event's own hash; positions increase; every token's
+//!   versions are gap-free (a token lives in one workspace, so its whole
+//!   stream is there); the domain rules (uniqueness is per workspace, so from
+//!   position 1 they are checked completely); and every event up to the
+//!   checkpoint carries an inclusion proof against the signed root. What does
+//!   not: that no event of the workspace was left out at the end of a token's
+//!   stream or as a whole token (proving absence needs the whole log).
+
+use crate::checkpoints::CheckpointStore;
+use crate::merkle::{parse_hash, verify_inclusion, InclusionProofJson, ProofTree};
+use crate::note::SignedCheckpoint;
+use crate::source::{find, LogReader, Record};
+use crate::verify::{
+    verify, DeclaredEnd, ExpectedRoot, KeepHashes, Observer, Plan, Progress, Report, VerifiedEvent,
+    VerifyOptions,
+};
+use crate::{AuditError, Finding, FindingKind};
+use ledger_core::LedgerState;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The header's `format`.
+pub const FORMAT: &str = "tokenledger-export/1";
+/// A line's length, at most (events are at most 64 KiB of command plus envelope).
+pub const LINE_BYTES_MAX: usize = 1 << 20;
+/// The prefix of a proof line.
+const PROOF_PREFIX: &[u8] = b"{\"inclusionProof\":";
+
+/// The log's head, as an export header states it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportHead {
+    /// Position.
+    pub position: u64,
+    /// Hash, hex.
+    pub hash: String,
+}
+
+/// The first line of an export.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExportHeader {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The first position of the range.
+    pub from: u64,
+    /// The last position of the range.
+    pub to: u64,
+    /// Only this workspace's events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+    /// The hash of position `from - 1`.
+    pub prev_hash: String,
+    /// The log's head when exported.
+    pub head: ExportHead,
+    /// A signed checkpoint inside the range, as a signed note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProofLine {
+    inclusion_proof: InclusionProofJson,
+}
+
+/// What to export.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportRequest {
+    /// First position (at least 1).
+    pub from: u64,
+    /// Last position (`None`: the head).
+    pub to: Option<u64>,
+    /// Only this workspace.
+    pub workspace: Option<String>,
+}
+
+/// What an export wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportOutcome {
+    /// The header.
+    pub header: ExportHeader,
+    /// Events written.
+    pub events: u64,
+    /// Inclusion proofs written.
+    pub proofs: u64,
+}
+
+struct Writer<'a> {
+    out: BufWriter<File>,
+    header: ExportHeader,
+    header_written: bool,
+    workspace: Option<&'a str>,
+    events: u64,
+    /// Positions to prove, with the checkpoint's size.
+    prove: Option<(u64, Vec<u64>)>,
+    error: Option<std::io::Error>,
+}
+
+impl Writer<'_> {
+    fn write_line(&mut self, bytes: &[u8]) {
+        if self.error.is_none() {
+            if let Err(e) = self
+                .out
+                .write_all(bytes)
+                .and_then(|()| self.out.write_all(b"\n"))
+            {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    fn write_header(&mut self) {
+        if !self.header_written {
+            self.header_written = true;
+            let line = serde_json::to_vec(&self.header).expect("the header serializes");
+            self.write_line(&line);
+        }
+    }
+}
+
+impl Observer for Writer<'_> {
+    fn before(&mut self, _state: &LedgerState, event: &VerifiedEvent) {
+        if event.env.position == self.header.from {
+            // Verified already: the link to the event before.
+            self.header.prev_hash = event.env.prev_hash.clone();
+        }
+    }
+
+    fn after(&mut self, _state: &LedgerState, event: &VerifiedEvent) {
+        let env = &event.env;
+        if env.position < self.header.from {
+            return;
+        }
+        self.write_header();
+        if self.workspace.is_some_and(|w| w != env.workspace_id) {
+            return;
+        }
+        self.write_line(&event.published_bytes());
+        self.events += 1;
+        if let Some((size, positions)) = &mut self.prove {
+            let wanted = if self.workspace.is_some() {
+                env.position <= *size
+            } else {
+                env.position == *size
+            };
+            if wanted {
+                positions.push(env.position);
+            }
+        }
+    }
+
+    fn finish(&mut self, _state: &LedgerState) {
+        self.write_header();
+    }
+}
+
+/// Exports a range of the log of `reader` (data dir `data_dir`) to `out`.
+///
+/// The range is verified as it is written (schema per `options`); on a
+/// finding the partial file is removed and the finding returned.
+pub fn export(
+    data_dir: &Path,
+    reader: &LogReader,
+    request: &ExportRequest,
+    out: &Path,
+    options: &VerifyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Result<ExportOutcome, Finding>, AuditError> {
+    let head = reader.last_position()?;
+    let from = request.from.max(1);
+    let to = request.to.unwrap_or(head).min(head);
+    if from > to {
+        return Err(AuditError::Invalid(format!(
+            "nothing to export: the range {from}..={to} is empty (the log's head is {head})"
+        )));
+    }
+    let head_hash = match reader.record(head)? {
+        Some(v) if v.len() > 32 => hex::encode(&v[..32]),
+        _ => {
+            return Err(AuditError::Invalid(format!(
+                "the log has no readable event at its head {head}"
+            )))
+        }
+    };
+    let checkpoint = CheckpointStore::new(data_dir)
+        .list()?
+        .into_iter()
+        .rev()
+        .map(|(_, c)| c)
+        .find(|c| c.checkpoint.size >= from && c.checkpoint.size <= to);
+    let file = File::create(out).map_err(|e| AuditError::io("create", out, e))?;
+    let mut writer = Writer {
+        out: BufWriter::new(file),
+        header: ExportHeader {
+            format: FORMAT.to_owned(),
+            from,
+            to,
+            workspace_id: request.workspace.clone(),
+            prev_hash: hex::encode([0u8; 32]),
+            head: ExportHead {
+                position: head,
+                hash: head_hash,
+            },
+            checkpoint: checkpoint.as_ref().map(|c| c.note.clone()),
+        },
+        header_written: false,
+        workspace: request.workspace.as_deref(),
+        events: 0,
+        prove: checkpoint.as_ref().map(|c| (c.checkpoint.size, Vec::new())),
+        error: None,
+    };
+    let mut plan = Plan::whole_log();
+    if let Some(c) = &checkpoint {
+        plan.roots.push(ExpectedRoot {
+            size: c.checkpoint.size,
+            root: c.checkpoint.root,
+            label: format!("the stored checkpoint of size {}", c.checkpoint.size),
+        });
+    }
+    let report = verify(reader.records(1, to), plan, options, &mut writer, progress);
+    let fail = |e| {
+        let _ = std::fs::remove_file(out);
+        e
+    };
+    let report = report.map_err(fail)?;
+    if let Some(finding) = report.finding {
+        let _ = std::fs::remove_file(out);
+        return Ok(Err(finding));
+    }
+    let mut proofs = 0;
+    if let (Some(c), Some((size, positions))) = (&checkpoint, writer.prove.take()) {
+        let tree = ProofTree::new(reader.hashes(1, size).map_err(fail)?);
+        assert_eq!(tree.root(), c.checkpoint.root, "the pass checked this root");
+        for p in positions {
+            let line = ProofLine {
+                inclusion_proof: tree.prove_inclusion(p - 1),
+            };
+            writer.write_line(&serde_json::to_vec(&line).expect("proofs serialize"));
+            proofs += 1;
+        }
+    }
+    if let Some(e) = writer.error.take() {
+        return Err(fail(AuditError::io("write", out, e)));
+    }
+    let file = writer
+        .out
+        .into_inner()
+        .map_err(|e| fail(AuditError::io("write", out, e.into_error())))?;
+    file.sync_all()
+        .map_err(|e| fail(AuditError::io("sync", out, e)))?;
+    Ok(Ok(ExportOutcome {
+        header: writer.header,
+        events: writer.events,
+        proofs,
+    }))
+}
+
+/// A checkpoint to check an export against, besides the one it embeds.
+#[derive(Clone, Debug)]
+pub struct GivenCheckpoint {
+    /// The checkpoint.
+    pub signed: SignedCheckpoint,
+    /// Where it came from.
+    pub label: String,
+}
+
+/// The outcome of verifying an export.
+#[derive(Clone, Debug)]
+pub struct ExportVerification {
+    /// The header.
+    pub header: ExportHeader,
+    /// The embedded checkpoint, parsed.
+    pub embedded: Option<SignedCheckpoint>,
+    /// The pass, with proof findings folded in.
+    pub report: Report,
+    /// Inclusion proofs that held.
+    pub proofs_verified: u64,
+}
+
+fn read_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>) -> Result<bool, String> {
+    buf.clear();
+    let n = std::io::Read::take(&mut *reader, LINE_BYTES_MAX as u64 + 1)
+        .read_until(b'\n', buf)
+        .map_err(|e| e.to_string())?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > LINE_BYTES_MAX {
+        return Err(format!("a line is longer than {LINE_BYTES_MAX} bytes"));
+    }
+    Ok(true)
+}
+
+/// Verifies an export file on its own, and against `given` checkpoints.
+///
+/// Signatures are the caller's business: it checks the embedded
+/// checkpoint's (in [`ExportVerification::embedded`]) with the key it trusts.
+pub fn verify_export(
+    path: &Path,
+    given: &[GivenCheckpoint],
+    options: &VerifyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ExportVerification, AuditError> {
+    let file = File::open(path).map_err(|e| AuditError::io("open", path, e))?;
+    let mut input = BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    let invalid = |why: String| AuditError::Invalid(format!("{}: {why}", path.display()));
+    if !read_line(&mut input, &mut line).map_err(invalid)? {
+        return Err(invalid("the file is empty".into()));
+    }
+    let header: ExportHeader = serde_json::from_slice(&line)
+        .map_err(|e| invalid(format!("the first line is not an export header: {e}")))?;
+    if header.format != FORMAT {
+        return Err(invalid(format!(
+            "unknown export format {:?}",
+            header.format
+        )));
+    }
+    if header.from == 0 || header.from > header.to {
+        return Err(invalid(format!(
+            "the header's range {}..={} is empty",
+            header.from, header.to
+        )));
+    }
+    let prev_hash = parse_hash(&header.prev_hash).map_err(|e| invalid(format!("prevHash: {e}")))?;
+    let head_hash =
+        parse_hash(&header.head.hash).map_err(|e| invalid(format!("head.hash: {e}")))?;
+    let embedded = header
+        .checkpoint
+        .as_deref()
+        .map(SignedCheckpoint::parse)
+        .transpose()
+        .map_err(|e| invalid(format!("checkpoint: {e}")))?;
+    let subset = header.workspace_id.is_some();
+    let whole = header.from == 1 && !subset;
+
+    let mut roots = Vec::new();
+    let mut keep: HashSet<u64> = HashSet::new();
+    if let Some(c) = &embedded {
+        let size = c.checkpoint.size;
+        if size < header.from || size > header.to {
+            return Err(invalid(format!(
+                "the embedded checkpoint (size {size}) is outside the range {}..={}",
+                header.from, header.to
+            )));
+        }
+        keep.insert(size);
+        if whole {
+            roots.push(ExpectedRoot {
+                size,
+                root: c.checkpoint.root,
+                label: "the export's checkpoint".into(),
+            });
+        }
+    }
+    for g in given {
+        let c = &g.signed.checkpoint;
+        let same_as_embedded = embedded.as_ref().is_some_and(|e| e.checkpoint == *c);
+        if whole {
+            roots.push(ExpectedRoot {
+                size: c.size,
+                root: c.root,
+                label: g.label.clone(),
+            });
+        } else if !same_as_embedded {
+            return Err(invalid(format!(
+                "{} cannot be checked against this export: an export that starts after position 1, or holds one workspace, proves only the checkpoint it embeds",
+                g.label
+            )));
+        }
+    }
+    let plan = Plan {
+        from: header.from,
+        prev_hash,
+        subset,
+        roots,
+        keep_hashes: if subset {
+            KeepHashes::All
+        } else {
+            KeepHashes::At(keep)
+        },
+        declared_end: (!subset).then(|| DeclaredEnd {
+            position: header.to,
+            hash: (header.head.position == header.to).then_some(head_hash),
+        }),
+    };
+
+    // Proof lines follow the events; the reader hands them over when it meets them.
+    let proof_lines: Arc<Mutex<Result<Vec<InclusionProofJson>, String>>> =
+        Arc::new(Mutex::new(Ok(Vec::new())));
+    let sink = proof_lines.clone();
+    let records = LineRecords {
+        input,
+        line: Vec::new(),
+        proofs: sink,
+        in_proofs: false,
+        path: path.display().to_string(),
+    };
+    let mut report = verify(
+        records,
+        plan,
+        options,
+        &mut crate::verify::NoObserver,
+        progress,
+    )?;
+    let proofs = std::mem::replace(&mut *proof_lines.lock().expect("lock"), Ok(Vec::new()))
+        .map_err(invalid)?;
+    let mut proofs_verified = 0;
+    if report.finding.is_none() {
+        if let Some(c) = &embedded {
+            let (finding, verified) = check_proofs(&report, &proofs, c, subset);
+            proofs_verified = verified;
+            report.finding = finding;
+        } else if !proofs.is_empty() {
+            return Err(invalid(
+                "inclusion proofs without a checkpoint in the header".into(),
+            ));
+        }
+    }
+    Ok(ExportVerification {
+        header,
+        embedded,
+        report,
+        proofs_verified,
+    })
+}
+
+/// Checks the inclusion proofs against the embedded checkpoint.
+fn check_proofs(
+    report: &Report,
+    proofs: &[InclusionProofJson],
+    checkpoint: &SignedCheckpoint,
+    subset: bool,
+) -> (Option<Finding>, u64) {
+    let size = checkpoint.checkpoint.size;
+    let root = checkpoint.checkpoint.root;
+    let finding = |position: u64, kind: FindingKind, message: String| Finding {
+        position,
+        kind,
+        message,
+        until: None,
+    };
+    let mut proven: HashSet<u64> = HashSet::new();
+    let mut verified = 0;
+    for proof in proofs {
+        let position = proof.leaf_index + 1;
+        let Some(hash) = report.kept_hashes.get(&position) else {
+            return (
+                Some(finding(
+                    position,
+                    FindingKind::HeaderMismatch,
+                    "an inclusion proof names an event that is not in the export".into(),
+                )),
+                verified,
+            );
+        };
+        if proof.tree_size != size {
+            return (
+                Some(finding(
+                    position,
+                    FindingKind::HeaderMismatch,
+                    format!("an inclusion proof is for a tree of {} events, not the checkpoint's {size}", proof.tree_size),
+                )),
+                verified,
+            );
+        }
+        if let Err(e) = verify_inclusion(hash, proof, &root) {
+            return (
+                Some(finding(
+                    position,
+                    FindingKind::CheckpointMismatch,
+                    format!(
+                        "the event is not leaf {} of the signed tree: {e}",
+                        proof.leaf_index
+                    ),
+                )),
+                verified,
+            );
+        }
+        proven.insert(position);
+        verified += 1;
+    }
+    // Every event the checkpoint covers needs its proof (a whole range: the last one).
+    let needed: Vec<u64> = if subset {
+        report
+            .kept_hashes
+            .keys()
+            .copied()
+            .filter(|p| *p <= size)
+            .collect()
+    } else {
+        vec![size]
+    };
+    if let Some(p) = needed.into_iter().find(|p| !proven.contains(p)) {
+        return (
+            Some(finding(
+                p,
+                FindingKind::Truncated,
+                format!("the export has no inclusion proof for position {p} in the checkpoint of size {size}"),
+            )),
+            verified,
+        );
+    }
+    (None, verified)
+}
+
+/// The event lines of an export, as published records.
+struct LineRecords<R> {
+    input: R,
+    line: Vec<u8>,
+    proofs: Arc<Mutex<Result<Vec<InclusionProofJson>, String>>>,
+    in_proofs: bool,
+    path: String,
+}
+
+impl<R: BufRead> Iterator for LineRecords<R> {
+    type Item = Result<Record, AuditError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match read_line(&mut self.input, &mut self.line) {
+                Err(e) => return Some(Err(AuditError::Invalid(format!("{}: {e}", self.path)))),
+                Ok(false) => return None,
+                Ok(true) => {}
+            }
+            if self.line.is_empty() {
+                continue;
+            }
+            if find(
+                &self.line[..self.line.len().min(PROOF_PREFIX.len())],
+                PROOF_PREFIX,
+            ) == Some(0)
+            {
+                self.in_proofs = true;
+                let mut proofs = self.proofs.lock().expect("lock");
+                let parsed = serde_json::from_slice::<ProofLine>(&self.line)
+                    .map_err(|e| format!("a malformed inclusion proof line: {e}"));
+                match (&mut *proofs, parsed) {
+                    (Ok(list), Ok(p)) => list.push(p.inclusion_proof),
+                    (slot @ Ok(_), Err(e)) => *slot = Err(e),
+                    (Err(_), _) => {}
+                }
+                continue;
+            }
+            if self.in_proofs {
+                let mut proofs = self.proofs.lock().expect("lock");
+                *proofs = Err("an event line after the inclusion proofs".into());
+                return None;
+            }
+            return Some(Ok(Record::Published {
+                sequence: None,
+                bytes: std::mem::take(&mut self.line),
+            }));
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The checkpoint signing key: `DATA_DIR/checkpoint-key.json`, mode 0600.
+//!
+//! ```json
+//! {"version": 1, "alg": "ed25519", "name": "tokenledger/3f9a1c0b5e7d2a64", "seed": "<64 hex>"}
+//! ```
+//!
+//! `name` is both the note key name and the checkpoint origin. It is drawn
+//! once, when the key is created, so two ledgers never share an origin. The
+//! file is created atomically (temporary file, fsync, hard link) so two
+//! processes racing to create it end up with the same key, and it is refused
+//! when group or others can read it.
+
+use crate::note::{NoteSigner, VerifierKey};
+use crate::AuditError;
+use ed25519_dalek::SigningKey;
+use rand::rngs::OsRng;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// File name of the key in the data dir.
+pub const CHECKPOINT_KEY_FILE: &str = "checkpoint-key.json";
+const KEY_FILE_BYTES_MAX: u64 = 4096;
+const FORMAT_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFileRepr {
+    version: u32,
+    alg: String,
+    name: String,
+    seed: String,
+}
+
+/// The ledger's checkpoint key.
+pub struct CheckpointKey {
+    signer: NoteSigner,
+}
+
+impl std::fmt::Debug for CheckpointKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointKey")
+            .field("verifier", self.signer.verifier())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckpointKey {
+    /// Loads the key of `data_dir`, or `None` when it has none yet.
+    pub fn load(data_dir: &Path) -> Result<Option<CheckpointKey>, AuditError> {
+        let path = data_dir.join(CHECKPOINT_KEY_FILE);
+        let Some(bytes) = read_private(&path)? else {
+            return Ok(None);
+        };
+        let bad = |reason: String| AuditError::KeyFile {
+            path: path.clone(),
+            reason,
+        };
+        let repr: KeyFileRepr =
+            serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a key file: {e}")))?;
+        let seed_hex = Zeroizing::new(repr.seed);
+        if repr.version != FORMAT_VERSION || repr.alg != "ed25519" {
+            return Err(bad(format!(
+                "unsupported key file (version {}, alg {})",
+                repr.version, repr.alg
+            )));
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(seed_hex.as_str(), seed.as_mut())
+            .map_err(|_| bad("seed is not 64 hex digits".into()))?;
+        let signer = NoteSigner::new(&repr.name, SigningKey::from_bytes(&seed))
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Some(CheckpointKey { signer }))
+    }
+
+    /// Loads the key of `data_dir`, creating it on first use.
+    pub fn load_or_create(data_dir: &Path) -> Result<CheckpointKey, AuditError> {
+        if let Some(key) = CheckpointKey::load(data_dir)? {
+            return Ok(key);
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        OsRng.fill_bytes(seed.as_mut());
+        let mut id = [0u8; 8];
+        OsRng.fill_bytes(&mut id);
+        let repr = KeyFileRepr {
+            version: FORMAT_VERSION,
+            alg: "ed25519".into(),
+            name: format!("tokenledger/{}", hex::encode(id)),
+            seed: hex::encode(seed.as_ref()),
+        };
+        let text = Zeroizing::new(serde_json::to_vec(&repr).expect("key file serializes"));
+        let _ = Zeroizing::new(repr.seed);
+        create_private(data_dir, CHECKPOINT_KEY_FILE, &text)?;
+        // Whoever won a race to create the file, everyone uses what it holds.
+        CheckpointKey::load(data_dir)?.ok_or_else(|| AuditError::KeyFile {
+            path: data_dir.join(CHECKPOINT_KEY_FILE),
+            reason: "vanished right after it was created".into(),
+        })
+    }
+
+    /// The public key, as a note verifier key.
+    pub fn verifier(&self) -> &VerifierKey {
+        self.signer.verifier()
+    }
+
+    /// The checkpoint origin (= the key name).
+    pub fn origin(&self) -> &str {
+        self.signer.verifier().name()
+    }
+
+    /// The signer.
+    pub fn signer(&self) -> &NoteSigner {
+        &self.signer
+    }
+}
+
+fn read_private(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, AuditError> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AuditError::io("open", path, e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| AuditError::io("stat", path, e))?;
+    let mode = file_mode(&meta);
+    if !meta.is_file() || mode & 0o077 != 0 {
+        return Err(AuditError::KeyFile {
+            path: path.to_path_buf(),
+            reason: format!("must be a regular file with mode 0600 or stricter (found {mode:o})"),
+        });
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.take(KEY_FILE_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| AuditError::io("read", path, e))?;
+    if bytes.len() as u64 > KEY_FILE_BYTES_MAX {
+        return Err(AuditError::KeyFile {
+            path: path.to_path_buf(),
+            reason: "file too large".into(),
+        });
+    }
+    Ok(Some(bytes))
+}
+
+/// Creates `dir/name` with `bytes` (mode 0600) unless it exists.
+fn create_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool, AuditError> {
+    fs::create_dir_all(dir).map_err(|e| AuditError::io("create directory", dir, e))?;
+    let target = dir.join(name);
+    let tmp = write_temp(dir, name, bytes, true)?;
+    let linked = fs::hard_link(&tmp, &target);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(dir)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(AuditError::io("link", &target, e)),
+    }
+}
+
+/// Writes `dir/name` atomically: temporary file, fsync, rename, fsync dir.
+pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AuditError> {
+    let target = dir.join(name);
+    let tmp = write_temp(dir, name, bytes, false)?;
+    if let Err(e) = fs::rename(&tmp, &target) {
+        let _ = fs::remove_file(&tmp);
+        return Err(AuditError::io("rename", &target, e));
+    }
+    sync_dir(dir)
+}
+
+fn write_temp(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<PathBuf, AuditError> {
+    let mut suffix = [0u8; 8];
+    OsRng.fill_bytes(&mut suffix);
+    let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(suffix)));
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options
+        .open(&tmp)
+        .map_err(|e| AuditError::io("create", &tmp, e))?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| AuditError::io("write", &tmp, e));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AuditError::io("sync directory", dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(unix)]
+fn file_mode(meta: &fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn file_mode(_meta: &fs::Metadata) -> u32 {
+    0o600
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_created_once_private_and_reloaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = CheckpointKey::load_or_create(dir.path()).unwrap();
+        let b = CheckpointKey::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.verifier(), b.verifier());
+        assert!(a.origin().starts_with("tokenledger/"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.path().join(CHECKPOINT_KEY_FILE);
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+            assert!(matches!(
+                CheckpointKey::load(dir.path()),
+                Err(AuditError::KeyFile { .. })
+            ));
+        }
+    }
+}

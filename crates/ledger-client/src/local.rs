@@ -1,0 +1,391 @@
+//! A verifier for gateways: token strings checked in memory, no round trip.
+//!
+//! [`LocalVerifier::start`] fetches the JWKS, takes a snapshot of every client
+//! token's status (`tokens.snapshot`, paged; each page says which log
+//! position it is consistent with), then follows the JetStream stream from
+//! the first page's position + 1. Events the snapshot already covers are
+//! recognised by the token's version and skipped, so nothing between the
+//! snapshot and the stream is missed or applied twice.
+//!
+//! [`LocalVerifier::verify`] applies the same rules as the ledger's
+//! `tokens.verify` ([`ledger_verify::decide`]): the signature against the
+//! JWKS keys (EdDSA only: HMAC keys are never published, so HS256 strings
+//! are inactive here), the JWT's `exp`, then the token's cached status.
+//! A `token_revoked`, `token_trashed`, `client_token_rotated`, `token_purged`
+//! or `client_token_updated` event changes the status the moment it is
+//! applied, so the old string stops verifying then.
+//!
+//! A string whose `kid` the key set does not know, or an event naming such
+//! a key, triggers a JWKS refresh (at most one per [`JWKS_REFRESH_INTERVAL`];
+//! a request inside the interval is served at its end, not dropped).
+//!
+//! A verified signature is cached per exact string: it stays valid as long
+//! as its key is in the key set (the cache is cleared when a refresh drops a
+//! key); `exp` and the token's status are re-checked on every call.
+//!
+//! An event that fails its checks (a tampered or undecodable message) makes
+//! the verifier start over from a fresh snapshot: it cannot know which token
+//! the bad event was about, and skipping it could skip a revocation.
+//! Meanwhile, and while NATS is unreachable, it answers from what it has.
+
+use crate::subscribe::{EventFilter, StartFrom, Subscription};
+use crate::{Client, ClientError};
+use futures_util::StreamExt;
+use ledger_core::{Envelope, EventData, EventType};
+use ledger_verify::jwks::KeySet;
+use ledger_verify::{
+    decide, subject, Active, Applied, Introspection, Reason, TokenStatus, VerifiedJwt,
+};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// Least time between two JWKS fetches.
+pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// Verified signatures kept, at most; the cache is cleared beyond that.
+pub const SIGNATURE_CACHE_MAX: usize = 65_536;
+/// Statuses per snapshot page.
+const SNAPSHOT_PAGE: usize = 1000;
+
+/// The event types that can change whether a client token's string verifies.
+pub const FOLLOWED_TYPES: [EventType; 9] = [
+    EventType::ClientTokenIssued,
+    EventType::ClientTokenUpdated,
+    EventType::PermissionGroupsAssigned,
+    EventType::PermissionGroupsUnassigned,
+    EventType::ClientTokenRotated,
+    EventType::TokenTrashed,
+    EventType::TokenRestored,
+    EventType::TokenRevoked,
+    EventType::TokenPurged,
+];
+
+/// Verifies client token strings locally; see the [module docs](self).
+///
+/// Dropping it stops following the stream.
+pub struct LocalVerifier {
+    inner: Arc<Inner>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for LocalVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalVerifier")
+            .field("workspace", &self.inner.workspace)
+            .field("position", &self.position())
+            .field("tokens", &self.token_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LocalVerifier {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+struct Inner {
+    client: Client,
+    workspace: Option<String>,
+    /// Statuses per snapshot page.
+    page: usize,
+    keys: RwLock<Arc<KeySet>>,
+    tokens: RwLock<HashMap<Uuid, TokenStatus>>,
+    signatures: RwLock<HashMap<Box<str>, Arc<VerifiedJwt>>>,
+    /// Last log position applied (the snapshot's, then each event's).
+    position: watch::Sender<u64>,
+    /// When the JWKS was last fetched.
+    refreshed: Mutex<Instant>,
+    /// A refresh is scheduled or running.
+    refresh_pending: AtomicBool,
+    runtime: tokio::runtime::Handle,
+}
+
+impl LocalVerifier {
+    /// Loads the JWKS and a snapshot (of one workspace, or all), then
+    /// follows the stream in a task of the current tokio runtime.
+    ///
+    /// Fails when the ledger does not answer or the stream does not exist.
+    pub async fn start(
+        client: Client,
+        workspace: Option<&str>,
+    ) -> Result<LocalVerifier, ClientError> {
+        LocalVerifier::start_paged(client, workspace, SNAPSHOT_PAGE).await
+    }
+
+    /// [`LocalVerifier::start`] with snapshot pages of `page` statuses (1 to 1000).
+    pub async fn start_paged(
+        client: Client,
+        workspace: Option<&str>,
+        page: usize,
+    ) -> Result<LocalVerifier, ClientError> {
+        let keys = fetch_keys(&client).await?;
+        let workspace = workspace.map(str::to_owned);
+        let (tokens, position) = snapshot(&client, workspace.as_deref(), page).await?;
+        let subscription = follow(&client, workspace.as_deref(), position).await?;
+        let inner = Arc::new(Inner {
+            client,
+            workspace,
+            page,
+            keys: RwLock::new(Arc::new(keys)),
+            tokens: RwLock::new(tokens),
+            signatures: RwLock::new(HashMap::new()),
+            position: watch::channel(position).0,
+            refreshed: Mutex::new(Instant::now()),
+            refresh_pending: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let follower = tokio::spawn(run(inner.clone(), subscription));
+        Ok(LocalVerifier { inner, follower })
+    }
+
+    /// The caller's answer: `Active` with the claims, or `Inactive`.
+    pub fn verify(&self, token: &str) -> Introspection {
+        Introspection::from_outcome(self.check(token))
+    }
+
+    /// The answer with the reason of a refusal, for the gateway's own log.
+    pub fn check(&self, token: &str) -> Result<Active, Reason> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.check_at(token, now_ms)
+    }
+
+    /// [`LocalVerifier::check`] at `now_ms` (epoch ms).
+    pub fn check_at(&self, token: &str, now_ms: i64) -> Result<Active, Reason> {
+        let jwt = self.inner.signature(token)?;
+        if self
+            .inner
+            .workspace
+            .as_deref()
+            .is_some_and(|ws| ws != jwt.claims.ws)
+        {
+            return Err(Reason::OtherWorkspace);
+        }
+        let id = subject(&jwt.claims)?;
+        let tokens = self.inner.tokens.read().expect("tokens lock");
+        let status = tokens.get(&id).ok_or(Reason::NotFound)?;
+        decide(&jwt, status, now_ms)
+    }
+
+    /// The last log position applied.
+    pub fn position(&self) -> u64 {
+        *self.inner.position.borrow()
+    }
+
+    /// A receiver of [`LocalVerifier::position`], notified after each event is applied.
+    pub fn watch_position(&self) -> watch::Receiver<u64> {
+        self.inner.position.subscribe()
+    }
+
+    /// Waits until every event up to `position` that concerns the verifier
+    /// has been applied (events of other workspaces or types never come, so
+    /// wait only for positions of events you know it receives).
+    pub async fn wait_for(&self, position: u64) {
+        let mut rx = self.watch_position();
+        let _ = rx.wait_for(|p| *p >= position).await;
+    }
+
+    /// Client tokens known.
+    pub fn token_count(&self) -> usize {
+        self.inner.tokens.read().expect("tokens lock").len()
+    }
+
+    /// The kids of the current key set.
+    pub fn kids(&self) -> Vec<String> {
+        self.inner.keys.read().expect("keys lock").kids()
+    }
+
+    /// Fetches the JWKS now (not rate-limited).
+    pub async fn refresh_keys(&self) -> Result<(), ClientError> {
+        self.inner.refresh().await
+    }
+}
+
+impl Inner {
+    /// A string's verified header and claims, from the cache or the key set.
+    fn signature(self: &Arc<Self>, token: &str) -> Result<Arc<VerifiedJwt>, Reason> {
+        if let Some(hit) = self.signatures.read().expect("lock").get(token) {
+            return Ok(hit.clone());
+        }
+        let keys = self.keys.read().expect("keys lock").clone();
+        let jwt = match keys.verify(token) {
+            Ok(jwt) => Arc::new(jwt),
+            Err(Reason::UnknownKid) => {
+                // A rotation the key set has not seen yet, or a forgery: ask once.
+                if ledger_verify::jwks::peek_kid(token).is_some() {
+                    self.request_refresh();
+                }
+                return Err(Reason::UnknownKid);
+            }
+            Err(r) => return Err(r),
+        };
+        let mut cache = self.signatures.write().expect("lock");
+        if cache.len() >= SIGNATURE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(token.into(), jwt.clone());
+        Ok(jwt)
+    }
+
+    /// Schedules a JWKS refresh, no sooner than [`JWKS_REFRESH_INTERVAL`] after the last.
+    fn request_refresh(self: &Arc<Self>) {
+        if self.refresh_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let inner = self.clone();
+        self.runtime.spawn(async move {
+            let due = *inner.refreshed.lock().expect("lock") + JWKS_REFRESH_INTERVAL;
+            tokio::time::sleep_until(due.into()).await;
+            if let Err(e) = inner.refresh().await {
+                tracing::warn!(error = %e, "cannot refresh the JWKS");
+            }
+            inner.refresh_pending.store(false, Ordering::Release);
+        });
+    }
+
+    async fn refresh(&self) -> Result<(), ClientError> {
+        *self.refreshed.lock().expect("lock") = Instant::now();
+        let fresh = fetch_keys(&self.client).await?;
+        let mut keys = self.keys.write().expect("keys lock");
+        let dropped = keys.kids().iter().any(|k| !fresh.contains(k));
+        *keys = Arc::new(fresh);
+        if dropped {
+            // A key left the set: what it verified no longer counts.
+            self.signatures.write().expect("lock").clear();
+        }
+        Ok(())
+    }
+
+    /// Folds one event into the statuses.
+    fn apply(self: &Arc<Self>, env: &Envelope) {
+        let new_kid = match &env.data {
+            EventData::ClientTokenIssued(e) => Some(&e.jwt.kid),
+            EventData::ClientTokenRotated(e) => Some(&e.jwt.kid),
+            _ => None,
+        };
+        {
+            let mut tokens = self.tokens.write().expect("tokens lock");
+            match tokens.get_mut(&env.token_id) {
+                Some(status) => match status.apply(env) {
+                    Applied::Applied | Applied::AlreadySeen => {}
+                    Applied::Purged => {
+                        tokens.remove(&env.token_id);
+                    }
+                    Applied::Gap => {
+                        tracing::warn!(
+                            token_id = %env.token_id,
+                            position = env.position,
+                            version = env.version,
+                            "an event is missing before this one: the token is dropped"
+                        );
+                        tokens.remove(&env.token_id);
+                    }
+                },
+                None => {
+                    if env.version == 1 {
+                        if let Some(status) = TokenStatus::from_issued(env) {
+                            tokens.insert(env.token_id, status);
+                        }
+                    }
+                }
+            }
+        }
+        if new_kid.is_some_and(|kid| !self.keys.read().expect("keys lock").contains(kid)) {
+            self.request_refresh();
+        }
+        self.position.send_replace(env.position);
+    }
+
+    /// Replaces every status with a fresh snapshot; returns its position.
+    async fn resync(&self) -> Result<u64, ClientError> {
+        let (tokens, position) =
+            snapshot(&self.client, self.workspace.as_deref(), self.page).await?;
+        *self.tokens.write().expect("tokens lock") = tokens;
+        self.position.send_replace(position);
+        Ok(position)
+    }
+}
+
+async fn fetch_keys(client: &Client) -> Result<KeySet, ClientError> {
+    let jwks = client.jwks().await?;
+    KeySet::from_jwks(&jwks).map_err(|e| ClientError::MalformedReply {
+        subject: crate::verify::JWKS.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Every page of the snapshot; the position of the first page.
+async fn snapshot(
+    client: &Client,
+    workspace: Option<&str>,
+    page: usize,
+) -> Result<(HashMap<Uuid, TokenStatus>, u64), ClientError> {
+    let mut tokens = HashMap::new();
+    let mut first = None;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = client
+            .snapshot(workspace, cursor.as_deref(), Some(page))
+            .await?;
+        first.get_or_insert(page.position);
+        for status in page.tokens {
+            tokens.insert(status.token_id, status);
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    Ok((tokens, first.unwrap_or(0)))
+}
+
+async fn follow(
+    client: &Client,
+    workspace: Option<&str>,
+    position: u64,
+) -> Result<Subscription, ClientError> {
+    let mut filter = EventFilter::all().types(FOLLOWED_TYPES);
+    if let Some(ws) = workspace {
+        filter = filter.workspace(ws);
+    }
+    client
+        .subscribe(filter, StartFrom::Position(position + 1))
+        .await
+}
+
+/// Applies the stream's events; starts over from a snapshot after a bad event.
+async fn run(inner: Arc<Inner>, mut subscription: Subscription) {
+    loop {
+        match subscription.next().await {
+            Some(Ok(env)) => inner.apply(&env),
+            Some(Err(e @ ClientError::BadEvent { .. })) => {
+                tracing::error!(error = %e, "an event failed its checks: starting over from a snapshot");
+                loop {
+                    let restarted = async {
+                        let position = inner.resync().await?;
+                        follow(&inner.client, inner.workspace.as_deref(), position).await
+                    };
+                    match restarted.await {
+                        Ok(s) => {
+                            subscription = s;
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot take a snapshot; retrying");
+                            tokio::time::sleep(JWKS_REFRESH_INTERVAL).await;
+                        }
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "the event stream is interrupted; it resumes by itself")
+            }
+            None => return,
+        }
+    }
+}

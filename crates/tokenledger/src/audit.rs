@@ -1,0 +1,1018 @@
+//! `audit`: verify, checkpoint, prove, replay, history and export the log,
+//! offline. Everything lives in `ledger-audit`; this module parses flags,
+//! prints, and maps outcomes to exit codes.
+//!
+//! Read-only subcommands open the data dir's sled database themselves (not
+//! through `Store::open`, which refuses a log that does not verify): they
+//! take the data dir's lock like any command, so stop a server first.
+
+use crate::app::Ctx;
+use crate::failure::{Failure, EXIT_INVALID, EXIT_LOCKED, EXIT_RULE, EXIT_UNAVAILABLE};
+use crate::output::{agent, print_json, print_text, table};
+use clap::{ArgGroup, Args, Subcommand};
+use ledger_audit::checkpoints::{read_checkpoint, CheckpointStore};
+use ledger_audit::diff::show;
+use ledger_audit::export::{self, ExportRequest, GivenCheckpoint};
+use ledger_audit::merkle::{
+    parse_hash, verify_consistency, verify_inclusion, ConsistencyProofJson, InclusionProofJson,
+    ProofTree,
+};
+use ledger_audit::replay::{diff_snapshots, Point, Snapshot, TokenChange};
+use ledger_audit::verify::{ExpectedRoot, Progress, Report, VerifyOptions};
+use ledger_audit::{
+    AuditError, CheckpointKey, Finding, LogReader, Plan, SignedCheckpoint, VerifierKey,
+};
+use ledger_core::{validate, Envelope, Timestamp};
+use ledger_store::{Store, StoreConfig};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Exit code: the audit found the log (or a proof) not what it must be.
+pub const EXIT_FINDING: u8 = 5;
+
+const AUDIT_HELP: &str = "\
+Exit codes of audit: 0 verified; 5 a finding (the first bad position and what
+is wrong are printed, code = the finding kind) or a proof that does not hold;
+2 bad input; 3 storage errors; 4 the data dir is locked (stop the server).
+
+Checkpoints are signed with the Ed25519 key DATA_DIR/checkpoint-key.json
+(mode 0600) and stored in DATA_DIR/checkpoints/<size>.note; `audit key`
+prints the verifier key to hand to auditors.";
+
+/// `audit`.
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Verify the log (or an export): hashes, links, positions, versions,
+    /// schemas, domain rules and signed checkpoints; names the first bad position.
+    Verify(VerifyArgs),
+    /// Sign a checkpoint of the log now, store it, and print it.
+    Checkpoint,
+    /// Print the checkpoint verifier key (creating the key on first use).
+    Key,
+    /// Print the inclusion proof of one event in a checkpointed tree.
+    Prove(ProveArgs),
+    /// Check an inclusion proof with nothing but the event, the proof and the checkpoint.
+    VerifyProof(VerifyProofArgs),
+    /// Prove (and check) that checkpoint NEW extends checkpoint OLD.
+    Consistency(ConsistencyArgs),
+    /// Token views at a point, or what changed between two (all workspaces, or --workspace W).
+    Replay(ReplayArgs),
+    /// Every version of a token: actor, time, event and field-level changes.
+    History(AuditHistoryArgs),
+    /// Write a range of the log (or of --workspace W) as JSON Lines that `audit verify --file` checks alone.
+    Export(ExportArgs),
+}
+
+/// The `audit` group.
+#[derive(Args, Debug)]
+#[command(after_help = AUDIT_HELP)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+/// `audit verify`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Verify this export file instead of the data dir.
+    #[arg(long, value_name = "F")]
+    pub file: Option<PathBuf>,
+    /// Also check this checkpoint file, or `latest` (the newest stored one;
+    /// every stored checkpoint is checked on a data dir anyway).
+    #[arg(long, value_name = "FILE|latest")]
+    pub checkpoint: Option<String>,
+    /// Verifier key to check checkpoint signatures with [default: the data dir's key].
+    #[arg(long, value_name = "VERIFIER_KEY")]
+    pub key: Option<String>,
+    /// Worker threads for decoding, schema checks and hashing [default: 0, all on one thread].
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// `audit prove`.
+#[derive(Args, Debug)]
+pub struct ProveArgs {
+    /// The event's id.
+    #[arg(value_name = "EVENT_ID")]
+    pub event_id: String,
+    /// The checkpoint to prove against: a file, or `latest` [default: latest].
+    #[arg(long, value_name = "FILE|latest")]
+    pub checkpoint: Option<String>,
+}
+
+/// `audit verify-proof`.
+#[derive(Args, Debug)]
+pub struct VerifyProofArgs {
+    /// The event, in its published form (from `history --json`, an export line, the stream).
+    #[arg(long, value_name = "FILE")]
+    pub event: PathBuf,
+    /// The proof printed by `audit prove`.
+    #[arg(long, value_name = "FILE")]
+    pub proof: PathBuf,
+    /// The checkpoint (signed note).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: PathBuf,
+    /// Verifier key to check the checkpoint's signature with (unchecked without it).
+    #[arg(long, value_name = "VERIFIER_KEY")]
+    pub key: Option<String>,
+}
+
+/// `audit consistency`.
+#[derive(Args, Debug)]
+pub struct ConsistencyArgs {
+    /// The older checkpoint file.
+    #[arg(value_name = "OLD")]
+    pub old: PathBuf,
+    /// The newer checkpoint file.
+    #[arg(value_name = "NEW")]
+    pub new: PathBuf,
+    /// Check this proof (from an earlier run) instead of computing one from the data dir.
+    #[arg(long, value_name = "FILE")]
+    pub proof: Option<PathBuf>,
+    /// Verifier key to check both signatures with [default: the data dir's key, if any].
+    #[arg(long, value_name = "VERIFIER_KEY")]
+    pub key: Option<String>,
+}
+
+/// `audit replay`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("point").required(true).args(["as_of", "position", "diff"])))]
+pub struct ReplayArgs {
+    /// The views as they were at this time (RFC 3339).
+    #[arg(long, value_name = "TIME")]
+    pub as_of: Option<String>,
+    /// The views as they were after this position.
+    #[arg(long, value_name = "N")]
+    pub position: Option<u64>,
+    /// What changed from point A to point B (each a position or an RFC 3339 time).
+    #[arg(long, num_args = 2, value_names = ["A", "B"])]
+    pub diff: Option<Vec<String>>,
+}
+
+/// `audit history`.
+#[derive(Args, Debug)]
+pub struct AuditHistoryArgs {
+    /// The token id.
+    #[arg(value_name = "TOKEN")]
+    pub token: String,
+}
+
+/// `audit export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// First position [default: 1].
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub from: u64,
+    /// Last position [default: the head].
+    #[arg(long, value_name = "M")]
+    pub to: Option<u64>,
+    /// The file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// Runs an `audit` subcommand.
+pub fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), Failure> {
+    match args.command {
+        AuditCommand::Verify(a) => verify(a, ctx),
+        AuditCommand::Checkpoint => checkpoint(ctx),
+        AuditCommand::Key => key(ctx),
+        AuditCommand::Prove(a) => prove(a, ctx),
+        AuditCommand::VerifyProof(a) => verify_proof(a, ctx),
+        AuditCommand::Consistency(a) => consistency(a, ctx),
+        AuditCommand::Replay(a) => replay(a, ctx),
+        AuditCommand::History(a) => history(a, ctx),
+        AuditCommand::Export(a) => export_cmd(a, ctx),
+    }
+}
+
+fn fail(e: AuditError) -> Failure {
+    let exit = match &e {
+        AuditError::Locked(_) => EXIT_LOCKED,
+        AuditError::NoLedger(_) | AuditError::NotFound(_) => EXIT_RULE,
+        AuditError::Note(_) | AuditError::Invalid(_) => EXIT_INVALID,
+        AuditError::Proof(ledger_audit::merkle::ProofError::Mismatch) => EXIT_FINDING,
+        AuditError::Proof(_) => EXIT_INVALID,
+        _ => EXIT_UNAVAILABLE,
+    };
+    let exit = match e.code() {
+        "bad_signature" => EXIT_FINDING,
+        _ => exit,
+    };
+    Failure {
+        code: e.code(),
+        message: e.to_string(),
+        field: None,
+        current_version: None,
+        exit,
+    }
+}
+
+fn finding_failure(f: &Finding) -> Failure {
+    Failure {
+        code: f.kind.as_str(),
+        message: f.to_string(),
+        field: None,
+        current_version: None,
+        exit: EXIT_FINDING,
+    }
+}
+
+/// Prints progress on stderr once a run has lasted a second, then every second.
+struct Ticker {
+    started: Instant,
+    last: Instant,
+    what: &'static str,
+}
+
+impl Ticker {
+    fn new(what: &'static str) -> Ticker {
+        let now = Instant::now();
+        Ticker {
+            started: now,
+            last: now,
+            what,
+        }
+    }
+
+    fn tick(&mut self, p: Progress) {
+        let now = Instant::now();
+        if now.duration_since(self.last) >= Duration::from_secs(1) {
+            self.last = now;
+            let secs = now.duration_since(self.started).as_secs_f64();
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "{}: {} events, position {} ({:.0} events/s)",
+                self.what,
+                p.events,
+                p.position,
+                p.events as f64 / secs.max(1e-9)
+            );
+        }
+    }
+}
+
+fn options(threads: Option<usize>) -> VerifyOptions {
+    let mut o = VerifyOptions::default();
+    if let Some(t) = threads {
+        o.threads = t;
+    }
+    o
+}
+
+fn parse_key(text: &str) -> Result<VerifierKey, Failure> {
+    VerifierKey::parse(text).map_err(|e| Failure::invalid("key", e.to_string()))
+}
+
+/// The key to check signatures with: `--key`, else the data dir's, else none.
+fn trusted_key(arg: Option<&str>, data_dir: Option<&Path>) -> Result<Option<VerifierKey>, Failure> {
+    if let Some(k) = arg {
+        return parse_key(k).map(Some);
+    }
+    match data_dir {
+        Some(d) => Ok(CheckpointKey::load(d)
+            .map_err(fail)?
+            .map(|k| k.verifier().clone())),
+        None => Ok(None),
+    }
+}
+
+fn check_signature(
+    signed: &SignedCheckpoint,
+    key: Option<&VerifierKey>,
+    label: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), Failure> {
+    match key {
+        Some(k) => signed.verify(k).map_err(|e| Failure {
+            code: "bad_signature",
+            message: format!("{label}: {e}"),
+            field: None,
+            current_version: None,
+            exit: EXIT_FINDING,
+        }),
+        None => {
+            warnings.push(format!(
+                "{label}: signature NOT checked (no verifier key: pass --key)"
+            ));
+            Ok(())
+        }
+    }
+}
+
+fn warn(warnings: &[String]) {
+    let mut err = std::io::stderr().lock();
+    for w in warnings {
+        let _ = writeln!(err, "warning: {w}");
+    }
+}
+
+fn load_checkpoint_arg(arg: &str, data_dir: &Path) -> Result<(String, SignedCheckpoint), Failure> {
+    if arg == "latest" {
+        let (path, signed) = CheckpointStore::new(data_dir)
+            .latest()
+            .map_err(fail)?
+            .ok_or_else(|| {
+                Failure::not_found(format!(
+                    "no stored checkpoint in {}: make one with `tokenledger audit checkpoint`",
+                    data_dir.display()
+                ))
+            })?;
+        return Ok((path.display().to_string(), signed));
+    }
+    let path = PathBuf::from(arg);
+    let signed = read_checkpoint(&path).map_err(fail)?;
+    Ok((path.display().to_string(), signed))
+}
+
+fn summary_json(report: &Report) -> Value {
+    serde_json::to_value(&report.summary).expect("summaries serialize")
+}
+
+fn summary_text(report: &Report, extra: &[(String, String)]) -> String {
+    let s = &report.summary;
+    let mut rows: Vec<(String, String)> = vec![
+        ("events".into(), s.events.to_string()),
+        ("tokens".into(), s.tokens.to_string()),
+        (
+            "positions".into(),
+            match s.first_position {
+                Some(f) => format!("{f}..={}", s.head_position),
+                None => "-".into(),
+            },
+        ),
+        ("head hash".into(), s.head_hash.clone()),
+    ];
+    if let Some(r) = &s.merkle_root {
+        rows.push(("merkle root".into(), r.clone()));
+    }
+    for c in &s.checkpoints {
+        rows.push((
+            "checkpoint".into(),
+            format!("size {} ({}): {}", c.size, c.label, c.outcome),
+        ));
+    }
+    rows.extend(extra.iter().cloned());
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter()
+        .map(|(k, v)| format!("  {k:<width$}  {v}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn verify(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
+    let opts = options(args.threads);
+    let mut ticker = Ticker::new("verify");
+    let mut warnings = Vec::new();
+    match &args.file {
+        Some(file) => {
+            let key = args.key.as_deref().map(parse_key).transpose()?;
+            let mut given = Vec::new();
+            if let Some(arg) = &args.checkpoint {
+                if arg == "latest" {
+                    return Err(Failure::invalid(
+                        "checkpoint",
+                        "with --file, give a checkpoint FILE (latest means the data dir's)",
+                    ));
+                }
+                let (label, signed) = load_checkpoint_arg(arg, &ctx.data_dir)?;
+                check_signature(&signed, key.as_ref(), &label, &mut warnings)?;
+                given.push(GivenCheckpoint { signed, label });
+            }
+            let outcome = export::verify_export(file, &given, &opts, &mut |p| ticker.tick(p))
+                .map_err(fail)?;
+            if let Some(c) = &outcome.embedded {
+                check_signature(c, key.as_ref(), "the export's checkpoint", &mut warnings)?;
+            }
+            warn(&warnings);
+            let h = &outcome.header;
+            let mut extra = vec![(
+                "export".to_owned(),
+                format!(
+                    "positions {}..={}{}",
+                    h.from,
+                    h.to,
+                    h.workspace_id
+                        .as_ref()
+                        .map(|w| format!(", workspace {w} only"))
+                        .unwrap_or_default()
+                ),
+            )];
+            if let Some(c) = &outcome.embedded {
+                extra.push((
+                    "checkpoint".into(),
+                    format!(
+                        "size {} ({}), {} inclusion proof(s) hold",
+                        c.checkpoint.size,
+                        if key.is_some() {
+                            "signature verified"
+                        } else {
+                            "signature not checked"
+                        },
+                        outcome.proofs_verified
+                    ),
+                ));
+            }
+            finish_verify(
+                &outcome.report,
+                ctx,
+                &extra,
+                Some(json!({
+                    "export": h,
+                    "proofsVerified": outcome.proofs_verified,
+                })),
+            )
+        }
+        None => {
+            let key = trusted_key(args.key.as_deref(), Some(&ctx.data_dir))?;
+            let mut roots = Vec::new();
+            let stored = CheckpointStore::new(&ctx.data_dir).list().map_err(fail)?;
+            for (path, signed) in &stored {
+                let label = path.display().to_string();
+                check_signature(signed, key.as_ref(), &label, &mut warnings)?;
+                roots.push(ExpectedRoot {
+                    size: signed.checkpoint.size,
+                    root: signed.checkpoint.root,
+                    label,
+                });
+            }
+            if let Some(arg) = &args.checkpoint {
+                let (label, signed) = load_checkpoint_arg(arg, &ctx.data_dir)?;
+                if arg != "latest" {
+                    check_signature(&signed, key.as_ref(), &label, &mut warnings)?;
+                    roots.push(ExpectedRoot {
+                        size: signed.checkpoint.size,
+                        root: signed.checkpoint.root,
+                        label,
+                    });
+                }
+            }
+            warn(&warnings);
+            let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
+            let plan = Plan {
+                roots,
+                ..Plan::whole_log()
+            };
+            let report = ledger_audit::verify(
+                reader.all_records(),
+                plan,
+                &opts,
+                &mut ledger_audit::verify::NoObserver,
+                &mut |p| ticker.tick(p),
+            )
+            .map_err(fail)?;
+            finish_verify(&report, ctx, &[], None)
+        }
+    }
+}
+
+fn finish_verify(
+    report: &Report,
+    ctx: &Ctx,
+    extra: &[(String, String)],
+    extra_json: Option<Value>,
+) -> Result<(), Failure> {
+    if ctx.json {
+        let mut v = json!({
+            "ok": report.finding.is_none(),
+            "summary": summary_json(report),
+        });
+        if let Some(f) = &report.finding {
+            v["finding"] = serde_json::to_value(f).expect("findings serialize");
+        }
+        if let Some(Value::Object(m)) = extra_json {
+            for (k, x) in m {
+                v[k] = x;
+            }
+        }
+        print_json(&v)?;
+    } else {
+        let head = match &report.finding {
+            None => "verified: no finding".to_owned(),
+            Some(f) => format!("NOT VERIFIED: {f}"),
+        };
+        print_text(&format!("{head}\n{}", summary_text(report, extra)))?;
+    }
+    match &report.finding {
+        None => Ok(()),
+        Some(f) => Err(finding_failure(f)),
+    }
+}
+
+fn checkpoint(ctx: &Ctx) -> Result<(), Failure> {
+    let store = Store::open(&ctx.data_dir, StoreConfig::default())?;
+    let made = ledger_audit::make_checkpoint(&store, ctx.now());
+    let closed = store.shutdown();
+    let signed = made.map_err(fail)?;
+    closed?;
+    let path = CheckpointStore::new(&ctx.data_dir).path(signed.checkpoint.size);
+    if ctx.json {
+        print_json(&json!({
+            "path": path.display().to_string(),
+            "size": signed.checkpoint.size,
+            "root": signed.checkpoint.root_hex(),
+            "note": signed.note,
+        }))
+    } else {
+        print_text(&format!("{}\n(stored in {})", signed.note, path.display()))
+    }
+}
+
+fn key(ctx: &Ctx) -> Result<(), Failure> {
+    std::fs::create_dir_all(&ctx.data_dir)
+        .map_err(|e| Failure::internal(format!("cannot create {}: {e}", ctx.data_dir.display())))?;
+    let key = CheckpointKey::load_or_create(&ctx.data_dir).map_err(fail)?;
+    if ctx.json {
+        print_json(&json!({ "verifierKey": key.verifier().to_string(), "origin": key.origin() }))
+    } else {
+        print_text(&key.verifier().to_string())
+    }
+}
+
+fn prove(args: ProveArgs, ctx: &Ctx) -> Result<(), Failure> {
+    let event_id = validate::uuid("eventId", &args.event_id)?;
+    let (label, signed) = load_checkpoint_arg(
+        args.checkpoint.as_deref().unwrap_or("latest"),
+        &ctx.data_dir,
+    )?;
+    let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
+    let size = signed.checkpoint.size;
+    // The event's position: its record holds `"eventId":"<id>"`.
+    let needle = format!("\"eventId\":\"{event_id}\"");
+    let mut position = None;
+    for record in reader.records(1, u64::MAX) {
+        let ledger_audit::Record::Stored { position: p, value } = record.map_err(fail)? else {
+            unreachable!("the data dir yields stored records");
+        };
+        if value.len() > 32 && contains(&value[32..], needle.as_bytes()) {
+            position = Some(p);
+            break;
+        }
+    }
+    let position =
+        position.ok_or_else(|| Failure::not_found(format!("no event {event_id} in the log")))?;
+    if position > size {
+        return Err(Failure::not_found(format!(
+            "event {event_id} is at position {position}, after the checkpoint's {size} events: make a newer checkpoint"
+        )));
+    }
+    let tree = ProofTree::new(reader.hashes(1, size).map_err(fail)?);
+    if tree.root() != signed.checkpoint.root {
+        return Err(Failure {
+            code: "checkpoint_mismatch",
+            message: format!("the log's first {size} events do not have the root signed in {label}: run `tokenledger audit verify`"),
+            field: None,
+            current_version: None,
+            exit: EXIT_FINDING,
+        });
+    }
+    let proof = tree.prove_inclusion(position - 1);
+    let leaf = reader.hashes(position, position).map_err(fail)?[0];
+    let out = json!({
+        "eventId": event_id,
+        "position": position,
+        "eventHash": hex::encode(leaf),
+        "leafIndex": proof.leaf_index,
+        "treeSize": proof.tree_size,
+        "hashes": proof.hashes,
+        "checkpoint": signed.note,
+    });
+    // Always JSON: the proof is meant to be saved and handed over.
+    print_json(&out)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn read_json(path: &Path, what: &str) -> Result<Value, Failure> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Failure::invalid(what, format!("cannot read {}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Failure::invalid(what, format!("{} is not JSON: {e}", path.display())))
+}
+
+fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
+    let mut warnings = Vec::new();
+    let event_bytes = std::fs::read(&args.event).map_err(|e| {
+        Failure::invalid(
+            "event",
+            format!("cannot read {}: {e}", args.event.display()),
+        )
+    })?;
+    let mut event_json: Value = serde_json::from_slice(&event_bytes)
+        .map_err(|e| Failure::invalid("event", format!("not JSON: {e}")))?;
+    // Accept a bare envelope or one wrapped as `history --json` prints them.
+    if let Some(inner) = event_json.get("event").cloned() {
+        event_json = inner;
+    }
+    let env = Envelope::from_json(event_json.to_string().as_bytes())
+        .map_err(|e| Failure::invalid("event", e.to_string()))?;
+    let computed = ledger_core::event::hash_hex(&env.canonical_bytes());
+    if !env.hash.is_empty() && env.hash != computed {
+        return Err(Failure {
+            code: "hash_mismatch",
+            message: format!(
+                "the event's hash {} is not the hash of its content ({computed})",
+                env.hash
+            ),
+            field: None,
+            current_version: None,
+            exit: EXIT_FINDING,
+        });
+    }
+    let leaf = parse_hash(&computed).map_err(Failure::internal)?;
+    let proof_json = read_json(&args.proof, "proof")?;
+    let proof: InclusionProofJson = serde_json::from_value(json!({
+        "leafIndex": proof_json["leafIndex"],
+        "treeSize": proof_json["treeSize"],
+        "hashes": proof_json["hashes"],
+    }))
+    .map_err(|e| Failure::invalid("proof", format!("not an inclusion proof: {e}")))?;
+    let signed = read_checkpoint(&args.checkpoint).map_err(fail)?;
+    let key = args.key.as_deref().map(parse_key).transpose()?;
+    check_signature(
+        &signed,
+        key.as_ref(),
+        &args.checkpoint.display().to_string(),
+        &mut warnings,
+    )?;
+    if proof.tree_size != signed.checkpoint.size {
+        return Err(Failure::invalid(
+            "proof",
+            format!(
+                "the proof is for a tree of {} events; the checkpoint has {}",
+                proof.tree_size, signed.checkpoint.size
+            ),
+        ));
+    }
+    if proof.leaf_index + 1 != env.position {
+        return Err(Failure::invalid(
+            "proof",
+            format!(
+                "the proof is for leaf {} but the event is at position {}",
+                proof.leaf_index, env.position
+            ),
+        ));
+    }
+    verify_inclusion(&leaf, &proof, &signed.checkpoint.root).map_err(|e| fail(e.into()))?;
+    warn(&warnings);
+    let verdict = format!(
+        "verified: event {} (position {}) is leaf {} of the tree of {} events signed by {}{}",
+        env.event_id,
+        env.position,
+        proof.leaf_index,
+        proof.tree_size,
+        signed.checkpoint.origin,
+        if key.is_some() {
+            ""
+        } else {
+            " (signature not checked)"
+        }
+    );
+    if ctx.json {
+        print_json(
+            &json!({"ok": true, "position": env.position, "treeSize": proof.tree_size, "signatureChecked": key.is_some()}),
+        )
+    } else {
+        print_text(&verdict)
+    }
+}
+
+fn consistency(args: ConsistencyArgs, ctx: &Ctx) -> Result<(), Failure> {
+    let mut warnings = Vec::new();
+    let old = read_checkpoint(&args.old).map_err(fail)?;
+    let new = read_checkpoint(&args.new).map_err(fail)?;
+    let key = trusted_key(
+        args.key.as_deref(),
+        args.proof.is_none().then_some(ctx.data_dir.as_path()),
+    )?;
+    check_signature(
+        &old,
+        key.as_ref(),
+        &args.old.display().to_string(),
+        &mut warnings,
+    )?;
+    check_signature(
+        &new,
+        key.as_ref(),
+        &args.new.display().to_string(),
+        &mut warnings,
+    )?;
+    let (o, n) = (&old.checkpoint, &new.checkpoint);
+    if o.origin != n.origin {
+        return Err(Failure::invalid(
+            "checkpoint",
+            format!(
+                "the checkpoints are of two logs: {} and {}",
+                o.origin, n.origin
+            ),
+        ));
+    }
+    if o.size == 0 || o.size > n.size {
+        return Err(Failure::invalid(
+            "checkpoint",
+            format!(
+                "OLD must be a non-empty tree no larger than NEW (sizes {} and {})",
+                o.size, n.size
+            ),
+        ));
+    }
+    let proof = match &args.proof {
+        Some(path) => serde_json::from_value::<ConsistencyProofJson>(read_json(path, "proof")?)
+            .map_err(|e| Failure::invalid("proof", format!("not a consistency proof: {e}")))?,
+        None => {
+            let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
+            let tree = ProofTree::new(reader.hashes(1, n.size).map_err(fail)?);
+            if tree.root() != n.root {
+                return Err(Failure {
+                    code: "checkpoint_mismatch",
+                    message: format!("the log's first {} events do not have the root signed in NEW: run `tokenledger audit verify`", n.size),
+                    field: None,
+                    current_version: None,
+                    exit: EXIT_FINDING,
+                });
+            }
+            tree.prove_consistency(o.size)
+        }
+    };
+    if proof.old_size != o.size || proof.new_size != n.size {
+        return Err(Failure::invalid(
+            "proof",
+            "the proof is for other tree sizes",
+        ));
+    }
+    let checked = verify_consistency(&proof, &o.root, &n.root);
+    warn(&warnings);
+    let ok = checked.is_ok();
+    if ctx.json {
+        print_json(&json!({"ok": ok, "proof": proof}))?;
+    } else {
+        print_text(&format!(
+            "{}\n{}",
+            if ok {
+                format!(
+                    "consistent: the tree of {} events extends the tree of {}",
+                    n.size, o.size
+                )
+            } else {
+                format!(
+                    "NOT CONSISTENT: the tree of {} events does not extend the signed tree of {}",
+                    n.size, o.size
+                )
+            },
+            serde_json::to_string_pretty(&proof).expect("proofs serialize")
+        ))?;
+    }
+    checked.map_err(|e| Failure {
+        code: "inconsistent",
+        message: format!("NEW does not extend OLD: {e}"),
+        field: None,
+        current_version: None,
+        exit: EXIT_FINDING,
+    })
+}
+
+fn workspace(ctx: &Ctx) -> Result<Option<String>, Failure> {
+    match &ctx.workspace {
+        Some(_) => Ok(Some(ctx.workspace()?.to_owned())),
+        None => Ok(None),
+    }
+}
+
+fn point(field: &str, text: &str) -> Result<Point, Failure> {
+    Point::parse(text).ok_or_else(|| {
+        Failure::invalid(
+            field,
+            format!("{text:?} is neither a position nor an RFC 3339 time"),
+        )
+    })
+}
+
+fn replay(args: ReplayArgs, ctx: &Ctx) -> Result<(), Failure> {
+    let ws = workspace(ctx)?;
+    let points: Vec<Point> = match (&args.as_of, args.position, &args.diff) {
+        (Some(t), _, _) => vec![Point::Time(crate::input::timestamp("asOf", t)?)],
+        (_, Some(p), _) => vec![Point::Position(p)],
+        (_, _, Some(ab)) => vec![point("diff", &ab[0])?, point("diff", &ab[1])?],
+        _ => unreachable!("clap requires one"),
+    };
+    let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
+    let mut ticker = Ticker::new("replay");
+    let snapshots = ledger_audit::replay::replay(
+        &reader,
+        &points,
+        ws.as_deref(),
+        &VerifyOptions::default(),
+        &mut |p| ticker.tick(p),
+    )
+    .map_err(fail)?
+    .map_err(|f| finding_failure(&f))?;
+    if snapshots.len() == 2 {
+        let changes = diff_snapshots(&snapshots[0], &snapshots[1]);
+        if ctx.json {
+            return print_json(&json!({
+                "from": {"point": snapshots[0].point, "position": snapshots[0].position},
+                "to": {"point": snapshots[1].point, "position": snapshots[1].position},
+                "changes": changes,
+            }));
+        }
+        return print_text(&diff_text(&snapshots[0], &snapshots[1], &changes));
+    }
+    let s = &snapshots[0];
+    if ctx.json {
+        return print_json(&json!({
+            "point": s.point,
+            "position": s.position,
+            "at": s.at,
+            "tokens": s.tokens.values().collect::<Vec<_>>(),
+        }));
+    }
+    let now = s.at.unwrap_or_else(|| ctx.now());
+    let views: Vec<_> = s.tokens.values().cloned().collect();
+    let mut text = format!(
+        "{} token(s){} at {} (log replayed to position {})\n",
+        views.len(),
+        ws.as_ref()
+            .map(|w| format!(" of workspace {w}"))
+            .unwrap_or_default(),
+        s.point,
+        s.position
+    );
+    if views.is_empty() {
+        text.push_str("no tokens");
+    } else {
+        text.push_str(&token_table(&views, now));
+    }
+    print_text(&text)
+}
+
+fn token_table(views: &[ledger_core::TokenView], now: Timestamp) -> String {
+    let rows: Vec<Vec<String>> = views
+        .iter()
+        .map(|v| {
+            vec![
+                v.token_id().to_string(),
+                v.workspace_id.clone(),
+                v.kind.as_str().to_owned(),
+                v.version.to_string(),
+                crate::output::state(v, now).to_owned(),
+                crate::output::label(v),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "WORKSPACE",
+            "KIND",
+            "VERSION",
+            "STATE",
+            "NAME/ACCOUNT",
+        ],
+        &rows,
+    )
+}
+
+fn diff_text(a: &Snapshot, b: &Snapshot, changes: &[TokenChange]) -> String {
+    let mut out = format!(
+        "from {} (position {}) to {} (position {}): {} token(s) changed\n",
+        a.point,
+        a.position,
+        b.point,
+        b.position,
+        changes.len()
+    );
+    for c in changes {
+        match c {
+            TokenChange::Added { token_id, token } => {
+                out.push_str(&format!(
+                    "+ {token_id} added ({}, {})\n",
+                    token.kind.as_str(),
+                    crate::output::label(token)
+                ));
+            }
+            TokenChange::Removed { token_id, token } => {
+                out.push_str(&format!(
+                    "- {token_id} removed ({}, {})\n",
+                    token.kind.as_str(),
+                    crate::output::label(token)
+                ));
+            }
+            TokenChange::Changed { token_id, changes } => {
+                out.push_str(&format!("~ {token_id} changed\n"));
+                for f in changes {
+                    out.push_str(&format!(
+                        "    {}: {} -> {}\n",
+                        f.path,
+                        show(f.from.as_ref()),
+                        show(f.to.as_ref())
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn history(args: AuditHistoryArgs, ctx: &Ctx) -> Result<(), Failure> {
+    let id = validate::uuid("tokenId", &args.token)?;
+    let ws = workspace(ctx)?;
+    let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
+    let mut ticker = Ticker::new("history");
+    let history =
+        ledger_audit::history::token_history(&reader, id, &VerifyOptions::default(), &mut |p| {
+            ticker.tick(p)
+        })
+        .map_err(fail)?
+        .map_err(|f| finding_failure(&f))?;
+    let belongs = history.workspace_id.is_some()
+        && ws
+            .as_ref()
+            .is_none_or(|w| history.workspace_id.as_ref() == Some(w));
+    if !belongs {
+        return Err(Failure::not_found(format!(
+            "no token {id} in the log{}",
+            ws.map(|w| format!(" of workspace {w}")).unwrap_or_default()
+        )));
+    }
+    if ctx.json {
+        return print_json(&serde_json::to_value(&history).expect("histories serialize"));
+    }
+    let mut out = format!(
+        "token {id} (workspace {}): {} version(s)\n",
+        history.workspace_id.as_deref().unwrap_or("-"),
+        history.entries.len()
+    );
+    for e in &history.entries {
+        out.push_str(&format!(
+            "v{} {} by {} at position {}: {}\n",
+            e.version,
+            e.occurred_at,
+            agent(&e.actor),
+            e.position,
+            e.event_type
+        ));
+        for f in &e.changes {
+            out.push_str(&format!(
+                "    {}: {} -> {}\n",
+                f.path,
+                show(f.from.as_ref()),
+                show(f.to.as_ref())
+            ));
+        }
+    }
+    print_text(&out)
+}
+
+fn export_cmd(args: ExportArgs, ctx: &Ctx) -> Result<(), Failure> {
+    let ws = workspace(ctx)?;
+    let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
+    let mut ticker = Ticker::new("export");
+    let request = ExportRequest {
+        from: args.from,
+        to: args.to,
+        workspace: ws,
+    };
+    let outcome = export::export(
+        &ctx.data_dir,
+        &reader,
+        &request,
+        &args.out,
+        &VerifyOptions::default(),
+        &mut |p| ticker.tick(p),
+    )
+    .map_err(fail)?
+    .map_err(|f| finding_failure(&f))?;
+    if ctx.json {
+        return print_json(&json!({
+            "out": args.out.display().to_string(),
+            "header": outcome.header,
+            "events": outcome.events,
+            "inclusionProofs": outcome.proofs,
+        }));
+    }
+    let h = &outcome.header;
+    print_text(&format!(
+        "exported {} event(s) of positions {}..={}{} to {}{}",
+        outcome.events,
+        h.from,
+        h.to,
+        h.workspace_id
+            .as_ref()
+            .map(|w| format!(" (workspace {w})"))
+            .unwrap_or_default(),
+        args.out.display(),
+        if h.checkpoint.is_some() {
+            format!(
+                ", with a signed checkpoint and {} inclusion proof(s)",
+                outcome.proofs
+            )
+        } else {
+            " (no stored checkpoint inside the range: run `audit checkpoint` first to include one)"
+                .into()
+        }
+    ))
+}

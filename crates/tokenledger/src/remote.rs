@@ -1,0 +1,302 @@
+//! The CLI over NATS (`--nats URL[,URL]`): commands and queries sent to a
+//! running `tokenledger serve` through `ledger-client` instead of the data dir.
+//!
+//! The body of a command is the one [`crate::commands`] builds and validates
+//! for the data dir; only where it goes differs. The reply (`{"token",
+//! "positions"}`, or an error object) is printed and mapped to exit codes
+//! exactly as in local mode. Not reaching a server (no NATS, no ledger
+//! behind the subject, no reply in time) is `unavailable`, exit 3.
+//!
+//! One difference remains: the wire's reply does not say whether a
+//! `commandId` was replayed, so a retried command prints its first result
+//! as if it had just been applied (nothing is appended either way).
+
+use crate::app::Ctx;
+use crate::failure::Failure;
+use crate::output::Reply;
+use crate::queries::{self, GetArgs, GetParts, HistoryArgs, ListArgs, QueryCommand};
+use async_nats::ServerAddr;
+use ledger_client::{AsOf, Client, ClientError, CommandOptions, GetBy, ListQuery, Trashed};
+use ledger_core::{validate, CommandName, ErrorCode, Rejection, TokenView};
+use ledger_projector::{Lookup, ProjectorError, TrashedFilter, LIST_LIMIT_MAX};
+use serde_json::{Map, Value};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// How long connecting to a NATS server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command or query waits for its reply.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A single-threaded runtime for one CLI call.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::internal(format!("tokio runtime: {e}")))
+}
+
+/// `--nats` as server addresses; a malformed URL is invalid input.
+fn addresses(urls: &[String]) -> Result<Vec<ServerAddr>, Failure> {
+    if urls.is_empty() {
+        return Err(Failure::invalid("nats", "give at least one NATS URL"));
+    }
+    urls.iter()
+        .map(|u| {
+            u.trim().parse::<ServerAddr>().map_err(|e| {
+                Failure::invalid(
+                    "nats",
+                    format!("{u:?} is not a NATS URL (e.g. nats://127.0.0.1:4222): {e}"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The URLs as one string, for messages.
+fn shown(urls: &[String]) -> String {
+    urls.join(",")
+}
+
+/// `unavailable` (exit 3): no ledger server could be reached.
+fn unavailable(urls: &[String], why: impl std::fmt::Display) -> Failure {
+    Failure::from(Rejection::new(
+        ErrorCode::Unavailable,
+        format!("no tokenledger server answers on {}: {why}", shown(urls)),
+    ))
+}
+
+/// Connects to NATS.
+pub async fn connect(urls: &[String]) -> Result<Client, Failure> {
+    let nats = async_nats::ConnectOptions::new()
+        .name("tokenledger-cli")
+        .connection_timeout(CONNECT_TIMEOUT)
+        .request_timeout(Some(REQUEST_TIMEOUT))
+        .connect(addresses(urls)?)
+        .await
+        .map_err(|e| unavailable(urls, format!("cannot connect to NATS ({e})")))?;
+    Ok(Client::new(nats))
+}
+
+/// A client error as the CLI reports it. A ledger refusal keeps its code,
+/// field and exit code; transport trouble is `unavailable`, exit 3.
+/// `command_id` is named after a timeout, when retrying with it is safe.
+pub fn failure(e: ClientError, urls: &[String], command_id: Option<&str>) -> Failure {
+    match e {
+        ClientError::Rejected(r) | ClientError::Invalid(r) => Failure::from(r),
+        ClientError::NoResponders { subject } => unavailable(
+            urls,
+            format!(
+                "nothing serves {subject} (start one with `tokenledger serve` or `bash scripts/up.sh`)"
+            ),
+        ),
+        ClientError::Timeout { subject } => unavailable(
+            urls,
+            match command_id {
+                Some(id) => format!(
+                    "no reply on {subject} within {}s; the command may have been applied: \
+                     retry with --command-id {id} to apply it at most once",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+                None => format!(
+                    "no reply on {subject} within {}s",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            },
+        ),
+        ClientError::Connect(m) => unavailable(urls, m),
+        e @ (ClientError::Transport { .. } | ClientError::JetStream(_)) => unavailable(urls, e),
+        other => Failure::internal(other.to_string()),
+    }
+}
+
+/// Sends a command body (built and validated by [`crate::commands`]) and prints the reply.
+pub fn execute(
+    ctx: &Ctx,
+    urls: &[String],
+    name: CommandName,
+    body: Map<String, Value>,
+) -> Result<(), Failure> {
+    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+    // Validated already: the body's workspace is the subject's.
+    let workspace = text("workspaceId").unwrap_or_default();
+    let command_id = text("commandId").unwrap_or_default();
+    let target = text("tokenId").and_then(|t| Uuid::parse_str(&t).ok());
+    let result = runtime()?.block_on(async {
+        let client = connect(urls).await?;
+        client
+            .execute_json(
+                &workspace,
+                name,
+                Value::Object(body),
+                &CommandOptions::default(),
+            )
+            .await
+            .map_err(|e| failure(e, urls, Some(&command_id)))
+    })?;
+    let now = ctx.now();
+    let view = result.token.map(|v| v.with_expired(now));
+    let token_id = view
+        .as_ref()
+        .map(TokenView::token_id)
+        .or(target)
+        .unwrap_or_default();
+    Reply {
+        name,
+        token_id,
+        view: view.as_ref(),
+        positions: &result.positions,
+        replayed: false,
+        notes: &[],
+    }
+    .print(ctx.json, now)
+}
+
+/// Runs a query over NATS and prints it as local mode would.
+pub fn query(cmd: QueryCommand, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failure> {
+    match cmd {
+        QueryCommand::Get(a) => get(a, ctx, urls, ws),
+        QueryCommand::List(a) => list(a, ctx, urls, ws),
+        QueryCommand::History(a) => history(a, ctx, urls, ws),
+    }
+}
+
+fn get_by(lookup: &Lookup) -> GetBy {
+    match lookup {
+        Lookup::Id(id) => GetBy::Id(*id),
+        Lookup::Name(n) => GetBy::Name(n.clone()),
+        Lookup::ProvidedId(p) => GetBy::ProvidedId(p.clone()),
+    }
+}
+
+fn get(args: GetArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failure> {
+    if args.show_token_str {
+        return Err(Failure::invalid(
+            "showTokenStr",
+            "--show-token-str is not available over NATS (the wire shows a token string \
+             only in the issue and rotate replies); rotate the token for a new one, or run \
+             get on the data dir while no server holds it",
+        ));
+    }
+    let parts = GetParts::of(&args)?;
+    let as_of = parts.as_of.map(|a| match a {
+        ledger_projector::AsOf::Version(v) => AsOf::Version(v),
+        ledger_projector::AsOf::Position(p) => AsOf::Position(p),
+        ledger_projector::AsOf::Time(t) => AsOf::Time(t),
+    });
+    let got = runtime()?.block_on(async {
+        let client = connect(urls).await?;
+        let asked = async {
+            match as_of {
+                None => client.get(ws, get_by(&parts.lookup), None).await,
+                Some(as_of) => {
+                    // A name or provided id names the token that holds it now.
+                    let id = match &parts.lookup {
+                        Lookup::Id(id) => *id,
+                        other => client.get(ws, get_by(other), None).await?.token_id(),
+                    };
+                    client.get(ws, GetBy::Id(id), Some(as_of)).await
+                }
+            }
+        };
+        Ok::<_, Failure>(asked.await)
+    })?;
+    let now = ctx.now();
+    match got {
+        Ok(view) => queries::print_view(ctx, &view.with_expired(now), now),
+        Err(e) if e.error_code() == Some(ErrorCode::NotFound) => Err(parts.not_found(ws)),
+        Err(e) => Err(failure(e, urls, None)),
+    }
+}
+
+fn list(args: ListArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failure> {
+    let filter = queries::list_filter(&args)?;
+    // Refused as the local views refuse it, with the same message.
+    if !(1..=LIST_LIMIT_MAX).contains(&filter.limit) {
+        return Err(ProjectorError::InvalidLimit(filter.limit).into());
+    }
+    let query = ListQuery {
+        kind: filter.kind,
+        user_id: filter.user_id,
+        provider: filter.provider,
+        trashed: Some(match filter.trashed {
+            TrashedFilter::Exclude => Trashed::Exclude,
+            TrashedFilter::Include => Trashed::Include,
+            TrashedFilter::Only => Trashed::Only,
+        }),
+        revoked: filter.revoked,
+        expired: filter.expired,
+        limit: Some(filter.limit),
+        cursor: filter.cursor,
+    };
+    let page = runtime()?.block_on(async {
+        let client = connect(urls).await?;
+        client
+            .list(ws, &query)
+            .await
+            .map_err(|e| failure(e, urls, None))
+    })?;
+    queries::print_page(ctx, &page.items, page.next_cursor.as_deref(), ctx.now())
+}
+
+fn history(args: HistoryArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failure> {
+    let id: Uuid = validate::uuid("tokenId", &args.token)?;
+    let got = runtime()?.block_on(async {
+        let client = connect(urls).await?;
+        Ok::<_, Failure>(client.history(ws, id).await)
+    })?;
+    match got {
+        Ok(events) => queries::print_history(ctx, ws, id, &events),
+        Err(e) if e.error_code() == Some(ErrorCode::NotFound) => {
+            Err(queries::history_not_found(ws, id))
+        }
+        Err(e) => Err(failure(e, urls, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::{EXIT_INVALID, EXIT_RULE, EXIT_UNAVAILABLE};
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(addresses(&["nats://127.0.0.1:4222".into(), "localhost:4223".into()]).is_ok());
+        let f = addresses(&["nats://a b".into()]).unwrap_err();
+        assert_eq!((f.field.as_deref(), f.exit), (Some("nats"), EXIT_INVALID));
+        assert_eq!(addresses(&[]).unwrap_err().exit, EXIT_INVALID);
+    }
+
+    #[test]
+    fn transport_errors_are_unavailable_and_refusals_keep_their_code() {
+        let urls = ["nats://127.0.0.1:1".to_owned()];
+        let f = failure(
+            ClientError::NoResponders {
+                subject: "tokens.cmd.acme.trash_token".into(),
+            },
+            &urls,
+            None,
+        );
+        assert_eq!((f.code, f.exit), ("unavailable", EXIT_UNAVAILABLE));
+        assert!(f
+            .message
+            .starts_with("no tokenledger server answers on nats://127.0.0.1:1"));
+        let f = failure(
+            ClientError::Timeout {
+                subject: "s".into(),
+            },
+            &urls,
+            Some("abc"),
+        );
+        assert!(f.message.contains("--command-id abc"), "{}", f.message);
+        let f = failure(
+            ClientError::Rejected(Rejection::conflict(1, 3)),
+            &urls,
+            None,
+        );
+        assert_eq!(
+            (f.code, f.exit, f.current_version),
+            ("conflict", EXIT_RULE, Some(3))
+        );
+    }
+}

@@ -1,0 +1,391 @@
+//! `tokenledger watch`: token changes as they happen, from a server's
+//! JetStream stream `TOKENS` (through `ledger-client`'s subscriptions: each
+//! event once, in log order, checked against its hash).
+//!
+//! Once subscribed it says `watching ... from position P` on stderr (so a
+//! script knows nothing after P will be missed), then prints one line per
+//! event on stdout (or, with `--json`, the envelope as one JSON line) until
+//! SIGINT or SIGTERM (exit 0), or after `--count N` events. Provider secrets
+//! never appear: sealed secrets are shown by their fingerprints only.
+
+use crate::app::Ctx;
+use crate::failure::Failure;
+use crate::output::agent;
+use crate::remote;
+use clap::Args;
+use futures_util::StreamExt;
+use ledger_client::{EventFilter, StartFrom};
+use ledger_core::event::AssignedPermissionGroup;
+use ledger_core::{validate, Envelope, EventData, EventType, SealedSecret};
+use serde_json::{json, Value};
+use std::io::Write;
+
+/// `watch`.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Each line: POSITION  OCCURRED AT  WORKSPACE  TOKEN  TYPE  vVERSION  ACTOR  SUMMARY.
+To resume after a stop, start again with --from <last position + 1>.")]
+pub struct WatchArgs {
+    /// Only events of this token.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Only events of this type (repeat for several), e.g. token_revoked.
+    #[arg(long = "type", value_name = "TYPE", value_parser = event_type)]
+    pub types: Vec<EventType>,
+    /// Start at this log position, inclusive [default: only changes made from now on]
+    #[arg(long, value_name = "POS", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "from_start")]
+    pub from: Option<u64>,
+    /// Start at the first event of the log.
+    #[arg(long)]
+    pub from_start: bool,
+    /// Stop after N events (exit 0).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+/// Parses `--type`, listing the known types when it is none of them.
+fn event_type(raw: &str) -> Result<EventType, String> {
+    EventType::parse(raw).ok_or_else(|| {
+        let known: Vec<&str> = EventType::ALL.iter().map(|t| t.as_str()).collect();
+        format!("unknown event type; known: {}", known.join(", "))
+    })
+}
+
+/// Runs `watch` until a signal or `--count` events.
+pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
+    let Some(urls) = &ctx.nats else {
+        return Err(Failure::invalid(
+            "nats",
+            "watch follows a running server's stream: give --nats URL (or set TOKENLEDGER_NATS)",
+        ));
+    };
+    let mut filter = EventFilter::all();
+    if let Some(ws) = &ctx.workspace {
+        validate::workspace_id("workspaceId", ws)?;
+        filter = filter.workspace(ws.clone());
+    }
+    if let Some(t) = &args.token {
+        filter = filter.token(validate::uuid("tokenId", t)?);
+    }
+    filter = filter.types(args.types.iter().copied());
+    let from = match (args.from, args.from_start) {
+        (Some(p), _) => StartFrom::Position(p),
+        (None, true) => StartFrom::Start,
+        (None, false) => StartFrom::New,
+    };
+    let json_out = ctx.json;
+    remote::runtime()?.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        // Installed before subscribing: a signal after "watching" is a clean stop.
+        let signal_failed = |e: std::io::Error| Failure::internal(format!("signal handler: {e}"));
+        let mut term = signal(SignalKind::terminate()).map_err(signal_failed)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(signal_failed)?;
+        let client = remote::connect(urls).await?;
+        let mut events = client
+            .subscribe(filter.clone(), from)
+            .await
+            .map_err(|e| remote::failure(e, urls, None))?;
+        eprintln!(
+            "watching {} from position {}",
+            describe(&filter),
+            events.next_position()
+        );
+        let mut printed = 0u64;
+        while args.count.is_none_or(|n| printed < n) {
+            let item = tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                item = events.next() => item,
+            };
+            match item {
+                Some(Ok(env)) => {
+                    let line = if json_out {
+                        redacted_json(&env).to_string()
+                    } else {
+                        line(&env)
+                    };
+                    if !emit(&line)? {
+                        break;
+                    }
+                    printed += 1;
+                }
+                // Never terminal: the subscription resumes by itself.
+                Some(Err(e)) => eprintln!("warning: {}: {e}", e.code()),
+                None => break,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes one line and flushes; `false` when stdout was closed (e.g. `| head`).
+fn emit(line: &str) -> Result<bool, Failure> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(Failure::internal(format!("cannot write to stdout: {e}"))),
+    }
+}
+
+/// "workspace acme, token T, types a, b" or "every workspace".
+fn describe(filter: &EventFilter) -> String {
+    let mut parts = vec![match &filter.workspace {
+        Some(w) => format!("workspace {w}"),
+        None => "every workspace".to_owned(),
+    }];
+    if let Some(t) = filter.token {
+        parts.push(format!("token {t}"));
+    }
+    if !filter.types.is_empty() {
+        let types: Vec<&str> = filter.types.iter().map(|t| t.as_str()).collect();
+        parts.push(format!("types {}", types.join(" ")));
+    }
+    parts.join(", ")
+}
+
+/// The envelope as JSON, each sealed secret replaced by `{"fingerprint"}`.
+///
+/// (The ciphertexts are useless without the master key, but a watcher has
+/// no use for them either; the event's `hash` covers the original bytes.)
+pub fn redacted_json(env: &Envelope) -> Value {
+    let mut v = env.to_json_value();
+    let mut hide = |key: &str, secret: Option<&SealedSecret>| {
+        if let Some(s) = secret {
+            v["data"][key] = json!({ "fingerprint": s.fingerprint });
+        }
+    };
+    match &env.data {
+        EventData::AccessTokenRegistered(d) => {
+            hide("accessToken", Some(&d.access_token));
+            hide("refreshToken", d.refresh_token.as_ref());
+        }
+        EventData::AccessTokenRefreshed(d) => {
+            hide("accessToken", Some(&d.access_token));
+            hide("refreshToken", d.refresh_token.as_ref());
+        }
+        _ => {}
+    }
+    v
+}
+
+/// One line: position, time, workspace, token, type, version, actor, summary.
+pub fn line(env: &Envelope) -> String {
+    let mut line = format!(
+        "{}  {}  {}  {}  {}  v{}  {}",
+        env.position,
+        env.occurred_at,
+        env.workspace_id,
+        env.token_id,
+        env.event_type(),
+        env.version,
+        agent(&env.actor)
+    );
+    let summary = summary(&env.data);
+    if !summary.is_empty() {
+        line.push_str("  ");
+        line.push_str(&summary);
+    }
+    line
+}
+
+fn groups(gs: &[AssignedPermissionGroup]) -> String {
+    gs.iter()
+        .map(|g| g.permission_group_id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn quoted(s: &str) -> String {
+    format!("{s:?}")
+}
+
+/// What changed, in a few words; never a secret (fingerprints only).
+pub fn summary(data: &EventData) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    match data {
+        EventData::ClientTokenIssued(d) => {
+            parts.push(match &d.name {
+                Some(n) => format!("name {}", quoted(n)),
+                None => "no name".to_owned(),
+            });
+            if let Some(p) = &d.provided_resource_id {
+                parts.push(format!("provided id {}", quoted(p)));
+            }
+            if !d.permission_groups.is_empty() {
+                parts.push(format!("groups {}", groups(&d.permission_groups)));
+            }
+            if let Some(e) = d.expires {
+                parts.push(format!("expires {}", millis(e)));
+            }
+            if let Some(i) = &d.import {
+                parts.push(format!("imported from {}", i.source));
+            }
+        }
+        EventData::ClientTokenUpdated(d) => {
+            match &d.name {
+                Some(Some(n)) => parts.push(format!("name -> {}", quoted(n))),
+                Some(None) => parts.push("name cleared".to_owned()),
+                None => {}
+            }
+            match d.expires {
+                Some(Some(e)) => parts.push(format!("expires -> {}", millis(e))),
+                Some(None) => parts.push("never expires".to_owned()),
+                None => {}
+            }
+            if let Some(g) = &d.permission_groups {
+                parts.push(if g.is_empty() {
+                    "groups -> none".to_owned()
+                } else {
+                    format!("groups -> {}", groups(g))
+                });
+            }
+        }
+        EventData::PermissionGroupsAssigned(d) => {
+            parts.push(format!("+ {}", groups(&d.permission_groups)));
+        }
+        EventData::PermissionGroupsUnassigned(d) => {
+            parts.push(format!("- {}", d.permission_group_ids.join(", ")));
+        }
+        EventData::ClientTokenRotated(d) => {
+            parts.push(format!("new string (key {})", d.jwt.kid));
+        }
+        EventData::AccessTokenRegistered(d) => {
+            parts.push(format!(
+                "{} ({}) of user {}",
+                d.account_name, d.provider, d.user.id
+            ));
+            parts.push(format!("access token {}", d.access_token.fingerprint));
+            if let Some(r) = &d.refresh_token {
+                parts.push(format!("refresh token {}", r.fingerprint));
+            }
+            if let Some(i) = &d.import {
+                parts.push(format!("imported from {}", i.source));
+            }
+        }
+        EventData::AccessTokenRefreshed(d) => {
+            parts.push(format!("access token {}", d.access_token.fingerprint));
+            if let Some(r) = &d.refresh_token {
+                parts.push(format!("refresh token {}", r.fingerprint));
+            }
+        }
+        EventData::AccessTokenUpdated(d) => {
+            if let Some(a) = &d.account_name {
+                parts.push(format!("account -> {a}"));
+            }
+            if let Some(p) = &d.provider {
+                parts.push(format!("provider -> {p}"));
+            }
+        }
+        EventData::TokenTrashed(d) => parts.push(with_reason("trashed", d.reason.as_deref())),
+        EventData::TokenRestored(_) => parts.push("restored".to_owned()),
+        EventData::TokenRevoked(d) => parts.push(with_reason("revoked", d.reason.as_deref())),
+        EventData::TokenPurged(d) => parts.push(if d.forced {
+            "purged (forced, not from the trash)".to_owned()
+        } else {
+            "purged".to_owned()
+        }),
+    }
+    parts.join("; ")
+}
+
+fn with_reason(what: &str, reason: Option<&str>) -> String {
+    match reason {
+        Some(r) => format!("{what}: {r}"),
+        None => what.to_owned(),
+    }
+}
+
+fn millis(ms: i64) -> String {
+    ledger_core::Timestamp::from_millis(ms).map_or_else(|| ms.to_string(), |t| t.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_core::event::{AccessTokenRegistered, TokenRevoked, UserRef, GENESIS_HASH};
+    use ledger_core::{Agent, EventDraft, StampMeta, Timestamp, TokenKind};
+    use uuid::Uuid;
+
+    fn sealed(fp: &str) -> SealedSecret {
+        SealedSecret {
+            alg: "xchacha20poly1305".into(),
+            ciphertext: "CIPHERTEXT".into(),
+            fingerprint: fp.into(),
+            key_id: "k1".into(),
+            nonce: "NONCE".into(),
+        }
+    }
+
+    fn envelope(data: EventData, kind: TokenKind) -> Envelope {
+        EventDraft {
+            token_id: Uuid::nil(),
+            token_kind: kind,
+            workspace_id: "acme".into(),
+            version: 2,
+            data,
+        }
+        .stamp(StampMeta {
+            event_id: Uuid::now_v7(),
+            position: 7,
+            occurred_at: Timestamp::from_millis(1_700_000_000_000).unwrap(),
+            actor: Agent::system(),
+            command_id: Uuid::new_v4(),
+            correlation_id: None,
+            prev_hash: GENESIS_HASH.to_owned(),
+        })
+        .0
+    }
+
+    #[test]
+    fn sealed_secrets_show_only_fingerprints() {
+        let env = envelope(
+            EventData::AccessTokenRegistered(AccessTokenRegistered {
+                access_token: sealed("hmac-sha256:aaaa"),
+                account_name: "j@example.com".into(),
+                import: None,
+                provider: "google".into(),
+                refresh_token: Some(sealed("hmac-sha256:bbbb")),
+                user: UserRef { id: Uuid::nil() },
+            }),
+            TokenKind::Access,
+        );
+        let json = redacted_json(&env).to_string();
+        let text = line(&env);
+        for out in [&json, &text] {
+            assert!(
+                !out.contains("CIPHERTEXT") && !out.contains("NONCE"),
+                "{out}"
+            );
+            assert!(out.contains("hmac-sha256:aaaa") && out.contains("hmac-sha256:bbbb"));
+        }
+        assert_eq!(
+            redacted_json(&env)["data"]["accessToken"],
+            json!({"fingerprint": "hmac-sha256:aaaa"})
+        );
+    }
+
+    #[test]
+    fn a_line_has_every_column() {
+        let env = envelope(
+            EventData::TokenRevoked(TokenRevoked {
+                reason: Some("leaked".into()),
+            }),
+            TokenKind::Client,
+        );
+        assert_eq!(
+            line(&env),
+            format!(
+                "7  2023-11-14T22:13:20.000Z  acme  {}  token_revoked  v2  system:ledger  revoked: leaked",
+                Uuid::nil()
+            )
+            .replace("system:ledger", &agent(&Agent::system()))
+        );
+    }
+
+    #[test]
+    fn unknown_types_are_refused_with_the_list() {
+        assert_eq!(event_type("token_trashed"), Ok(EventType::TokenTrashed));
+        assert!(event_type("nope").unwrap_err().contains("token_revoked"));
+    }
+}

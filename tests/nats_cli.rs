@@ -1,0 +1,810 @@
+//! The CLI over NATS: `tokenledger --nats URL ...` against a real nats-server
+//! (JetStream) and a spawned `tokenledger serve`, and `tokenledger watch`.
+//!
+//! Output and exit codes must be those of local mode (the quick-start flow
+//! runs both ways and compares), refusals keep their codes and fields, no
+//! server is exit 3, and `watch` prints each change once, in order, and
+//! resumes from a position. Nothing waits by sleeping: a test waits for a
+//! process to say so (or for a condition), with a deadline.
+
+use ledger_testkit::{free_port, wait_for, NatsServer};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
+const WS: &str = "acme";
+/// How long a process may take to reach a state a test waits for.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A finished run.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+        }
+    }
+
+    fn json(&self) -> Value {
+        assert_eq!(self.code, 0, "stderr: {}", self.stderr);
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+
+    fn error(&self) -> Value {
+        let v: Value = serde_json::from_str(self.stderr.trim())
+            .unwrap_or_else(|e| panic!("stderr is not one JSON error ({e}): {}", self.stderr));
+        v["error"].clone()
+    }
+}
+
+/// Where the CLI sends its work: a data dir, or a server over NATS.
+enum Target {
+    Local(PathBuf),
+    Nats {
+        url: String,
+        /// A data dir the CLI must never create: proof that nothing ran locally.
+        untouched: PathBuf,
+    },
+}
+
+/// The binary with a clean environment, aimed at one target.
+struct Cli {
+    target: Target,
+    _dir: tempfile::TempDir,
+}
+
+impl Cli {
+    fn local() -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        Cli {
+            target: Target::Local(dir.path().join("data")),
+            _dir: dir,
+        }
+    }
+
+    fn nats(url: &str) -> Cli {
+        let dir = tempfile::tempdir().unwrap();
+        Cli {
+            target: Target::Nats {
+                url: url.to_owned(),
+                untouched: dir.path().join("never-created"),
+            },
+            _dir: dir,
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        for var in [
+            "TOKENLEDGER_DATA_DIR",
+            "TOKENLEDGER_WORKSPACE",
+            "TOKENLEDGER_NATS",
+            "TOKENLEDGER_ACCESS_TOKEN",
+            "TOKENLEDGER_REFRESH_TOKEN",
+            "RUST_LOG",
+        ] {
+            c.env_remove(var);
+        }
+        match &self.target {
+            Target::Local(dir) => {
+                c.arg("--data-dir").arg(dir);
+            }
+            Target::Nats { url, untouched } => {
+                c.arg("--data-dir").arg(untouched).args(["--nats", url]);
+            }
+        }
+        c.args(["--workspace", WS, "--actor", "user:tester"])
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command().args(args).output().expect("run tokenledger"))
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        self.run(&all).json()
+    }
+
+    /// Runs with `--json`, expects exit code `exit` and nothing on stdout; the error object.
+    fn fails(&self, exit: i32, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let run = self.run(&all);
+        assert_eq!(run.code, exit, "{run:?}");
+        assert!(run.stdout.is_empty(), "{run:?}");
+        run.error()
+    }
+
+    fn assert_no_local_data(&self) {
+        if let Target::Nats { untouched, .. } = &self.target {
+            assert!(
+                !untouched.exists(),
+                "--nats must not open the data dir {}",
+                untouched.display()
+            );
+        }
+    }
+}
+
+/// A nats-server with JetStream and a `tokenledger serve` on it.
+struct Stack {
+    serve: Child,
+    nats: NatsServer,
+    _data: tempfile::TempDir,
+}
+
+impl Stack {
+    fn start() -> Stack {
+        let nats = NatsServer::start().expect("nats-server (run scripts/install-nats.sh)");
+        let data = tempfile::tempdir().unwrap();
+        let serve = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(data.path().join("ledger"))
+            .args(["serve", "--nats", &nats.url()])
+            .env_remove("TOKENLEDGER_NATS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tokenledger serve");
+        let stack = Stack {
+            serve,
+            nats,
+            _data: data,
+        };
+        // Serving once a query is answered (the stream exists by then too).
+        let cli = stack.cli();
+        assert!(
+            wait_for(DEADLINE, || cli.run(&["list"]).code == 0),
+            "tokenledger serve never answered: {:?}",
+            cli.run(&["list"])
+        );
+        stack
+    }
+
+    fn url(&self) -> String {
+        self.nats.url()
+    }
+
+    fn cli(&self) -> Cli {
+        Cli::nats(&self.url())
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = self.serve.kill();
+        let _ = self.serve.wait();
+    }
+}
+
+fn id_of(reply: &Value) -> String {
+    reply["token"]["resourceId"]
+        .as_str()
+        .or(reply["token"]["id"].as_str())
+        .expect("token id")
+        .to_owned()
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|v| {
+            v["resourceId"]
+                .as_str()
+                .or(v["id"].as_str())
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The JSON with what differs between two runs (ids, times, hashes, token
+/// strings, key ids, JWT claims) replaced by placeholders; the rest is kept.
+fn shape(v: &Value) -> Value {
+    fn leaf(key: &str, v: &Value) -> Value {
+        let placeholder = match key {
+            "resourceId" | "id" | "tokenId" | "eventId" | "commandId" | "jti" | "agentId" => {
+                Some("<id>")
+            }
+            "hash" | "prevHash" => Some("<hash>"),
+            "tokenStr" => Some("<jwt>"),
+            "kid" => Some("<kid>"),
+            "iat" | "exp" | "expires" => Some("<epoch>"),
+            k if k.ends_with("At") || k == "occurredAt" => Some("<time>"),
+            _ => None,
+        };
+        match placeholder {
+            Some(p) if !v.is_null() && !v.is_object() && !v.is_array() => Value::from(p),
+            _ => walk(v),
+        }
+    }
+    fn walk(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), leaf(k, v))).collect(),
+            Value::Array(a) => a.iter().map(walk).collect(),
+            other => other.clone(),
+        }
+    }
+    walk(v)
+}
+
+/// The quick-start flow; every output, in order, as JSON or as text.
+fn quick_start(cli: &Cli) -> Vec<Value> {
+    let mut out = Vec::new();
+    let issued = cli.json(&[
+        "issue",
+        "--name",
+        "CI Deploy",
+        "--group",
+        "readers",
+        "--expires",
+        "+30d",
+    ]);
+    let id = id_of(&issued);
+    out.push(issued);
+    out.push(cli.json(&["list"]));
+    out.push(cli.json(&["get", "--name", "ci deploy"]));
+    out.push(cli.json(&["get", &id, "--as-of-version", "1"]));
+    out.push(cli.json(&["trash", &id, "--reason", "laptop lost"]));
+    let hidden = cli.json(&["list"]);
+    assert!(ids(&hidden).is_empty(), "trashed tokens are hidden");
+    out.push(hidden);
+    let only = cli.json(&["list", "--trashed", "only"]);
+    assert_eq!(ids(&only), vec![id.clone()]);
+    out.push(only);
+    out.push(cli.json(&["history", &id]));
+    // The human forms, with the id and times taken out.
+    for args in [
+        vec!["list", "--trashed", "only"],
+        vec!["history", &id],
+        vec!["get", &id],
+        vec!["restore", &id],
+    ] {
+        let run = cli.run(&args);
+        assert_eq!(run.code, 0, "{run:?}");
+        let text: Vec<String> = run
+            .stdout
+            .replace(&id, "<id>")
+            .lines()
+            .map(|l| {
+                l.split_whitespace()
+                    .map(|w| {
+                        let bare = w.trim_matches(|c| c == '(' || c == ')');
+                        if w.starts_with("20") {
+                            "<time>"
+                        } else if bare.len() >= 10 && bare.bytes().all(|b| b.is_ascii_hexdigit()) {
+                            "<n>" // epoch ms, a signing key id
+                        } else {
+                            w
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        out.push(Value::from(text));
+    }
+    out
+}
+
+#[test]
+fn quick_start_over_nats_prints_what_local_mode_prints() {
+    let stack = Stack::start();
+    let remote = stack.cli();
+    let over_nats = quick_start(&remote);
+    let local = quick_start(&Cli::local());
+    assert_eq!(over_nats.len(), local.len());
+    for (i, (n, l)) in over_nats.iter().zip(&local).enumerate() {
+        assert_eq!(shape(n), shape(l), "output {i} differs over NATS");
+    }
+    // Spot checks of the values themselves.
+    let issued = &over_nats[0];
+    assert_eq!(issued["token"]["name"], "CI Deploy");
+    assert_eq!(issued["token"]["version"], 1);
+    assert_eq!(issued["positions"], serde_json::json!([1]));
+    assert_eq!(
+        issued["token"]["tokenStr"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .count(),
+        3
+    );
+    assert!(over_nats[2]["token"].get("tokenStr").is_none());
+    assert_eq!(over_nats[4]["token"]["trashItem"]["reason"], "laptop lost");
+    let types: Vec<&str> = over_nats[7]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["client_token_issued", "token_trashed"]);
+    let restored = over_nats.last().unwrap().as_array().unwrap()[0].clone();
+    assert!(
+        restored
+            .as_str()
+            .unwrap()
+            .starts_with("restored client token"),
+        "{restored}"
+    );
+    remote.assert_no_local_data();
+}
+
+#[test]
+fn every_command_goes_over_nats() {
+    let stack = Stack::start();
+    let cli = stack.cli();
+    let id = id_of(&cli.json(&["issue", "--name", "svc", "--provided-id", "user-7"]));
+    let v = cli.json(&["update", &id, "--name", "svc-2", "--expected-version", "1"]);
+    assert_eq!(
+        (v["token"]["name"].as_str(), v["token"]["version"].as_u64()),
+        (Some("svc-2"), Some(2))
+    );
+    let v = cli.json(&["assign", &id, "--group", "a", "--group", "b"]);
+    assert_eq!(v["token"]["permissionGroups"].as_array().unwrap().len(), 2);
+    let v = cli.json(&["unassign", &id, "--group", "a"]);
+    assert_eq!(v["token"]["permissionGroups"].as_array().unwrap().len(), 1);
+    let v = cli.json(&["rotate", &id]);
+    assert!(v["token"]["tokenStr"].is_string());
+    // A provided id issued again is reused: nothing appended.
+    let v = cli.json(&["issue", "--provided-id", "user-7"]);
+    assert_eq!(
+        (id_of(&v), v["positions"].clone()),
+        (id.clone(), serde_json::json!([]))
+    );
+    // A retried commandId answers its first result and appends nothing.
+    let command_id = uuid::Uuid::new_v4().to_string();
+    let first = cli.json(&["trash", &id, "--command-id", &command_id]);
+    let again = cli.json(&["trash", &id, "--command-id", &command_id]);
+    assert_eq!(first["positions"], again["positions"]);
+    cli.json(&["restore", &id]);
+    cli.json(&["revoke", &id, "--reason", "leaked"]);
+    let v = cli.json(&["purge", &id, "--force"]);
+    assert!(v["token"].is_null());
+
+    // Provider tokens, secrets from the environment, never echoed.
+    let user = uuid::Uuid::new_v4().to_string();
+    let run = Run::from(
+        cli.command()
+            .args([
+                "--json",
+                "register",
+                "--user",
+                &user,
+                "--provider",
+                "google",
+            ])
+            .args(["--account", "j@example.com"])
+            .env("TOKENLEDGER_ACCESS_TOKEN", "ya29.first-secret")
+            .output()
+            .unwrap(),
+    );
+    let access = id_of(&run.json());
+    assert!(!run.stdout.contains("ya29."));
+    let run = Run::from(
+        cli.command()
+            .args(["--json", "refresh", &access])
+            .env("TOKENLEDGER_ACCESS_TOKEN", "ya29.second-secret")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.json()["token"]["version"], 2);
+    let v = cli.json(&["update-access", &access, "--account", "k@example.com"]);
+    assert_eq!(v["token"]["accountName"], "k@example.com");
+    // --body sends the wire JSON itself.
+    let body = format!(r#"{{"tokenId": "{access}", "reason": "by body"}}"#);
+    let v = cli.json(&["trash", "--body", &body]);
+    assert_eq!(v["token"]["trashItem"]["reason"], "by body");
+    let list = cli.json(&[
+        "list",
+        "--kind",
+        "access",
+        "--trashed",
+        "include",
+        "--user",
+        &user,
+    ]);
+    assert_eq!(ids(&list), vec![access.clone()]);
+    cli.assert_no_local_data();
+}
+
+#[test]
+fn refusals_and_invalid_input_over_nats_keep_codes_and_fields() {
+    let stack = Stack::start();
+    let remote = stack.cli();
+    let local = Cli::local();
+    for cli in [&remote, &local] {
+        let id = id_of(&cli.json(&["issue", "--name", "taken"]));
+        // Rules: exit 1, with the field (and the current version on conflict).
+        let e = cli.fails(1, &["issue", "--name", "TAKEN"]);
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("name_taken"), Some("name"))
+        );
+        let e = cli.fails(1, &["trash", &id, "--expected-version", "7"]);
+        assert_eq!(e["code"], "conflict");
+        assert_eq!(e["field"], "expectedVersion");
+        assert_eq!(e["currentVersion"], 1);
+        let e = cli.fails(1, &["get", "--name", "nobody"]);
+        assert_eq!(e["code"], "not_found");
+        assert_eq!(e["message"], "no token named \"nobody\" in workspace acme");
+        let missing = uuid::Uuid::new_v4().to_string();
+        let e = cli.fails(1, &["history", &missing]);
+        assert_eq!(
+            e["message"],
+            format!("no token {missing} in workspace acme")
+        );
+        // Invalid input: exit 2 with the field, whether the CLI or the server finds it.
+        let e = cli.fails(2, &["issue", "--name", ""]);
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("invalid_input"), Some("name"))
+        );
+        let e = cli.fails(2, &["list", "--cursor", "not-a-cursor"]);
+        assert_eq!(e["field"], "cursor");
+        let e = cli.fails(2, &["list", "--limit", "0"]);
+        assert_eq!(e["field"], "limit");
+        let e = cli.fails(2, &["trash", "--body", r#"{"tokenId": "x"}"#]);
+        assert_eq!(e["code"], "invalid_input");
+    }
+    // The human error line names the field too (a bad cursor is found by the server).
+    let run = remote.run(&["list", "--cursor", "zz"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.starts_with("error: invalid_input: "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.trim_end().ends_with("(field cursor)"),
+        "{}",
+        run.stderr
+    );
+    // Only on the data dir.
+    let e = remote.fails(2, &["get", "--name", "taken", "--show-token-str"]);
+    assert_eq!(e["field"], "showTokenStr");
+    let e = remote.fails(2, &["import", "-"]);
+    assert_eq!(e["field"], "nats");
+    remote.assert_no_local_data();
+}
+
+#[test]
+fn no_server_is_exit_3_unavailable() {
+    // Nothing listens on this port.
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let cli = Cli::nats(&url);
+    for args in [
+        &["issue", "--name", "x"][..],
+        &["list"],
+        &["watch", "--count", "1"],
+    ] {
+        let e = cli.fails(3, args);
+        assert_eq!(e["code"], "unavailable", "{args:?}");
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("no tokenledger server answers on {url}")),
+            "{message}"
+        );
+    }
+    let run = cli.run(&["list"]);
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "error: unavailable: no tokenledger server answers on {url}"
+        )),
+        "{}",
+        run.stderr
+    );
+    cli.assert_no_local_data();
+
+    // NATS is up but no ledger serves it: no responders, at once.
+    let nats = NatsServer::start().expect("nats-server");
+    let cli = Cli::nats(&nats.url());
+    let e = cli.fails(3, &["trash", &uuid::Uuid::new_v4().to_string()]);
+    assert_eq!(e["code"], "unavailable");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens.cmd.acme.trash_token"),
+        "{e}"
+    );
+    // A malformed URL is the caller's mistake.
+    let e = Cli::nats("nats://bad host").fails(2, &["list"]);
+    assert_eq!(e["field"], "nats");
+    // watch needs --nats.
+    let e = Cli::local().fails(2, &["watch"]);
+    assert_eq!(e["field"], "nats");
+}
+
+/// A running `watch`: its stdout collected in a thread, its stderr lines sent
+/// on a channel.
+struct Watch {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    stdout: std::thread::JoinHandle<String>,
+}
+
+impl Watch {
+    fn spawn(cli: &Cli, args: &[&str]) -> Watch {
+        let mut child = cli
+            .command()
+            .arg("watch")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn watch");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut s = String::new();
+            out.read_to_string(&mut s).unwrap();
+            s
+        });
+        let (tx, stderr) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Watch {
+            child,
+            stderr,
+            stdout,
+        }
+    }
+
+    /// Waits for "watching ... from position P" on stderr; returns P.
+    fn subscribed(&self) -> u64 {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(DEADLINE)
+                .expect("watch never said it was watching");
+            if let Some((_, p)) = line.rsplit_once("from position ") {
+                assert!(line.starts_with("watching "), "{line}");
+                return p.trim().parse().expect("a position");
+            }
+        }
+    }
+
+    /// Waits for the process to exit by itself; its exit code and stdout.
+    fn finish(mut self) -> (i32, String) {
+        let mut status = None;
+        let exited = wait_for(DEADLINE, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        if !exited {
+            let _ = self.child.kill();
+            panic!("watch did not exit: {}", self.stdout.join().unwrap());
+        }
+        (
+            status.unwrap().code().expect("exited, not killed"),
+            self.stdout.join().unwrap(),
+        )
+    }
+}
+
+fn positions(reply: &Value) -> Vec<u64> {
+    reply["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn watch_sees_each_change_after_it_started_once_and_in_order() {
+    let stack = Stack::start();
+    let cli = stack.cli();
+    // History before the watcher starts: not shown.
+    let old = id_of(&cli.json(&["issue", "--name", "before"]));
+    // "From now on" starts after the stream's last message; wait until that
+    // event is published so that the watcher's start is known.
+    let (code, _) = Watch::spawn(&cli, &["--from-start", "--count", "1"]).finish();
+    assert_eq!(code, 0);
+    let watch = Watch::spawn(&cli, &["--json", "--count", "5"]);
+    let from = watch.subscribed();
+    assert_eq!(from, 2, "the next position after the one event so far");
+
+    let mut expected = Vec::new();
+    let issued = cli.json(&["issue", "--name", "watched"]);
+    let id = id_of(&issued);
+    expected.extend(
+        positions(&issued)
+            .into_iter()
+            .map(|p| (p, "client_token_issued")),
+    );
+    // Another workspace's change is filtered out by --workspace.
+    let run = Run::from(
+        cli.command()
+            .args(["--workspace", "elsewhere", "issue", "--name", "x"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    for (args, ty) in [
+        (
+            vec!["update", &id, "--name", "renamed"],
+            "client_token_updated",
+        ),
+        (vec!["trash", &id, "--reason", "why"], "token_trashed"),
+        (vec!["restore", &id], "token_restored"),
+        (vec!["revoke", &old, "--reason", "leaked"], "token_revoked"),
+        // One more than --count: never printed.
+        (vec!["revoke", &id], "token_revoked"),
+    ] {
+        let r = cli.json(&args);
+        expected.extend(positions(&r).into_iter().map(|p| (p, ty)));
+    }
+    let (code, stdout) = watch.finish();
+    assert_eq!(code, 0);
+    let got: Vec<(u64, String)> = stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            assert_eq!(v["workspaceId"], WS);
+            assert!(v["hash"].is_string() && v["eventId"].is_string());
+            (
+                v["position"].as_u64().unwrap(),
+                v["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, String)> = expected[..5]
+        .iter()
+        .map(|(p, t)| (*p, (*t).to_owned()))
+        .collect();
+    assert_eq!(got, want, "each change once, in order, nothing else");
+}
+
+#[test]
+fn watch_resumes_from_a_position_and_filters() {
+    let stack = Stack::start();
+    let cli = stack.cli();
+    let a = id_of(&cli.json(&["issue", "--name", "a"]));
+    cli.json(&["trash", &a, "--reason", "laptop lost"]);
+    cli.json(&["restore", &a]);
+    let b = id_of(&cli.json(&["issue", "--name", "b"]));
+    cli.json(&["revoke", &b, "--reason", "leaked"]);
+
+    // From position 2: the rest of the log, as lines.
+    let watch = Watch::spawn(&cli, &["--from", "2", "--count", "4"]);
+    assert_eq!(watch.subscribed(), 2);
+    let (code, stdout) = watch.finish();
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    let cols: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| l.split("  ").collect::<Vec<_>>())
+        .collect();
+    let first = &cols[0];
+    assert_eq!(first[0], "2");
+    assert!(
+        first[1].starts_with("20") && first[1].ends_with('Z'),
+        "{first:?}"
+    );
+    assert_eq!(
+        &first[2..7],
+        [WS, a.as_str(), "token_trashed", "v2", "user:tester"]
+    );
+    assert_eq!(first[7], "trashed: laptop lost");
+    assert_eq!(cols[1][0], "3");
+    assert_eq!(
+        (cols[2][0], cols[2][3], cols[2][4]),
+        ("4", b.as_str(), "client_token_issued")
+    );
+    assert_eq!(cols[2][7], "name \"b\"");
+    assert_eq!(cols[3][7], "revoked: leaked");
+
+    // Filters: one token, one type, from the start.
+    let watch = Watch::spawn(
+        &cli,
+        &[
+            "--from-start",
+            "--token",
+            &a,
+            "--type",
+            "token_restored",
+            "--count",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(watch.subscribed(), 1);
+    let (code, stdout) = watch.finish();
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        (v["position"].as_u64(), v["type"].as_str()),
+        (Some(3), Some("token_restored"))
+    );
+
+    // Sealed secrets: fingerprints only.
+    let run = Run::from(
+        cli.command()
+            .args([
+                "--json",
+                "register",
+                "--user",
+                &uuid::Uuid::new_v4().to_string(),
+            ])
+            .args(["--provider", "google", "--account", "j@example.com"])
+            .env("TOKENLEDGER_ACCESS_TOKEN", "ya29.do-not-print")
+            .env("TOKENLEDGER_REFRESH_TOKEN", "1//refresh-do-not-print")
+            .output()
+            .unwrap(),
+    );
+    let registered = run.json();
+    for json in [true, false] {
+        let mut args = vec!["--from", "6", "--count", "1"];
+        if json {
+            args.push("--json");
+        }
+        let watch = Watch::spawn(&cli, &args);
+        watch.subscribed();
+        let (code, stdout) = watch.finish();
+        assert_eq!(code, 0);
+        assert!(!stdout.contains("do-not-print"), "{stdout}");
+        assert!(
+            !stdout.contains("ciphertext") && !stdout.contains("nonce"),
+            "{stdout}"
+        );
+        let fingerprint = registered["token"]["accessTokenFingerprint"]
+            .as_str()
+            .unwrap();
+        assert!(stdout.contains(fingerprint), "{stdout}");
+        if json {
+            let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(
+                v["data"]["accessToken"],
+                serde_json::json!({ "fingerprint": fingerprint })
+            );
+            assert_eq!(v["data"]["refreshToken"].as_object().unwrap().len(), 1);
+        }
+    }
+}
+
+#[test]
+fn watch_stops_cleanly_on_sigterm_and_sigint() {
+    let stack = Stack::start();
+    let cli = stack.cli();
+    for signal in ["-TERM", "-INT"] {
+        let watch = Watch::spawn(&cli, &[]);
+        watch.subscribed();
+        let status = Command::new("kill")
+            .args([signal, &watch.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (code, stdout) = watch.finish();
+        assert_eq!(code, 0, "{signal}");
+        assert!(stdout.is_empty());
+    }
+}
