@@ -7,7 +7,9 @@
 //! take the data dir's lock like any command, so stop a server first.
 
 use crate::app::Ctx;
-use crate::failure::{Failure, EXIT_INVALID, EXIT_LOCKED, EXIT_RULE, EXIT_UNAVAILABLE};
+use crate::failure::{
+    Failure, EXIT_FINDING, EXIT_INVALID, EXIT_LOCKED, EXIT_RULE, EXIT_UNAVAILABLE,
+};
 use crate::output::{agent, print_json, print_text, table};
 use clap::{ArgGroup, Args, Subcommand};
 use ledger_audit::checkpoints::{read_checkpoint, CheckpointStore};
@@ -28,9 +30,6 @@ use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// Exit code: the audit found the log (or a proof) not what it must be.
-pub const EXIT_FINDING: u8 = 5;
 
 const AUDIT_HELP: &str = "\
 Exit codes of audit: 0 verified; 5 a finding (the first bad position and what

@@ -20,6 +20,8 @@ pub const EXIT_INVALID: u8 = 2;
 pub const EXIT_UNAVAILABLE: u8 = 3;
 /// Exit code: another process holds the data dir (`locked`).
 pub const EXIT_LOCKED: u8 = 4;
+/// Exit code: an audit found the history changed, dropped or reordered.
+pub const EXIT_FINDING: u8 = 5;
 
 /// The exit codes as `--help` shows them.
 pub const EXIT_CODES_HELP: &str = "\
@@ -32,6 +34,7 @@ Exit codes:
      unknown or read-only fields, bad flags
   3  the ledger is unavailable or failed: unavailable, internal, storage errors
   4  the data dir is locked: another tokenledger process holds it (code locked)
+  5  audit: the history has a finding (the code names it, e.g. hash_mismatch)
 
 Errors go to stderr as `error: <code>: <message> (field <field>)`, or with
 --json as {\"error\": {\"code\", \"message\", \"field\"?, \"currentVersion\"?}}.";
