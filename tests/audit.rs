@@ -459,14 +459,16 @@ fn purged_secrets_are_shredded_and_the_log_still_verifies() {
     let l = Ledger::new();
     let (_, acc) = l.story();
     let token: uuid::Uuid = acc.parse().unwrap();
-    // The wrapped data key, as it sits in the log tree before the purge.
+    // The wrapped data key, as it sits in the key file before the purge: its
+    // slot is the token id, a length byte, then the wrapped key.
     let wrapped = {
-        let db = sled::open(l.data().join("ledger.sled")).unwrap();
-        let tree = db.open_tree("log").unwrap();
-        tree.get(ledger_store::keys::data_key(&token))
-            .unwrap()
-            .unwrap()
-            .to_vec()
+        let bytes = std::fs::read(l.data().join("datakeys.bin")).unwrap();
+        let at = bytes
+            .windows(16)
+            .position(|w| w == token.as_bytes())
+            .expect("the token has a key slot");
+        let len = usize::from(bytes[at + 16]);
+        bytes[at + 17..at + 17 + len].to_vec()
     };
     // Before: the secret opens.
     {
@@ -494,12 +496,9 @@ fn purged_secrets_are_shredded_and_the_log_still_verifies() {
         assert!(store.data_key(&token).unwrap().is_none());
         store.shutdown().unwrap();
     }
-    // No file the ledger writes holds a copy of the wrapped key, except
-    // possibly sled's own segment file: sled is log-structured and keeps a
-    // removed value in its old segment until it reclaims that segment
-    // (ARCHITECTURE.md, "Crypto-shredding"). No API returns it any more (the
-    // store says `data_key` is None above), but someone with the raw file
-    // AND master.key could still unwrap it until then: see the audit report.
+    // No file in the data dir holds a copy of the wrapped key any more: the
+    // purge overwrote its slot in place (sled, which keeps removed values in
+    // old segments, never held it).
     fn files(dir: &Path, out: &mut Vec<PathBuf>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
@@ -512,10 +511,8 @@ fn purged_secrets_are_shredded_and_the_log_still_verifies() {
     }
     let mut all = Vec::new();
     files(&l.data(), &mut all);
-    let sled_segments = l.data().join("ledger.sled").join("db");
     let holders: Vec<&PathBuf> = all
         .iter()
-        .filter(|p| **p != sled_segments)
         .filter(|p| {
             std::fs::read(p)
                 .unwrap()

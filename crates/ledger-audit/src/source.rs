@@ -148,11 +148,6 @@ impl LogReader {
     pub fn record(&self, position: u64) -> Result<Option<sled::IVec>, AuditError> {
         Ok(self.log.get(keys::event(position))?)
     }
-
-    /// True when the log holds a data key for `token` (until it is purged).
-    pub fn has_data_key(&self, token: &uuid::Uuid) -> Result<bool, AuditError> {
-        Ok(self.log.contains_key(keys::data_key(token))?)
-    }
 }
 
 /// Finds `needle` in `haystack`.

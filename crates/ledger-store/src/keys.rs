@@ -19,8 +19,6 @@ pub const EVENT: u8 = b'E';
 /// commands that appended no event (a reuse or a no-op): the others are
 /// remembered by their events.
 pub const COMMAND: u8 = b'C';
-/// `K` + token id(16) -> data key wrapped by the master key.
-pub const DATA_KEY: u8 = b'K';
 
 /// Key of the event at `position`.
 pub fn event(position: u64) -> [u8; 9] {
@@ -39,11 +37,6 @@ pub fn event_position(key: &[u8]) -> u64 {
 /// Key of a command's idempotency record.
 pub fn command(id: &Uuid) -> [u8; 17] {
     tagged(COMMAND, id)
-}
-
-/// Key of a token's wrapped data key.
-pub fn data_key(token: &Uuid) -> [u8; 17] {
-    tagged(DATA_KEY, token)
 }
 
 fn tagged(tag: u8, id: &Uuid) -> [u8; 17] {

@@ -13,6 +13,7 @@
 //! **Architecture invariant**: only this crate writes the `log` tree; nothing
 //! here knows about NATS or views.
 
+mod datakeys;
 mod error;
 pub mod key_history;
 pub mod keys;
@@ -93,6 +94,9 @@ struct Shared {
     /// Per-token stream index: positions in version order. Derived from the
     /// log on open; extended by the writer after each flush, before it answers.
     streams: RwLock<std::collections::HashMap<Uuid, Vec<u64>>>,
+    /// Wrapped data keys of access tokens, outside sled so a purge can
+    /// overwrite them in place (see `datakeys.rs`).
+    data_keys: Mutex<datakeys::DataKeys>,
     master: MasterKey,
     ring: RwLock<KeyRing>,
     head: watch::Sender<u64>,
@@ -134,11 +138,21 @@ impl Store {
         let ring = KeyRing::load_or_create(dir, config.signing_alg, (config.clock)())?;
         key_history::reconcile(&db, &ring)?;
         let mut recovered = writer::recover(&log)?;
+        let mut data_keys = datakeys::DataKeys::open(&dir.join("datakeys.bin"))?;
+        // Finish what a crash interrupted: keys of tokens that never committed
+        // or were purged are zeroed now.
+        let stale: Vec<Uuid> = data_keys
+            .tokens()
+            .filter(|id| recovered.state.token(id).is_none_or(|t| t.purged))
+            .copied()
+            .collect();
+        data_keys.shred(&stale)?;
         let (head_tx, _) = watch::channel(recovered.head.position);
         let shared = Arc::new(Shared {
             db,
             log,
             streams: RwLock::new(std::mem::take(&mut recovered.streams)),
+            data_keys: Mutex::new(data_keys),
             master,
             ring: RwLock::new(ring),
             head: head_tx,
@@ -252,7 +266,13 @@ impl Store {
 
     /// A token's data key, if it has one (access tokens until purged).
     pub fn data_key(&self, token_id: &Uuid) -> Result<Option<DataKey>, StoreError> {
-        match self.shared.log.get(keys::data_key(token_id))? {
+        let wrapped = self
+            .shared
+            .data_keys
+            .lock()
+            .expect("data keys lock poisoned")
+            .get(token_id)?;
+        match wrapped {
             Some(wrapped) => Ok(Some(self.shared.master.unwrap(token_id, &wrapped)?)),
             None => Ok(None),
         }

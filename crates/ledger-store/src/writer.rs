@@ -202,6 +202,13 @@ fn remember(
     entry.version = env.version;
 }
 
+/// Data keys a group creates and destroys.
+#[derive(Default)]
+struct KeyChanges {
+    added: Vec<(Uuid, Vec<u8>)>,
+    shredded: Vec<Uuid>,
+}
+
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     state: LedgerState,
@@ -282,14 +289,36 @@ impl Writer {
         let mut answers: Vec<(Reply, Result<Committed, Rejection>)> =
             Vec::with_capacity(jobs.len());
         let mut appended: Vec<(Uuid, u64)> = Vec::new();
+        let mut keys = KeyChanges::default();
         let mut writes = 0usize;
         for job in jobs {
-            let answer = self.one(&job, now, &kid, &mut batch, &mut appended, &mut writes);
+            let answer = self.one(
+                &job,
+                now,
+                &kid,
+                &mut batch,
+                &mut appended,
+                &mut keys,
+                &mut writes,
+            );
             answers.push((job.reply, answer));
         }
         if writes > 0 {
+            // New data keys are durable before the events that use them.
+            self.shared
+                .data_keys
+                .lock()
+                .expect("data keys lock poisoned")
+                .add(&keys.added)?;
             self.shared.log.apply_batch(batch)?;
             self.shared.db.flush()?;
+            // Purged keys are destroyed after the purge is durable and before
+            // anyone is told it happened.
+            self.shared
+                .data_keys
+                .lock()
+                .expect("data keys lock poisoned")
+                .shred(&keys.shredded)?;
             let mut streams = self.shared.streams.write().expect("streams lock poisoned");
             for (token, position) in appended {
                 streams.entry(token).or_default().push(position);
@@ -310,6 +339,7 @@ impl Writer {
         kid: &str,
         batch: &mut sled::Batch,
         appended: &mut Vec<(Uuid, u64)>,
+        keys: &mut KeyChanges,
         writes: &mut usize,
     ) -> Result<Committed, Rejection> {
         let cmd = &job.cmd;
@@ -376,12 +406,12 @@ impl Writer {
             *writes += 1;
         } else {
             if let (Some(wrapped), 1) = (&job.wrapped_key, token.version) {
-                batch.insert(&keys::data_key(&token_id), wrapped.as_slice());
+                keys.added.push((token_id, wrapped.clone()));
             }
             if token.purged {
                 // Crypto-shredding: without the data key the sealed secrets
                 // in the log can never be opened again.
-                batch.remove(&keys::data_key(&token_id));
+                keys.shredded.push(token_id);
             }
         }
         self.idempotency.insert(
