@@ -202,11 +202,19 @@ fn remember(
     entry.version = env.version;
 }
 
-/// Data keys a group creates and destroys.
+/// What one group of commands writes, gathered before the single commit.
 #[derive(Default)]
-struct KeyChanges {
-    added: Vec<(Uuid, Vec<u8>)>,
-    shredded: Vec<Uuid>,
+struct Group {
+    /// Event records (and idempotency records of commands without events).
+    batch: sled::Batch,
+    /// Records in `batch`.
+    writes: usize,
+    /// (token, position) of every event, for the stream index.
+    appended: Vec<(Uuid, u64)>,
+    /// Data keys of tokens the group creates.
+    keys_added: Vec<(Uuid, Vec<u8>)>,
+    /// Tokens the group purges, whose keys are destroyed.
+    keys_shredded: Vec<Uuid>,
 }
 
 pub(crate) struct Writer {
@@ -285,32 +293,21 @@ impl Writer {
             .expect("key ring lock poisoned")
             .active_kid()
             .to_owned();
-        let mut batch = sled::Batch::default();
         let mut answers: Vec<(Reply, Result<Committed, Rejection>)> =
             Vec::with_capacity(jobs.len());
-        let mut appended: Vec<(Uuid, u64)> = Vec::new();
-        let mut keys = KeyChanges::default();
-        let mut writes = 0usize;
+        let mut group = Group::default();
         for job in jobs {
-            let answer = self.one(
-                &job,
-                now,
-                &kid,
-                &mut batch,
-                &mut appended,
-                &mut keys,
-                &mut writes,
-            );
+            let answer = self.one(&job, now, &kid, &mut group);
             answers.push((job.reply, answer));
         }
-        if writes > 0 {
+        if group.writes > 0 {
             // New data keys are durable before the events that use them.
             self.shared
                 .data_keys
                 .lock()
                 .expect("data keys lock poisoned")
-                .add(&keys.added)?;
-            self.shared.log.apply_batch(batch)?;
+                .add(&group.keys_added)?;
+            self.shared.log.apply_batch(group.batch)?;
             self.shared.db.flush()?;
             // Purged keys are destroyed after the purge is durable and before
             // anyone is told it happened.
@@ -318,9 +315,9 @@ impl Writer {
                 .data_keys
                 .lock()
                 .expect("data keys lock poisoned")
-                .shred(&keys.shredded)?;
+                .shred(&group.keys_shredded)?;
             let mut streams = self.shared.streams.write().expect("streams lock poisoned");
-            for (token, position) in appended {
+            for (token, position) in group.appended {
                 streams.entry(token).or_default().push(position);
             }
             drop(streams);
@@ -337,10 +334,7 @@ impl Writer {
         job: &Job,
         now: Timestamp,
         kid: &str,
-        batch: &mut sled::Batch,
-        appended: &mut Vec<(Uuid, u64)>,
-        keys: &mut KeyChanges,
-        writes: &mut usize,
+        group: &mut Group,
     ) -> Result<Committed, Rejection> {
         let cmd = &job.cmd;
         let name = cmd.command.name();
@@ -348,7 +342,7 @@ impl Writer {
             first.accepts(name)?;
             let first = first.clone();
             let view = self
-                .view_as_of(&first.token, first.version, appended)
+                .view_as_of(&first.token, first.version, &group.appended)
                 .map_err(|e| e.to_rejection())?;
             return Ok(Committed {
                 token_id: first.token,
@@ -378,14 +372,14 @@ impl Writer {
                 prev_hash: std::mem::take(&mut self.head_hash),
             };
             let (env, bytes) = draft.stamp(meta);
-            batch.insert(
+            group.batch.insert(
                 &keys::event(env.position),
                 StoredEvent::record(&env.hash, &bytes),
             );
-            *writes += 1;
+            group.writes += 1;
             self.state.evolve(&env);
             first_event.get_or_insert(env.event_type());
-            appended.push((env.token_id, env.position));
+            group.appended.push((env.token_id, env.position));
             self.head_hash = env.hash;
             positions.push(env.position);
         }
@@ -399,19 +393,19 @@ impl Writer {
                 t: token_id,
                 v: token.version,
             };
-            batch.insert(
+            group.batch.insert(
                 &keys::command(&cmd.command_id),
                 serde_json::to_vec(&record).expect("record serializes"),
             );
-            *writes += 1;
+            group.writes += 1;
         } else {
             if let (Some(wrapped), 1) = (&job.wrapped_key, token.version) {
-                keys.added.push((token_id, wrapped.clone()));
+                group.keys_added.push((token_id, wrapped.clone()));
             }
             if token.purged {
                 // Crypto-shredding: without the data key the sealed secrets
                 // in the log can never be opened again.
-                keys.shredded.push(token_id);
+                group.keys_shredded.push(token_id);
             }
         }
         self.idempotency.insert(
