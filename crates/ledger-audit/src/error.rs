@@ -53,6 +53,9 @@ pub enum AuditError {
     /// Something asked for is not there (an event, a checkpoint).
     #[error("{0}")]
     NotFound(String),
+    /// A remote source (the JetStream stream, a server) failed or did not answer.
+    #[error("{0}")]
+    Source(String),
 }
 
 impl AuditError {
@@ -62,6 +65,7 @@ impl AuditError {
             AuditError::NoLedger(_) | AuditError::NotFound(_) => "not_found",
             AuditError::Locked(_) => "locked",
             AuditError::Sled(_) | AuditError::Io { .. } => "storage",
+            AuditError::Source(_) => "unavailable",
             AuditError::Store(e) => e.code(),
             AuditError::KeyFile { .. } => "key_file",
             AuditError::Note(NoteError::BadSignature(_) | NoteError::Unsigned(_)) => {

@@ -419,6 +419,7 @@ pub fn verify_export(
         declared_end: (!subset).then(|| DeclaredEnd {
             position: header.to,
             hash: (header.head.position == header.to).then_some(head_hash),
+            source: "the header",
         }),
     };
 

@@ -1,8 +1,8 @@
 //! Audit tools of tokenledger: has the log been changed, dropped or
 //! reordered; what did the tokens look like at a moment; who changed a token,
-//! when, from what to what. Offline, from a data dir or an export file; the
-//! JetStream stream plugs in as one more source of published envelopes
-//! ([`source::Record::Published`]).
+//! when, from what to what. Offline, from a data dir or an export file, or
+//! from the JetStream stream `TOKENS` ([`nats`]), one more source of
+//! published envelopes ([`source::Record::Published`]).
 //!
 //! - [`verify`]: one pass that checks every event (decode, schema, hash,
 //!   position, link, version, domain rules, Merkle root against signed
@@ -14,6 +14,9 @@
 //! - [`replay`], [`history`], [`export`]: views at a point and their diff, a
 //!   token's versions with field-level changes, and JSON Lines exports that
 //!   verify on their own.
+//! - [`nats`]: the JetStream stream `TOKENS` as a source ([`nats::verify_stream`]),
+//!   and the subjects the server publishes checkpoints on. The only async
+//!   code of the crate (async-nats and tokio, behind no feature flag).
 //!
 //! **Architecture invariant**: the audit tools never write the `log` tree;
 //! they read it with their own sled handle (the store's `Store::open` refuses
@@ -31,6 +34,7 @@ pub mod export;
 pub mod history;
 pub mod keyfile;
 pub mod merkle;
+pub mod nats;
 pub mod note;
 pub mod replay;
 mod rules;

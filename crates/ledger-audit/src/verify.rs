@@ -190,6 +190,8 @@ pub struct DeclaredEnd {
     pub position: u64,
     /// That event's hash, when the source states it.
     pub hash: Option<Hash>,
+    /// What states it, for messages (`the header`, `the stream's state`).
+    pub source: &'static str,
 }
 
 /// What a pass expects of its source.
@@ -905,8 +907,8 @@ impl Chain {
                         position: last + 1,
                         kind: FindingKind::Truncated,
                         message: format!(
-                            "the events end at position {last}, but the header says they run to {}",
-                            end.position
+                            "the events end at position {last}, but {} says they run to {}",
+                            end.source, end.position
                         ),
                         until: Some(end.position),
                     });
@@ -917,8 +919,10 @@ impl Chain {
                     self.finding = Some(Finding {
                         position: last,
                         kind: FindingKind::HeaderMismatch,
-                        message: "the last event's hash is not the head hash the header states"
-                            .into(),
+                        message: format!(
+                            "the last event's hash is not the head hash {} states",
+                            end.source
+                        ),
                         until: None,
                     });
                 }

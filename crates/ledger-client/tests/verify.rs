@@ -305,7 +305,20 @@ async fn the_local_verifier_agrees_with_the_ledger_on_every_path() {
     let (other_id, other_ws) = issue(c, "beta", IssueClientToken::default()).await;
     let _ = other_id;
     let v = LocalVerifier::start(c.clone(), Some(WS)).await.unwrap();
-    let all = LocalVerifier::start(c.clone(), None).await.unwrap();
+    // Pages of one status: the all-workspaces snapshot follows its cursor.
+    let all = LocalVerifier::start_paged(c.clone(), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(all.token_count(), 2);
+    let page = c.snapshot(Some(WS), None, Some(1)).await.unwrap();
+    assert_eq!(page.tokens.len(), 1);
+    assert_eq!(page.tokens[0].token_id, a);
+    assert!(
+        page.next_cursor.is_none() && page.position > 0,
+        "one token in {WS}"
+    );
+    let err = c.snapshot(None, None, Some(0)).await.unwrap_err();
+    assert_eq!(err.code(), "invalid_input");
     assert_eq!(v.verify(&sa), c.verify(&sa).await.unwrap());
     assert!(v.verify(&sa).is_active());
     assert_eq!(v.check(&other_ws).unwrap_err(), Reason::OtherWorkspace);
@@ -515,19 +528,21 @@ async fn the_local_verifier_misses_nothing_between_snapshot_and_stream() {
         })
     };
     // Pages of 7 make the snapshot span many requests while the writer runs.
+    let before = env.store.head_position();
     let v = LocalVerifier::start_paged(c.clone(), Some(WS), 7)
         .await
         .unwrap();
+    assert!(
+        env.store.head_position() > before,
+        "no command committed while the verifier started: nothing was raced"
+    );
     let strings = writer.await.unwrap();
     // A marker event after everything; once it is applied, so is all before it.
-    let (marker, _) = issue(&c, WS, IssueClientToken::default()).await;
-    let p = c
-        .get(WS, ledger_client::GetBy::Id(marker), None)
+    let marker = c
+        .issue_client_token(WS, IssueClientToken::default())
         .await
         .unwrap();
-    let head = env.store.head_position();
-    assert!(head > 0 && p.version == 1);
-    v.wait_for(head).await;
+    v.wait_for(marker.positions[0]).await;
     let answers = join_all(strings.iter().map(|s| c.verify(s))).await;
     let mut active = 0;
     for (s, remote) in strings.iter().zip(answers) {

@@ -85,21 +85,8 @@ impl FromStr for SigningAlg {
     }
 }
 
-/// The claims of a client token's JWT.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct JwtClaims {
-    /// The token id.
-    pub sub: String,
-    /// Issued at, seconds since the epoch.
-    pub iat: i64,
-    /// Expiry, seconds since the epoch; absent for tokens that do not expire.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<i64>,
-    /// Unique id of this JWT.
-    pub jti: String,
-    /// The workspace id.
-    pub ws: String,
-}
+/// The claims of a client token's JWT (one definition, shared with the verifiers).
+pub use ledger_verify::Claims as JwtClaims;
 
 /// Public facts about one key of the ring (no key material).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -444,28 +431,8 @@ impl Drop for KeyRecord {
     }
 }
 
-/// The header fields read before the key is known; serde rejects duplicate fields,
-/// so this and jsonwebtoken cannot disagree about them.
-#[derive(Deserialize)]
-struct PeekHeader {
-    alg: String,
-    #[serde(default)]
-    kid: Option<String>,
-    #[serde(default)]
-    crit: Option<serde_json::Value>,
-}
-
-fn peek_header(token: &str) -> Result<PeekHeader, CryptoError> {
-    let mut parts = token.split('.');
-    let (Some(header), Some(_), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(CryptoError::JwtMalformed);
-    };
-    let json = URL_SAFE_NO_PAD
-        .decode(header)
-        .map_err(|_| CryptoError::JwtMalformed)?;
-    serde_json::from_slice(&json).map_err(|_| CryptoError::JwtMalformed)
+fn peek_header(token: &str) -> Result<ledger_verify::jwks::PeekedHeader, CryptoError> {
+    ledger_verify::jwks::peek_header(token).map_err(|_| CryptoError::JwtMalformed)
 }
 
 fn sign(key: &RingKey, claims: &JwtClaims) -> Result<String, CryptoError> {

@@ -25,9 +25,7 @@ use chrono::{DateTime, Utc};
 use ledger_core::state::fold_token;
 use ledger_core::{TokenKind, TokenView};
 use ledger_crypto::CryptoError;
-use ledger_verify::{
-    decide, subject, Active, Claims, Introspection, Reason, TokenStatus, VerifiedJwt,
-};
+use ledger_verify::{decide, subject, Active, Introspection, Reason, TokenStatus, VerifiedJwt};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use uuid::Uuid;
@@ -122,16 +120,7 @@ impl Verifier {
             .expect("key ring lock poisoned")
             .verify(token, now_secs)
             .map_err(|e| crypto_reason(&e))?;
-        let jwt = Arc::new(VerifiedJwt {
-            kid,
-            claims: Claims {
-                sub: claims.sub,
-                iat: claims.iat,
-                exp: claims.exp,
-                jti: claims.jti,
-                ws: claims.ws,
-            },
-        });
+        let jwt = Arc::new(VerifiedJwt { kid, claims });
         let mut cache = self.signatures.write().expect("lock");
         if cache.len() >= SIGNATURE_CACHE_MAX {
             cache.clear();

@@ -139,14 +139,18 @@ impl KeySet {
     }
 }
 
-/// The header fields read before the key is known (serde refuses duplicate fields).
-#[derive(Deserialize)]
-struct PeekHeader {
-    alg: String,
+/// The header fields read before the key is known (serde refuses duplicate
+/// fields, so this and jsonwebtoken cannot disagree about them).
+#[derive(Clone, Debug, Deserialize)]
+pub struct PeekedHeader {
+    /// `alg`, as written.
+    pub alg: String,
+    /// `kid`, if any.
     #[serde(default)]
-    kid: Option<String>,
+    pub kid: Option<String>,
+    /// `crit`, if any (we understand no extension, so its presence refuses the string).
     #[serde(default)]
-    crit: Option<serde_json::Value>,
+    pub crit: Option<serde_json::Value>,
 }
 
 /// The kid a string's header names, unverified: only to decide whether the
@@ -155,7 +159,9 @@ pub fn peek_kid(token: &str) -> Option<String> {
     peek_header(token).ok()?.kid
 }
 
-fn peek_header(token: &str) -> Result<PeekHeader, Reason> {
+/// The header of a compact JWS (exactly three parts), unverified; the ledger's
+/// key ring reads it the same way.
+pub fn peek_header(token: &str) -> Result<PeekedHeader, Reason> {
     let mut parts = token.split('.');
     let (Some(header), Some(_), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
