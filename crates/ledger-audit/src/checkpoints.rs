@@ -46,8 +46,8 @@ impl CheckpointStore {
         self.dir.join(format!("{size:020}{SUFFIX}"))
     }
 
-    /// Every stored checkpoint with its file, smallest size first.
-    pub fn list(&self) -> Result<Vec<(PathBuf, SignedCheckpoint)>, AuditError> {
+    /// The names of the stored checkpoint files, smallest size first.
+    fn names(&self) -> Result<Vec<String>, AuditError> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -62,6 +62,12 @@ impl CheckpointStore {
             }
         }
         names.sort();
+        Ok(names)
+    }
+
+    /// Every stored checkpoint with its file, smallest size first.
+    pub fn list(&self) -> Result<Vec<(PathBuf, SignedCheckpoint)>, AuditError> {
+        let names = self.names()?;
         let skip = names.len().saturating_sub(STORED_CHECKPOINTS_MAX);
         names
             .into_iter()
@@ -74,9 +80,16 @@ impl CheckpointStore {
             .collect()
     }
 
-    /// The newest (largest) stored checkpoint.
+    /// The newest (largest) stored checkpoint (reads that file only).
     pub fn latest(&self) -> Result<Option<(PathBuf, SignedCheckpoint)>, AuditError> {
-        Ok(self.list()?.pop())
+        match self.names()?.pop() {
+            None => Ok(None),
+            Some(name) => {
+                let path = self.dir.join(name);
+                let signed = read_checkpoint(&path)?;
+                Ok(Some((path, signed)))
+            }
+        }
     }
 
     /// Stores `signed` unless a checkpoint of its size is stored; returns what is stored.

@@ -4,7 +4,7 @@
 //! from the JetStream stream `TOKENS` ([`nats`]), one more source of
 //! published envelopes ([`source::Record::Published`]).
 //!
-//! - [`verify`]: one pass that checks every event (decode, schema, hash,
+//! - [`verify`](mod@verify): one pass that checks every event (decode, schema, hash,
 //!   position, link, version, domain rules, Merkle root against signed
 //!   checkpoints) and names the first bad position ([`Finding`]).
 //! - [`merkle`]: the RFC 6962 tree over event hashes; proofs by `ct-merkle`.

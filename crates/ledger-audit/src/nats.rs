@@ -104,8 +104,8 @@ pub async fn event_hash(js: &jetstream::Context, position: u64) -> Result<Hash, 
             "the event at sequence {position}, which the range links to, {why}: verify from an earlier position"
         ))
     };
-    let env = Envelope::from_json(&message.payload)
-        .map_err(|e| bad(format!("does not decode ({e})")))?;
+    let env =
+        Envelope::from_json(&message.payload).map_err(|e| bad(format!("does not decode ({e})")))?;
     if env.position != position {
         return Err(bad(format!("says position {}", env.position)));
     }
@@ -182,22 +182,21 @@ impl Reader {
         }
         let messages = self.messages.as_mut().expect("opened above");
         loop {
-            let next =
-                match tokio::time::timeout(self.range.idle_timeout, messages.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        self.done = true;
-                        // Past the stream's last sequence, only a checkpoint's
-                        // events were awaited: the verifier reports them missing.
-                        if self.next > self.range.last {
-                            return None;
-                        }
-                        return Some(Err(source(format!(
+            let next = match tokio::time::timeout(self.range.idle_timeout, messages.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    self.done = true;
+                    // Past the stream's last sequence, only a checkpoint's
+                    // events were awaited: the verifier reports them missing.
+                    if self.next > self.range.last {
+                        return None;
+                    }
+                    return Some(Err(source(format!(
                             "{STREAM_NAME} delivered nothing for {:?} at sequence {} (its last sequence is {})",
                             self.range.idle_timeout, self.next, self.range.last
                         ))));
-                    }
-                };
+                }
+            };
             let message = match next {
                 Some(Ok(m)) => m,
                 Some(Err(e)) => {
@@ -460,4 +459,69 @@ pub async fn latest_checkpoint(
         ))
     })?;
     Ok(Some(crate::SignedCheckpoint::parse(note)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u64) -> Result<Record, AuditError> {
+        Ok(Record::Published {
+            sequence: Some(i),
+            bytes: i.to_be_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn a_blocking_iterator_yields_the_stream_in_order_and_stops_it_when_dropped() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let n = 3 * CHUNK_RECORDS as u64 + 7;
+        let records = futures_util::stream::iter((1..=n).map(record));
+        let seen: Vec<u64> = BlockingRecords::new(runtime.handle(), records)
+            .map(|r| match r.unwrap() {
+                Record::Published {
+                    sequence: Some(s), ..
+                } => s,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(seen, (1..=n).collect::<Vec<_>>());
+
+        // An endless source: the verifier stops early, the task ends with it.
+        let endless = futures_util::stream::iter((1..).map(record));
+        let mut it = BlockingRecords::new(runtime.handle(), endless);
+        assert!(it.next().is_some());
+        let task = it.task.abort_handle();
+        drop(it);
+        assert!(runtime.block_on(async {
+            ledger_testkit::wait_for_async(Duration::from_secs(10), || {
+                let finished = task.is_finished();
+                async move { finished }
+            })
+            .await
+        }));
+    }
+
+    #[test]
+    fn a_read_reaches_the_largest_signed_tree_beyond_the_stream() {
+        let state = StreamState {
+            messages: 5,
+            first_sequence: 1,
+            last_sequence: 5,
+        };
+        let mut plan = StreamPlan::whole_stream();
+        assert_eq!(plan.until(&state), 5);
+        for size in [3, 8] {
+            plan.roots.push(ExpectedRoot {
+                size,
+                root: [0; 32],
+                label: String::new(),
+            });
+        }
+        assert_eq!(plan.until(&state), 8);
+    }
 }

@@ -11,7 +11,7 @@
 //!    reported at its own position; a moved one where it sits);
 //! 5. **link**: `prevHash` is the hash of the event before;
 //! 6. **version**: the token's versions are gap-free from 1;
-//! 7. **rules**: the domain rules would have produced the event ([`crate::rules`]);
+//! 7. **rules**: the domain rules would have produced the event (the `rules` module);
 //! 8. **tree**: the event hash is the next Merkle leaf; when the tree reaches
 //!    the size of a signed checkpoint its root must be the signed root.
 //!

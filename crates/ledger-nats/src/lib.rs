@@ -14,7 +14,10 @@
 //!   `tokens.admin.keys.{rotate|list}` (see the `verify` module);
 //! * the publisher, which copies the sled log into the JetStream stream
 //!   `TOKENS` so that stream sequence = log position (see [`publisher`]'s
-//!   docs for why the log, not the stream, is the durable copy).
+//!   docs for why the log, not the stream, is the durable copy);
+//! * signed checkpoints of the log every N events, every T seconds and at
+//!   shutdown, stored in the data dir and published on `tokens.checkpoint`
+//!   (see [`checkpoints`]).
 //!
 //! Replies: `{"ok": true, "result": ...}`, or `{"ok": false, "error":
 //! {"code", "message", "field"?, "currentVersion"?}}` with the
@@ -26,6 +29,7 @@
 //! reported the events durable; the views are read only after being caught
 //! up to the head, so a caller reads its own writes.
 
+pub mod checkpoints;
 mod commands;
 mod error;
 mod metrics;
@@ -80,6 +84,11 @@ pub struct ServeConfig {
     pub version: String,
     /// Counters, shared with whoever keeps a clone.
     pub metrics: Metrics,
+    /// A signed checkpoint after this many new events (0: no count trigger).
+    pub checkpoint_every_events: u64,
+    /// A signed checkpoint this often when the log grew (zero: no timer).
+    /// One is made at shutdown in any case (see [`checkpoints`]).
+    pub checkpoint_every: Duration,
 }
 
 impl Default for ServeConfig {
@@ -95,6 +104,8 @@ impl Default for ServeConfig {
             service_name: subjects::SERVICE_NAME.to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             metrics: Metrics::default(),
+            checkpoint_every_events: checkpoints::EVERY_EVENTS_DEFAULT,
+            checkpoint_every: checkpoints::EVERY_DEFAULT,
         }
     }
 }
@@ -234,6 +245,7 @@ async fn serve(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let checkpoints = checkpoints::start(&client, store, &config, stop_rx.clone()).await;
     let mut publisher = tokio::spawn(
         publisher::Publisher {
             js: js.clone(),
@@ -250,6 +262,7 @@ async fn serve(
     // Requests have stopped (or never started): let the publisher drain to
     // the head, unless it already ended, which is fatal.
     let _ = stop_tx.send(true);
+    checkpoints.finish().await;
     match served {
         Ok(Some(ended)) => flatten(ended),
         Err(e) => {

@@ -4,7 +4,9 @@
 //!
 //! Read-only subcommands open the data dir's sled database themselves (not
 //! through `Store::open`, which refuses a log that does not verify): they
-//! take the data dir's lock like any command, so stop a server first.
+//! take the data dir's lock like any command, so stop a server first. The
+//! exception is `audit verify --nats URL`, which reads the JetStream stream
+//! `TOKENS` of a running (or stopped) server and never opens the data dir.
 
 use crate::app::Ctx;
 use crate::failure::{
@@ -38,7 +40,13 @@ is wrong are printed, code = the finding kind) or a proof that does not hold;
 
 Checkpoints are signed with the Ed25519 key DATA_DIR/checkpoint-key.json
 (mode 0600) and stored in DATA_DIR/checkpoints/<size>.note; `audit key`
-prints the verifier key to hand to auditors.";
+prints the verifier key to hand to auditors. `tokenledger serve` makes them
+too (every N events or T seconds, and at shutdown) and publishes each note on
+the NATS subject tokens.checkpoint.
+
+`audit verify --nats URL` verifies the JetStream stream TOKENS itself, without
+the data dir (stream sequence = position is checked too); `--from N` starts at
+sequence N, `--checkpoint latest` asks the server for its newest checkpoint.";
 
 /// `audit`.
 #[derive(Subcommand, Debug)]
@@ -88,6 +96,15 @@ pub struct VerifyArgs {
     /// Worker threads for decoding, schema checks and hashing [default: 0, all on one thread].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// With --nats: the first stream sequence to verify [default: 1]; it
+    /// links to the event before it, itself checked alone.
+    #[arg(long, value_name = "N")]
+    pub from: Option<u64>,
+    /// With --nats: how long to wait for the next message (or for the
+    /// events a checkpoint vouches for that the stream has not got yet),
+    /// and for the server's answers, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = NATS_WAIT.as_secs())]
+    pub wait: u64,
 }
 
 /// `audit prove`.
@@ -365,6 +382,16 @@ fn verify(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
     let opts = options(args.threads);
     let mut ticker = Ticker::new("verify");
     let mut warnings = Vec::new();
+    // An explicit --file wins over --nats (which may come from TOKENLEDGER_NATS).
+    if let (None, Some(urls)) = (&args.file, &ctx.nats) {
+        return verify_nats(&args, urls, ctx, &opts, &mut ticker);
+    }
+    if args.from.is_some() {
+        return Err(Failure::invalid(
+            "from",
+            "--from applies to the stream (with --nats URL); an export states its own range",
+        ));
+    }
     match &args.file {
         Some(file) => {
             let key = args.key.as_deref().map(parse_key).transpose()?;
@@ -465,6 +492,132 @@ fn verify(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
             finish_verify(&report, ctx, &[], None)
         }
     }
+}
+
+/// How long `audit verify --nats` waits for a message, or for
+/// `tokens.checkpoint.latest`, by default (`--wait`).
+const NATS_WAIT: Duration = Duration::from_secs(10);
+
+/// `audit verify --nats URL`: the JetStream stream `TOKENS` itself, without
+/// the data dir (see `ledger_audit::nats`). `--checkpoint latest` asks the
+/// server (`tokens.checkpoint.latest`); a file is read as usual. The
+/// checkpoint's signature is checked with `--key`, else the data dir's key
+/// if there is one here, else not at all (with a warning).
+fn verify_nats(
+    args: &VerifyArgs,
+    urls: &[String],
+    ctx: &Ctx,
+    opts: &VerifyOptions,
+    ticker: &mut Ticker,
+) -> Result<(), Failure> {
+    use ledger_audit::nats::{self as source, StreamPlan, CHECKPOINT_LATEST_SUBJECT};
+    let mut warnings = Vec::new();
+    let key = trusted_key(args.key.as_deref(), Some(&ctx.data_dir))?;
+    // The consumer runs on the runtime's worker, the verifier on this thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::internal(format!("tokio runtime: {e}")))?;
+    let shown = urls.join(",");
+    let wait = Duration::from_secs(args.wait.max(1));
+    let client = runtime.block_on(nats_connect(urls, wait))?;
+    let mut roots = Vec::new();
+    if let Some(arg) = &args.checkpoint {
+        let (label, signed) = if arg == "latest" {
+            let signed = runtime
+                .block_on(source::latest_checkpoint(&client, wait))
+                .map_err(fail)?
+                .ok_or_else(|| {
+                    Failure::not_found(format!("the server on {shown} has made no checkpoint yet"))
+                })?;
+            (CHECKPOINT_LATEST_SUBJECT.to_owned(), signed)
+        } else {
+            load_checkpoint_arg(arg, &ctx.data_dir)?
+        };
+        check_signature(&signed, key.as_ref(), &label, &mut warnings)?;
+        roots.push(ExpectedRoot {
+            size: signed.checkpoint.size,
+            root: signed.checkpoint.root,
+            label,
+        });
+    }
+    warn(&warnings);
+    let plan = StreamPlan {
+        from: args.from.unwrap_or(1).max(1),
+        roots,
+        idle_timeout: wait,
+    };
+    let js = {
+        // The context spawns its acker task on the current runtime.
+        let _entered = runtime.enter();
+        async_nats::jetstream::new(client)
+    };
+    let verified = source::verify_stream(
+        runtime.handle(),
+        &js,
+        plan,
+        opts,
+        &mut ledger_audit::verify::NoObserver,
+        &mut |p| ticker.tick(p),
+    )
+    .map_err(fail)?;
+    let st = verified.state;
+    let extra = vec![(
+        "stream".to_owned(),
+        format!(
+            "{} on {shown}: {} message(s), sequences {}..={}",
+            source::STREAM_NAME,
+            st.messages,
+            st.first_sequence,
+            st.last_sequence
+        ),
+    )];
+    finish_verify(
+        &verified.report,
+        ctx,
+        &extra,
+        Some(json!({
+            "stream": {
+                "name": source::STREAM_NAME,
+                "urls": urls,
+                "state": st,
+            }
+        })),
+    )
+}
+
+/// Connects to NATS for `audit verify --nats`; unreachable is `unavailable` (exit 3).
+async fn nats_connect(urls: &[String], wait: Duration) -> Result<async_nats::Client, Failure> {
+    let unavailable = |why: String| {
+        Failure::from(ledger_core::Rejection::new(
+            ledger_core::ErrorCode::Unavailable,
+            why,
+        ))
+    };
+    let mut addrs = Vec::with_capacity(urls.len());
+    for u in urls {
+        addrs.push(u.trim().parse::<async_nats::ServerAddr>().map_err(|e| {
+            Failure::invalid(
+                "nats",
+                format!("{u:?} is not a NATS URL (e.g. nats://127.0.0.1:4222): {e}"),
+            )
+        })?);
+    }
+    if addrs.is_empty() {
+        return Err(Failure::invalid("nats", "give at least one NATS URL"));
+    }
+    async_nats::ConnectOptions::new()
+        .name("tokenledger-audit")
+        .connection_timeout(wait)
+        .connect(addrs)
+        .await
+        .map_err(|e| {
+            unavailable(format!(
+                "cannot connect to NATS on {} ({e})",
+                urls.join(",")
+            ))
+        })
 }
 
 fn finish_verify(

@@ -2,8 +2,13 @@
 //!
 //! The data dir is opened once and held for the life of the process (sled's
 //! lock makes a second server on the same dir refuse with exit code 4).
-//! SIGTERM stops taking requests, lets in-flight ones finish, drains the
-//! publisher, flushes the store, and exits 0.
+//! SIGTERM stops taking requests, lets in-flight ones finish, signs a last
+//! checkpoint (if the log grew), drains the publisher, flushes the store, and
+//! exits 0.
+//!
+//! Checkpoints: every `--checkpoint-every-events` events, every
+//! `--checkpoint-every-secs` when the log grew, and at shutdown, a signed
+//! note in `DATA_DIR/checkpoints/`, published on `tokens.checkpoint`.
 
 use crate::app::Ctx;
 use crate::failure::Failure;
@@ -27,6 +32,12 @@ pub struct ServeArgs {
     /// Publish acks kept in flight.
     #[arg(long, default_value_t = 512)]
     pub ack_window: usize,
+    /// Sign a checkpoint after this many new events (0: no count trigger).
+    #[arg(long, value_name = "N", default_value_t = ledger_nats::checkpoints::EVERY_EVENTS_DEFAULT)]
+    pub checkpoint_every_events: u64,
+    /// Sign a checkpoint this often, in seconds, when the log grew (0: no timer).
+    #[arg(long, value_name = "SECS", default_value_t = ledger_nats::checkpoints::EVERY_DEFAULT.as_secs())]
+    pub checkpoint_every_secs: u64,
 }
 
 /// Runs the server until a termination signal.
@@ -40,6 +51,8 @@ pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
         stream_replicas: args.stream_replicas,
         duplicate_window: Duration::from_secs(args.duplicate_window_secs),
         ack_window: args.ack_window,
+        checkpoint_every_events: args.checkpoint_every_events,
+        checkpoint_every: Duration::from_secs(args.checkpoint_every_secs),
         ..ServeConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,515 @@
+//! `tokenledger audit verify --nats URL` and the server's signed checkpoints,
+//! against a real nats-server (JetStream).
+//!
+//! * A served ledger: after some commands its stream verifies without the
+//!   data dir, with the data dir's head hash and Merkle root; a subscriber
+//!   on `tokens.checkpoint` gets a note after N events and another at
+//!   SIGTERM, each stored as `checkpoints/<size>.note`, each checking out
+//!   against the stream (`--checkpoint FILE`, `--checkpoint latest`).
+//! * Hand-made streams `TOKENS` on a fresh nats-server (the real one denies
+//!   deletes, so it cannot be tampered with through NATS): one bad hash is
+//!   named at its position; a suffix rewritten with recomputed hashes passes
+//!   alone but fails a signed checkpoint of the honest history; a stream
+//!   shorter than a checkpoint is truncated.
+//!
+//! Nothing waits by sleeping: a test waits for a message, a process, or a
+//! condition polled with a deadline.
+
+use async_nats::jetstream::{self, stream};
+use futures_util::StreamExt;
+use ledger_audit::merkle::{leaf_hash, parse_hash, Accumulator};
+use ledger_audit::{Checkpoint, CheckpointKey, SignedCheckpoint};
+use ledger_core::event::{ClientTokenIssued, ClientTokenUpdated, JwtRef, StampMeta, GENESIS_HASH};
+use ledger_core::{Agent, AgentType, Envelope, EventData, EventDraft, Timestamp, TokenKind};
+use ledger_testkit::{wait_for_async, NatsServer};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use uuid::Uuid;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
+const MASTER_HEX: &str = "5f1d8a0c2b7e4f6a9c3d2e1f0a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b";
+const DEADLINE: Duration = Duration::from_secs(60);
+const EXIT_FINDING: i32 = 5;
+/// The server signs a checkpoint after this many new events.
+const EVERY: u64 = 4;
+/// Commands (one event each) sent to the server.
+const COMMANDS: u64 = 6;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The finding of a failed `--json` verify: (position, kind, until).
+    fn finding(&self) -> (u64, String, Option<u64>) {
+        assert_eq!(
+            self.code, EXIT_FINDING,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        let f = &self.json()["finding"];
+        (
+            f["position"].as_u64().unwrap(),
+            f["kind"].as_str().unwrap().to_owned(),
+            f["until"].as_u64(),
+        )
+    }
+}
+
+/// Runs the binary with a clean environment (no data dir, NATS or workspace from outside).
+fn run(data: &Path, args: &[&str]) -> Run {
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("TOKENLEDGER_WORKSPACE")
+        .env_remove("TOKENLEDGER_DATA_DIR")
+        .env_remove("TOKENLEDGER_NATS")
+        .output()
+        .expect("run tokenledger");
+    Run {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// `audit verify --nats URL --json ...` with a data dir that must stay absent.
+fn verify_stream(url: &str, extra: &[&str]) -> Run {
+    let nowhere = tempfile::tempdir().unwrap();
+    let data = nowhere.path().join("no-data-dir");
+    let mut args = vec!["--json", "--nats", url, "audit", "verify"];
+    args.extend_from_slice(extra);
+    let r = run(&data, &args);
+    assert!(!data.exists(), "audit verify --nats created a data dir");
+    r
+}
+
+fn serve(data: &Path, url: &str) -> Child {
+    Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--nats", url])
+        .args(["--checkpoint-every-events", &EVERY.to_string()])
+        .args(["--checkpoint-every-secs", "3600"])
+        .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
+        .env_remove("TOKENLEDGER_NATS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tokenledger serve")
+}
+
+async fn ready(client: &async_nats::Client) -> bool {
+    wait_for_async(DEADLINE, || async {
+        matches!(
+            tokio::time::timeout(
+                Duration::from_millis(500),
+                client.request("tokens.query.acme.list", "{}".into())
+            )
+            .await,
+            Ok(Ok(_))
+        )
+    })
+    .await
+}
+
+async fn issue(client: &async_nats::Client, i: u64) -> u64 {
+    let body = json!({
+        "commandId": Uuid::new_v4().to_string(),
+        "workspaceId": "acme",
+        "actor": {"agentId": "auditor-test", "agentType": "service"},
+        "name": format!("token-{i}"),
+    });
+    let reply = client
+        .request(
+            "tokens.cmd.acme.issue_client_token",
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .expect("reply");
+    let v: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(v["ok"], json!(true), "{v}");
+    v["result"]["positions"][0].as_u64().unwrap()
+}
+
+/// The next note on `sub`, parsed.
+async fn next_note(sub: &mut async_nats::Subscriber) -> SignedCheckpoint {
+    let m = tokio::time::timeout(DEADLINE, sub.next())
+        .await
+        .expect("a checkpoint note in time")
+        .expect("subscription open");
+    SignedCheckpoint::parse(std::str::from_utf8(&m.payload).unwrap()).expect("a signed note")
+}
+
+async fn stream_last(js: &jetstream::Context) -> u64 {
+    match js.get_stream("TOKENS").await {
+        Ok(s) => s.cached_info().state.last_sequence,
+        Err(_) => 0,
+    }
+}
+
+fn nats_term(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM");
+}
+
+fn note_file(data: &Path, size: u64) -> PathBuf {
+    data.join("checkpoints").join(format!("{size:020}.note"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_ledger_verifies_from_its_stream_and_publishes_checkpoints() {
+    let nats = NatsServer::start().unwrap();
+    let url = nats.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut notes = client.subscribe("tokens.checkpoint").await.unwrap();
+    client.flush().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+
+    let mut server = serve(&data, &url);
+    assert!(ready(&client).await, "the server did not become ready");
+    for i in 1..=COMMANDS {
+        assert_eq!(issue(&client, i).await, i);
+    }
+
+    // A note once EVERY events are in (the head may have moved on by then).
+    let first = next_note(&mut notes).await;
+    let size = first.checkpoint.size;
+    assert!(
+        (EVERY..=COMMANDS).contains(&size),
+        "first checkpoint of {size} events"
+    );
+    assert_eq!(
+        std::fs::read_to_string(note_file(&data, size)).unwrap(),
+        first.note,
+        "the published note is the stored one"
+    );
+    // The newest one is asked for on tokens.checkpoint.latest.
+    let latest = client
+        .request("tokens.checkpoint.latest", "".into())
+        .await
+        .unwrap();
+    let latest: Value = serde_json::from_slice(&latest.payload).unwrap();
+    assert_eq!(latest["ok"], json!(true), "{latest}");
+    assert_eq!(latest["result"]["note"], json!(first.note));
+    assert_eq!(latest["result"]["size"], json!(size));
+
+    // The key an auditor is handed (the server created it; no lock needed).
+    let key = run(&data, &["audit", "key"]).ok().stdout.trim().to_owned();
+    first
+        .verify(&ledger_audit::VerifierKey::parse(&key).unwrap())
+        .unwrap();
+
+    // The stream, once published, verifies without the data dir.
+    assert!(
+        wait_for_async(DEADLINE, || async { stream_last(&js).await == COMMANDS }).await,
+        "publication did not catch up"
+    );
+    let live = verify_stream(&url, &[]).ok().json();
+    assert_eq!(live["summary"]["events"], json!(COMMANDS));
+    assert_eq!(live["summary"]["headPosition"], json!(COMMANDS));
+    assert_eq!(live["stream"]["state"]["lastSequence"], json!(COMMANDS));
+    let r = verify_stream(&url, &["--checkpoint", "latest", "--key", &key])
+        .ok()
+        .json();
+    assert_eq!(
+        r["summary"]["checkpoints"],
+        json!([{"size": size, "label": "tokens.checkpoint.latest", "outcome": "matches"}])
+    );
+    let from = verify_stream(&url, &["--from", "3"]).ok().json();
+    assert_eq!(from["summary"]["firstPosition"], json!(3));
+    assert_eq!(from["summary"]["events"], json!(COMMANDS - 2));
+    assert_eq!(from["summary"]["headHash"], live["summary"]["headHash"]);
+
+    // SIGTERM: one more note, of the whole log.
+    nats_term(&server);
+    let status = server.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit cleanly: {status}");
+    let last = next_note(&mut notes).await;
+    assert_eq!(last.checkpoint.size, COMMANDS);
+    let last_file = note_file(&data, COMMANDS);
+    assert_eq!(std::fs::read_to_string(&last_file).unwrap(), last.note);
+
+    // The data dir agrees with the stream, and both checkpoints hold on it.
+    let local = run(&data, &["--json", "audit", "verify"]).ok().json();
+    assert_eq!(local["summary"]["headHash"], live["summary"]["headHash"]);
+    assert_eq!(
+        local["summary"]["merkleRoot"],
+        live["summary"]["merkleRoot"]
+    );
+    let outcomes: Vec<&Value> = local["summary"]["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["outcome"])
+        .collect();
+    assert_eq!(outcomes, [&json!("matches"), &json!("matches")]);
+
+    // The note received at SIGTERM, as a file, proves the stream unchanged.
+    let received = dir.path().join("received.note");
+    std::fs::write(&received, &last.note).unwrap();
+    let r = verify_stream(
+        &url,
+        &["--checkpoint", received.to_str().unwrap(), "--key", &key],
+    )
+    .ok()
+    .json();
+    assert_eq!(r["summary"]["checkpoints"][0]["outcome"], json!("matches"));
+    assert_eq!(r["summary"]["headHash"], live["summary"]["headHash"]);
+    // A wrong key is a finding (exit 5), before anything is read.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = CheckpointKey::load_or_create(&other_dir).unwrap();
+    let r = verify_stream(
+        &url,
+        &[
+            "--checkpoint",
+            received.to_str().unwrap(),
+            "--key",
+            &other.verifier().to_string(),
+        ],
+    );
+    assert_eq!(r.code, EXIT_FINDING, "stderr: {}", r.stderr);
+}
+
+/// A legal chain of `n` events on one client token: issued, then renamed.
+fn chain(n: u64, names: &str) -> Vec<Envelope> {
+    let token = Uuid::new_v4();
+    let actor = Agent {
+        agent_id: "crafted".into(),
+        agent_type: AgentType::Service,
+    };
+    let t0 = Timestamp::parse("2026-03-01T00:00:00.000Z").unwrap();
+    let mut prev = GENESIS_HASH.to_owned();
+    (1..=n)
+        .map(|p| {
+            let at = Timestamp::from_millis(t0.millis() + p as i64).unwrap();
+            let data = if p == 1 {
+                EventData::ClientTokenIssued(ClientTokenIssued {
+                    expires: None,
+                    import: None,
+                    issued_at: at,
+                    jwt: JwtRef {
+                        exp: None,
+                        iat: at.secs(),
+                        jti: Uuid::now_v7().to_string(),
+                        kid: "3f9a1c0b5e7d2a64".into(),
+                    },
+                    name: Some(format!("{names}-1")),
+                    permission_groups: vec![],
+                    provided_resource_id: None,
+                })
+            } else {
+                EventData::ClientTokenUpdated(ClientTokenUpdated {
+                    name: Some(Some(format!("{names}-{p}"))),
+                    ..Default::default()
+                })
+            };
+            let (env, _) = EventDraft {
+                token_id: token,
+                token_kind: TokenKind::Client,
+                workspace_id: "acme".into(),
+                version: p,
+                data,
+            }
+            .stamp(StampMeta {
+                event_id: Uuid::now_v7(),
+                position: p,
+                occurred_at: at,
+                actor: actor.clone(),
+                command_id: Uuid::new_v4(),
+                correlation_id: None,
+                prev_hash: std::mem::take(&mut prev),
+            });
+            prev = env.hash.clone();
+            env
+        })
+        .collect()
+}
+
+/// The same chain from position `from` on, rewritten: other names, every
+/// hash and link recomputed (positions, versions and the token unchanged).
+fn rewrite_from(events: &[Envelope], from: u64) -> Vec<Envelope> {
+    let mut out: Vec<Envelope> = Vec::with_capacity(events.len());
+    for env in events {
+        let mut env = env.clone();
+        if env.position >= from {
+            if let EventData::ClientTokenUpdated(u) = &mut env.data {
+                u.name = Some(Some(format!("rewritten-{}", env.position)));
+            }
+            env.prev_hash = out.last().unwrap().hash.clone();
+            env.hash = env.computed_hash();
+        }
+        out.push(env);
+    }
+    out
+}
+
+/// Creates `TOKENS` as the server does and publishes `bodies` as sequences 1, 2, ...
+async fn publish(js: &jetstream::Context, events: &[Envelope], bodies: Vec<Vec<u8>>) {
+    js.create_stream(stream::Config {
+        name: "TOKENS".into(),
+        subjects: vec!["tokens.evt.>".into()],
+        storage: stream::StorageType::File,
+        deny_delete: true,
+        deny_purge: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (env, body) in events.iter().zip(bodies) {
+        let subject = format!(
+            "tokens.evt.{}.{}.{}",
+            env.workspace_id,
+            env.token_id,
+            env.event_type()
+        );
+        let ack = js
+            .publish(subject, body.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(ack.sequence, env.position);
+    }
+}
+
+/// A checkpoint of `events` signed with a key made in `dir`; returns (note file, verifier key).
+fn sign(dir: &Path, events: &[Envelope]) -> (PathBuf, String) {
+    let key = CheckpointKey::load_or_create(dir).unwrap();
+    let mut acc = Accumulator::new();
+    for env in events {
+        acc.push_leaf_hash(leaf_hash(&parse_hash(&env.hash).unwrap()));
+    }
+    let signed = SignedCheckpoint::sign(
+        Checkpoint {
+            origin: key.origin().to_owned(),
+            size: events.len() as u64,
+            root: acc.root(),
+            time: Some(Timestamp::parse("2026-03-02T00:00:00Z").unwrap()),
+        },
+        key.signer(),
+    );
+    let file = dir.join("honest.note");
+    std::fs::write(&file, &signed.note).unwrap();
+    (file, key.verifier().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_hash_in_the_stream_is_named_at_its_position() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let events = chain(10, "crafted");
+    let mut bodies: Vec<Vec<u8>> = events.iter().map(|e| e.to_json_bytes()).collect();
+    // Event 6 renamed after it was hashed: its recorded hash no longer matches.
+    let mut tampered: Value = serde_json::from_slice(&bodies[5]).unwrap();
+    tampered["data"]["name"] = json!("forged");
+    bodies[5] = serde_json::to_vec(&tampered).unwrap();
+    publish(&js, &events, bodies).await;
+
+    let url = nats.url();
+    let r = verify_stream(&url, &[]);
+    assert_eq!(r.finding(), (6, "hash_mismatch".to_owned(), None));
+    assert_eq!(
+        r.json()["summary"]["headPosition"],
+        json!(5),
+        "verified up to the finding"
+    );
+    // A range after the bad event links to event 7, checked alone, and passes.
+    let tail = verify_stream(&url, &["--from", "8"]).ok().json();
+    assert_eq!(tail["summary"]["firstPosition"], json!(8));
+    assert_eq!(tail["summary"]["headHash"], json!(events[9].hash));
+    // A range that would link to the bad event cannot start there.
+    let r = verify_stream(&url, &["--from", "7"]);
+    assert_eq!(r.code, 2, "stderr: {}", r.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_stream_fails_the_checkpoint_of_the_honest_one() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let honest = chain(10, "honest");
+    let dir = tempfile::tempdir().unwrap();
+    let (note, key) = sign(dir.path(), &honest);
+    let rewritten = rewrite_from(&honest, 6);
+    let bodies = rewritten.iter().map(|e| e.to_json_bytes()).collect();
+    publish(&js, &rewritten, bodies).await;
+
+    let url = nats.url();
+    // Every hash and link recomputes: alone, the stream passes.
+    let alone = verify_stream(&url, &[]).ok().json();
+    assert_eq!(alone["summary"]["headHash"], json!(rewritten[9].hash));
+    // The honest checkpoint does not.
+    let r = verify_stream(
+        &url,
+        &["--checkpoint", note.to_str().unwrap(), "--key", &key],
+    );
+    assert_eq!(
+        r.finding(),
+        (1, "checkpoint_mismatch".to_owned(), Some(10)),
+        "{}",
+        r.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_shorter_than_a_checkpoint_is_truncated() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let events = chain(8, "short");
+    let dir = tempfile::tempdir().unwrap();
+    let (note, key) = sign(dir.path(), &events);
+    let kept = &events[..6];
+    publish(&js, kept, kept.iter().map(|e| e.to_json_bytes()).collect()).await;
+
+    // The reader waits (--wait) for the two events the checkpoint vouches for.
+    let r = verify_stream(
+        &nats.url(),
+        &[
+            "--checkpoint",
+            note.to_str().unwrap(),
+            "--key",
+            &key,
+            "--wait",
+            "1",
+        ],
+    );
+    assert_eq!(
+        r.finding(),
+        (7, "truncated".to_owned(), Some(8)),
+        "{}",
+        r.stdout
+    );
+}
