@@ -8,6 +8,10 @@ WORKDIR /src
 # image even without a .dockerignore).
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
+# ledger-catalogue embeds the event schemas with include_str!, and the CLI's
+# manifest names its integration tests under tests/.
+COPY events ./events
+COPY tests ./tests
 
 # The cache mounts keep the registry and target/ between builds; the binary is
 # copied out of target/ in the same step because the mount is not in the image.
