@@ -13,12 +13,11 @@
 use crate::note::{NoteSigner, VerifierKey};
 use crate::AuditError;
 use ed25519_dalek::SigningKey;
+use ledger_crypto::fsutil;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use zeroize::Zeroizing;
 
 /// File name of the key in the data dir.
@@ -117,114 +116,36 @@ impl CheckpointKey {
     }
 }
 
+/// Maps the shared private-file helpers' errors (ledger-crypto's) to ours.
+fn key_file_error(path: &Path, e: ledger_crypto::CryptoError) -> AuditError {
+    match e {
+        ledger_crypto::CryptoError::Io { op, path, source } => AuditError::io(op, path, source),
+        other => AuditError::KeyFile {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 fn read_private(path: &Path) -> Result<Option<Zeroizing<Vec<u8>>>, AuditError> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(AuditError::io("open", path, e)),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| AuditError::io("stat", path, e))?;
-    let mode = file_mode(&meta);
-    if !meta.is_file() || mode & 0o077 != 0 {
-        return Err(AuditError::KeyFile {
-            path: path.to_path_buf(),
-            reason: format!("must be a regular file with mode 0600 or stricter (found {mode:o})"),
-        });
-    }
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(KEY_FILE_BYTES_MAX + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| AuditError::io("read", path, e))?;
-    if bytes.len() as u64 > KEY_FILE_BYTES_MAX {
-        return Err(AuditError::KeyFile {
-            path: path.to_path_buf(),
-            reason: "file too large".into(),
-        });
-    }
-    Ok(Some(bytes))
+    fsutil::read_private(path, KEY_FILE_BYTES_MAX).map_err(|e| key_file_error(path, e))
 }
 
 /// Creates `dir/name` with `bytes` (mode 0600) unless it exists.
 fn create_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool, AuditError> {
-    fs::create_dir_all(dir).map_err(|e| AuditError::io("create directory", dir, e))?;
-    let target = dir.join(name);
-    let tmp = write_temp(dir, name, bytes, true)?;
-    let linked = fs::hard_link(&tmp, &target);
-    let _ = fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            sync_dir(dir)?;
-            Ok(true)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(AuditError::io("link", &target, e)),
-    }
+    fsutil::ensure_dir(dir).map_err(|e| key_file_error(dir, e))?;
+    fsutil::create_private(dir, name, bytes).map_err(|e| key_file_error(&dir.join(name), e))
 }
 
-/// Writes `dir/name` atomically: temporary file, fsync, rename, fsync dir.
+/// Writes `dir/name` (mode 0644: checkpoints are public) atomically.
 pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), AuditError> {
-    let target = dir.join(name);
-    let tmp = write_temp(dir, name, bytes, false)?;
-    if let Err(e) = fs::rename(&tmp, &target) {
-        let _ = fs::remove_file(&tmp);
-        return Err(AuditError::io("rename", &target, e));
-    }
-    sync_dir(dir)
-}
-
-fn write_temp(dir: &Path, name: &str, bytes: &[u8], private: bool) -> Result<PathBuf, AuditError> {
-    let mut suffix = [0u8; 8];
-    OsRng.fill_bytes(&mut suffix);
-    let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(suffix)));
-    let mut options = OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(if private { 0o600 } else { 0o644 });
-    }
-    #[cfg(not(unix))]
-    let _ = private;
-    let mut file = options
-        .open(&tmp)
-        .map_err(|e| AuditError::io("create", &tmp, e))?;
-    let written = file
-        .write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| AuditError::io("write", &tmp, e));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(tmp)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), AuditError> {
-    #[cfg(unix)]
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| AuditError::io("sync directory", dir, e))?;
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
-}
-
-#[cfg(unix)]
-fn file_mode(meta: &fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o7777
-}
-
-#[cfg(not(unix))]
-fn file_mode(_meta: &fs::Metadata) -> u32 {
-    0o600
+    fsutil::replace_file(dir, name, bytes, 0o644).map_err(|e| key_file_error(&dir.join(name), e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn the_key_is_created_once_private_and_reloaded() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 /// Creates `dir` (0700 on Unix) if it does not exist yet.
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), CryptoError> {
+pub fn ensure_dir(dir: &Path) -> Result<(), CryptoError> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -25,7 +25,7 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), CryptoError> {
 ///
 /// The mode is checked on the opened handle, not the path, so the file that is
 /// checked is the file that is read.
-pub(crate) fn read_private(
+pub fn read_private(
     path: &Path,
     max_len_bytes: u64,
 ) -> Result<Option<Zeroizing<Vec<u8>>>, CryptoError> {
@@ -64,9 +64,9 @@ pub(crate) fn read_private(
 /// The content goes to a temporary file first and is hard-linked into place, so a
 /// crash or a concurrent reader never sees a half-written key file, and of two
 /// processes racing to create it exactly one wins.
-pub(crate) fn create_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool, CryptoError> {
+pub fn create_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<bool, CryptoError> {
     let target = dir.join(name);
-    let tmp = write_temp(dir, name, bytes)?;
+    let tmp = write_temp(dir, name, bytes, 0o600)?;
     let linked = fs::hard_link(&tmp, &target);
     let _ = fs::remove_file(&tmp);
     match linked {
@@ -79,10 +79,15 @@ pub(crate) fn create_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<boo
     }
 }
 
-/// Replaces `dir/name` with `bytes` atomically (temporary file, fsync, rename, fsync dir).
-pub(crate) fn replace_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CryptoError> {
+/// Replaces `dir/name` with `bytes` atomically (temporary file, fsync, rename, fsync dir), mode 0600.
+pub fn replace_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), CryptoError> {
+    replace_file(dir, name, bytes, 0o600)
+}
+
+/// Replaces `dir/name` with `bytes` atomically, created with `mode` (Unix).
+pub fn replace_file(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<(), CryptoError> {
     let target = dir.join(name);
-    let tmp = write_temp(dir, name, bytes)?;
+    let tmp = write_temp(dir, name, bytes, mode)?;
     if let Err(e) = fs::rename(&tmp, &target) {
         let _ = fs::remove_file(&tmp);
         return Err(CryptoError::io("rename", &target, e));
@@ -90,7 +95,12 @@ pub(crate) fn replace_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<()
     sync_dir(dir)
 }
 
-fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> Result<std::path::PathBuf, CryptoError> {
+fn write_temp(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    mode: u32,
+) -> Result<std::path::PathBuf, CryptoError> {
     let suffix: [u8; 8] = random_bytes();
     let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(suffix)));
     let mut options = OpenOptions::new();
@@ -98,8 +108,10 @@ fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> Result<std::path::PathBuf
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(mode);
     }
+    #[cfg(not(unix))]
+    let _ = mode;
     let mut file = options
         .open(&tmp)
         .map_err(|e| CryptoError::io("create", &tmp, e))?;

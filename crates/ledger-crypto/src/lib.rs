@@ -9,7 +9,7 @@
 //! (`master.key`, `jwt-keys.json`); it knows nothing about the log, NATS or tokio.
 
 mod error;
-mod fsutil;
+pub mod fsutil;
 pub mod jwt;
 mod secrets;
 
