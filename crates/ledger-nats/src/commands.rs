@@ -10,12 +10,11 @@ use serde_json::{json, Value};
 /// What a command handler needs.
 pub(crate) struct CommandContext {
     pub store: Store,
-    pub max_payload_bytes: usize,
 }
 
 /// Handles one command request; the reply's `result` or the rejection.
 ///
-/// Order of checks: size, subject, JSON and field rules (`parse`), the
+/// Order of checks (after the size, checked for every endpoint): subject, JSON and field rules (`parse`), the
 /// body's workspace against the subject's, then the store. Nothing is
 /// appended unless every check before the store passed.
 pub(crate) async fn handle(
@@ -24,16 +23,6 @@ pub(crate) async fn handle(
     subject: &str,
     payload: &[u8],
 ) -> Result<Value, Rejection> {
-    if payload.len() > ctx.max_payload_bytes {
-        return Err(Rejection::invalid(
-            "body",
-            format!(
-                "command is {} bytes, larger than the limit of {} bytes",
-                payload.len(),
-                ctx.max_payload_bytes
-            ),
-        ));
-    }
     let workspace = subject_workspace(subject)?;
     let cmd = command::parse(name, payload)?;
     if cmd.workspace_id != workspace {

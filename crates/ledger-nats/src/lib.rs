@@ -192,6 +192,8 @@ enum Route {
 
 /// What every request handler shares.
 struct Shared {
+    /// Largest request body any endpoint accepts.
+    max_payload_bytes: usize,
     commands: CommandContext,
     queries: QueryContext,
     verify: verify::VerifyContext,
@@ -208,12 +210,12 @@ async fn serve(
     tokio::pin!(shutdown);
     let metrics = config.metrics.clone();
     let shared = Arc::new(Shared {
+        max_payload_bytes: config.max_payload_bytes,
         commands: CommandContext {
             store: store.clone(),
-            max_payload_bytes: config.max_payload_bytes,
         },
-        queries: QueryContext::new(store.clone(), config.max_payload_bytes)?,
-        verify: verify::VerifyContext::new(store.clone(), config.max_payload_bytes),
+        queries: QueryContext::new(store.clone())?,
+        verify: verify::VerifyContext::new(store.clone()),
         metrics: metrics.clone(),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
     });
@@ -530,6 +532,17 @@ async fn handle(
 ) -> Result<Value, Rejection> {
     let subject = request.message.subject.as_str();
     let payload = request.message.payload.as_ref();
+    // One limit for every endpoint, checked before anything is parsed.
+    if payload.len() > shared.max_payload_bytes {
+        return Err(Rejection::invalid(
+            "body",
+            format!(
+                "request is {} bytes, larger than the limit of {} bytes",
+                payload.len(),
+                shared.max_payload_bytes
+            ),
+        ));
+    }
     match route {
         Route::Command(name) => commands::handle(&shared.commands, name, subject, payload).await,
         Route::Query(query) => queries::handle(&shared.queries, query, subject, payload).await,

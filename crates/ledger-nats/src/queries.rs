@@ -54,11 +54,10 @@ pub(crate) struct QueryContext {
     /// The projector's checkpoint, readable without its lock.
     applied: watch::Receiver<u64>,
     views: Views,
-    max_payload_bytes: usize,
 }
 
 impl QueryContext {
-    pub fn new(store: Store, max_payload_bytes: usize) -> Result<QueryContext, NatsError> {
+    pub fn new(store: Store) -> Result<QueryContext, NatsError> {
         let projector = Projector::open(store.db())
             .map_err(|e| NatsError::Views(format!("opening the views: {e}")))?;
         Ok(QueryContext {
@@ -66,7 +65,6 @@ impl QueryContext {
             applied: projector.subscribe(),
             views: projector.views(),
             projector: Arc::new(tokio::sync::Mutex::new(projector)),
-            max_payload_bytes,
         })
     }
 
@@ -115,16 +113,6 @@ pub(crate) async fn handle(
     subject: &str,
     payload: &[u8],
 ) -> Result<Value, Rejection> {
-    if payload.len() > ctx.max_payload_bytes {
-        return Err(Rejection::invalid(
-            "body",
-            format!(
-                "query is {} bytes, larger than the limit of {} bytes",
-                payload.len(),
-                ctx.max_payload_bytes
-            ),
-        ));
-    }
     let workspace = subject_workspace(subject)?.to_owned();
     match query {
         Query::Get => get(ctx, workspace, body(payload)?).await,

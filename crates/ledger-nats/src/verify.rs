@@ -65,15 +65,13 @@ impl KeyRoute {
 pub(crate) struct VerifyContext {
     store: Store,
     verifier: Verifier,
-    max_payload_bytes: usize,
 }
 
 impl VerifyContext {
-    pub fn new(store: Store, max_payload_bytes: usize) -> VerifyContext {
+    pub fn new(store: Store) -> VerifyContext {
         VerifyContext {
             verifier: Verifier::new(store.clone()),
             store,
-            max_payload_bytes,
         }
     }
 }
@@ -106,16 +104,6 @@ pub(crate) async fn handle(
     route: KeyRoute,
     payload: &[u8],
 ) -> Result<Value, Rejection> {
-    if payload.len() > ctx.max_payload_bytes {
-        return Err(Rejection::invalid(
-            "body",
-            format!(
-                "request is {} bytes, larger than the limit of {} bytes",
-                payload.len(),
-                ctx.max_payload_bytes
-            ),
-        ));
-    }
     match route {
         KeyRoute::Verify => {
             let b: VerifyBody = body(payload)?;
