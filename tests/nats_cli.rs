@@ -808,3 +808,53 @@ fn watch_stops_cleanly_on_sigterm_and_sigint() {
         assert!(stdout.is_empty());
     }
 }
+
+#[test]
+fn watch_shows_the_local_verifier_dropping_a_revoked_string() {
+    let stack = Stack::start();
+    let cli = stack.cli();
+    let issued = cli.json(&["issue", "--name", "gateway"]);
+    let id = id_of(&issued);
+    let token_str = issued["token"]["tokenStr"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token.jwt");
+    std::fs::write(&file, &token_str).unwrap();
+
+    let watch = Watch::spawn(
+        &cli,
+        &[
+            "--json",
+            "--count",
+            "2",
+            "--verify-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    watch.subscribed();
+    cli.json(&["assign", &id, "--group", "readers"]);
+    let revoked = cli.json(&["revoke", &id, "--reason", "leaked"]);
+    let (code, stdout) = watch.finish();
+    assert_eq!(code, 0);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    // active at start; the assignment keeps it active (no new verdict line);
+    // the revocation turns it inactive right after that event.
+    assert_eq!(
+        lines[0],
+        serde_json::json!({"localVerifier": {"active": true}})
+    );
+    assert_eq!(lines[1]["type"], "permission_groups_assigned");
+    assert_eq!(lines[2]["type"], "token_revoked");
+    assert_eq!(
+        lines[3],
+        serde_json::json!({"localVerifier": {"active": false, "reason": "revoked",
+                                 "afterPosition": positions(&revoked)[0]}})
+    );
+    assert_eq!(lines.len(), 4);
+    assert!(
+        !stdout.contains(&token_str),
+        "the string itself is never printed"
+    );
+}

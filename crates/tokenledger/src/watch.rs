@@ -14,7 +14,7 @@ use crate::output::agent;
 use crate::remote;
 use clap::Args;
 use futures_util::StreamExt;
-use ledger_client::{EventFilter, StartFrom};
+use ledger_client::{EventFilter, LocalVerifier, StartFrom};
 use ledger_core::event::AssignedPermissionGroup;
 use ledger_core::{validate, Envelope, EventData, EventType, SealedSecret};
 use serde_json::{json, Value};
@@ -41,6 +41,11 @@ pub struct WatchArgs {
     /// Stop after N events (exit 0).
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Also run a local verifier (as a gateway would) on the token string in
+    /// FILE ("-": stdin) and print its verdict whenever it changes: shows a
+    /// revoked, trashed or rotated string going inactive as the event arrives.
+    #[arg(long, value_name = "FILE")]
+    pub verify_file: Option<std::path::PathBuf>,
 }
 
 /// Parses `--type`, listing the known types when it is none of them.
@@ -74,6 +79,11 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
         (None, false) => StartFrom::New,
     };
     let json_out = ctx.json;
+    let token_str = match &args.verify_file {
+        None => None,
+        Some(path) => Some(read_token_str(path)?),
+    };
+    let workspace = ctx.workspace.clone();
     remote::runtime()?.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         // Installed before subscribing: a signal after "watching" is a clean stop.
@@ -85,11 +95,28 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
             .subscribe(filter.clone(), from)
             .await
             .map_err(|e| remote::failure(e, urls, None))?;
+        let verifier = match &token_str {
+            None => None,
+            Some(_) => Some(
+                LocalVerifier::start(client.clone(), workspace.as_deref())
+                    .await
+                    .map_err(|e| remote::failure(e, urls, None))?,
+            ),
+        };
         eprintln!(
             "watching {} from position {}",
             describe(&filter),
             events.next_position()
         );
+        let mut verdict = None;
+        if let (Some(v), Some(t)) = (&verifier, &token_str) {
+            verdict = Some(verifier_verdict(v, t));
+            emit(&verdict_line(
+                verdict.as_ref().expect("set"),
+                None,
+                json_out,
+            ))?;
+        }
         let mut printed = 0u64;
         while args.count.is_none_or(|n| printed < n) {
             let item = tokio::select! {
@@ -108,6 +135,21 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
                         break;
                     }
                     printed += 1;
+                    if let (Some(v), Some(t)) = (&verifier, &token_str) {
+                        // The verifier follows its own subscription; give it a
+                        // moment to apply this event (it never receives events
+                        // of other workspaces, hence the bound).
+                        let _ = tokio::time::timeout(
+                            std::time::Duration::from_millis(500),
+                            v.wait_for(env.position),
+                        )
+                        .await;
+                        let now = verifier_verdict(v, t);
+                        if verdict.as_ref() != Some(&now) {
+                            emit(&verdict_line(&now, Some(env.position), json_out))?;
+                            verdict = Some(now);
+                        }
+                    }
                 }
                 // Never terminal: the subscription resumes by itself.
                 Some(Err(e)) => eprintln!("warning: {}: {e}", e.code()),
@@ -116,6 +158,57 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
         }
         Ok(())
     })
+}
+
+/// The token string to watch, from a file or stdin (never from argv, where
+/// `ps` and shell history would show it).
+fn read_token_str(path: &std::path::Path) -> Result<String, Failure> {
+    let raw = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| {
+        Failure::invalid(
+            "verify-file",
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let token = raw.trim().to_owned();
+    if token.is_empty() {
+        return Err(Failure::invalid(
+            "verify-file",
+            "no token string in the file",
+        ));
+    }
+    Ok(token)
+}
+
+/// `Ok(())` when active, else the refusal's stable reason code.
+fn verifier_verdict(v: &LocalVerifier, token: &str) -> Result<(), &'static str> {
+    v.check(token).map(|_| ()).map_err(|r| r.code())
+}
+
+/// "-- local verifier: active" / "-- local verifier: inactive (revoked) after position P".
+fn verdict_line(verdict: &Result<(), &'static str>, after: Option<u64>, json_out: bool) -> String {
+    if json_out {
+        let mut v = json!({ "localVerifier": { "active": verdict.is_ok() } });
+        if let Err(reason) = verdict {
+            v["localVerifier"]["reason"] = json!(reason);
+        }
+        if let Some(p) = after {
+            v["localVerifier"]["afterPosition"] = json!(p);
+        }
+        return v.to_string();
+    }
+    let state = match verdict {
+        Ok(()) => "active".to_owned(),
+        Err(reason) => format!("inactive ({reason})"),
+    };
+    match after {
+        Some(p) => format!("-- local verifier: {state} after position {p}"),
+        None => format!("-- local verifier: {state}"),
+    }
 }
 
 /// Writes one line and flushes; `false` when stdout was closed (e.g. `| head`).
