@@ -147,7 +147,21 @@ fn main() {
             .unwrap()
         })
         .await;
-        println!("| tokenledger issue_client_token over NATS (durable) | {r:.0} commands/s, p50 {p50:.1} ms, p99 {p99:.1} ms |");
+        println!("| tokenledger issue_client_token over NATS (durable; each reply carries a freshly signed EdDSA tokenStr) | {r:.0} commands/s, p50 {p50:.1} ms, p99 {p99:.1} ms |");
+        let (r, p50, p99) = requests(&client, n, "tokens.cmd.bench.register_access_token", |i| {
+            serde_json::to_vec(&json!({
+                "commandId": Uuid::new_v4().to_string(),
+                "workspaceId": "bench",
+                "actor": {"agentId": "bench", "agentType": "service"},
+                "user": {"id": Uuid::new_v4().to_string()},
+                "provider": "google",
+                "accountName": format!("user-{i}@example.com"),
+                "accessToken": format!("ya29.secret-{i}"),
+            }))
+            .unwrap()
+        })
+        .await;
+        println!("| tokenledger register_access_token over NATS (durable; secret sealed, no signature) | {r:.0} commands/s, p50 {p50:.1} ms, p99 {p99:.1} ms |");
         let start = Instant::now();
         let head = store.head_position();
         assert!(
