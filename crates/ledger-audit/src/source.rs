@@ -59,15 +59,11 @@ impl LogReader {
         if !path.is_dir() {
             return Err(AuditError::NoLedger(data_dir.to_path_buf()));
         }
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    AuditError::Locked(data_dir.to_path_buf())
-                }
-                other => AuditError::Sled(other),
-            })?;
+        let db = ledger_store::open_db(data_dir).map_err(|e| match e {
+            ledger_store::StoreError::Locked(_) => AuditError::Locked(data_dir.to_path_buf()),
+            ledger_store::StoreError::Sled(e) => AuditError::Sled(e),
+            other => AuditError::Store(other),
+        })?;
         LogReader::from_db(&db)
     }
 

@@ -116,17 +116,7 @@ impl Store {
     /// Opens (or creates) the ledger in `dir`, replaying and checking the log.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new()
-            .path(dir.join("ledger.sled"))
-            .cache_capacity(256 * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(dir.display().to_string())
-                }
-                other => StoreError::Sled(other),
-            })?;
+        let db = open_db(dir)?;
         let log = db.open_tree("log")?;
         let master = match config.master_key.clone() {
             Some(k) => k,
@@ -340,6 +330,39 @@ impl Store {
         }
         self.shared.db.flush()?;
         Ok(())
+    }
+}
+
+/// How long [`open_db`] keeps trying while the data dir's lock is held.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Opens the sled database of a data dir (`DIR/ledger.sled`), as every tool
+/// that reads the log must: `locked` when another process holds it.
+///
+/// sled releases its file lock when the last reference to the database goes,
+/// and its own I/O threads can hold one for a moment after the handle is
+/// dropped, so an in-process reopen right after a close would otherwise fail
+/// now and then. A lock still held after [`LOCK_WAIT`] is another owner.
+pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        let opened = sled::Config::new()
+            .path(dir.join("ledger.sled"))
+            .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io)) if io.to_string().contains("lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked(dir.display().to_string()));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(100));
+            }
+            Err(other) => return Err(StoreError::Sled(other)),
+        }
     }
 }
 
