@@ -39,8 +39,7 @@ use serde::Serialize;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The JetStream stream holding the ledger's events (`tokens.evt.>`).
-pub const STREAM_NAME: &str = "TOKENS";
+pub use ledger_core::event::STREAM_NAME;
 /// Core NATS subject the server publishes each new checkpoint's signed note on.
 pub const CHECKPOINT_SUBJECT: &str = "tokens.checkpoint";
 /// Core NATS subject the server answers with its newest checkpoint:

@@ -47,8 +47,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The JetStream stream holding the ledger's events.
-pub const STREAM_NAME: &str = "TOKENS";
+pub use ledger_core::event::STREAM_NAME;
 /// First pause before re-creating a failed consumer; doubles up to [`REOPEN_BACKOFF_MAX`].
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest pause between attempts to re-create a failed consumer.
@@ -113,7 +112,10 @@ impl EventFilter {
             None => "*".to_owned(),
         };
         let token = self.token.map_or_else(|| "*".to_owned(), |t| t.to_string());
-        let prefix = format!("tokens.evt.{workspace}.{token}");
+        let prefix = format!(
+            "{}.{workspace}.{token}",
+            ledger_core::event::EVENT_SUBJECT_PREFIX
+        );
         if self.types.is_empty() {
             return Ok(vec![format!("{prefix}.*")]);
         }
@@ -412,12 +414,7 @@ impl Cursor {
         if env.position != sequence {
             return bad(format!("the event says position {}", env.position));
         }
-        let expected = format!(
-            "tokens.evt.{}.{}.{}",
-            env.workspace_id,
-            env.token_id,
-            env.event_type()
-        );
+        let expected = env.subject();
         if subject != expected {
             return bad(format!("published on {subject}, its body says {expected}"));
         }

@@ -20,6 +20,12 @@ use uuid::Uuid;
 /// Current schema version of every event type.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The JetStream stream every event is published on (PRODUCT.md's NATS surface).
+pub const STREAM_NAME: &str = "TOKENS";
+
+/// First token of every event subject; the stream captures `tokens.evt.>`.
+pub const EVENT_SUBJECT_PREFIX: &str = "tokens.evt";
+
 /// `prevHash` of the first event in the log.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -466,6 +472,19 @@ impl Envelope {
     /// The event's type.
     pub fn event_type(&self) -> EventType {
         self.data.event_type()
+    }
+
+    /// The subject it is published on: `tokens.evt.{workspaceId}.{tokenId}.{type}`.
+    ///
+    /// Part of the wire contract (the publisher writes it, subscribers check
+    /// a message's subject against its body), so it is defined once, here.
+    pub fn subject(&self) -> String {
+        format!(
+            "{EVENT_SUBJECT_PREFIX}.{}.{}.{}",
+            self.workspace_id,
+            self.token_id,
+            self.event_type()
+        )
     }
 
     fn repr(&self, with_hash: bool) -> EnvelopeRepr<'_> {

@@ -10,8 +10,7 @@
 
 use ledger_core::{CommandName, Envelope};
 
-/// The JetStream stream holding every published event.
-pub const STREAM_NAME: &str = "TOKENS";
+pub use ledger_core::event::STREAM_NAME;
 /// Subjects captured by [`STREAM_NAME`].
 pub const STREAM_SUBJECTS: &str = "tokens.evt.>";
 /// The micro service's name (`$SRV.PING.tokenledger`).
@@ -59,12 +58,7 @@ pub const ANY_QUERY: &str = "tokens.query.*.*";
 
 /// Subject of an event: `tokens.evt.{workspaceId}.{tokenId}.{type}`.
 pub fn event_subject(env: &Envelope) -> String {
-    format!(
-        "tokens.evt.{}.{}.{}",
-        env.workspace_id,
-        env.token_id,
-        env.event_type()
-    )
+    env.subject()
 }
 
 /// The workspace (second-to-last token) and operation (last token) of a
