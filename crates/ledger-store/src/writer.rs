@@ -215,6 +215,9 @@ struct Group {
     keys_added: Vec<(Uuid, Vec<u8>)>,
     /// Tokens the group purges, whose keys are destroyed.
     keys_shredded: Vec<Uuid>,
+    /// The answer to every command accepted in the group, for a retry of one
+    /// within the same group.
+    answered: HashMap<Uuid, Committed>,
 }
 
 pub(crate) struct Writer {
@@ -340,9 +343,17 @@ impl Writer {
         let name = cmd.command.name();
         if let Some(first) = self.idempotency.get(&cmd.command_id) {
             first.accepts(name)?;
+            if let Some(answer) = group.answered.get(&cmd.command_id) {
+                // Its first run is in this very group: not on disk yet, and
+                // the token may have changed since within the group.
+                return Ok(Committed {
+                    replayed: true,
+                    ..answer.clone()
+                });
+            }
             let first = first.clone();
             let view = self
-                .view_as_of(&first.token, first.version, &group.appended)
+                .view_as_of(&first.token, first.version)
                 .map_err(|e| e.to_rejection())?;
             return Ok(Committed {
                 token_id: first.token,
@@ -418,28 +429,22 @@ impl Writer {
                 first_event,
             },
         );
-        Ok(Committed {
+        let committed = Committed {
             token_id,
             positions,
             view: TokenView::of(token),
             replayed: false,
-        })
+        };
+        group.answered.insert(cmd.command_id, committed.clone());
+        Ok(committed)
     }
 
-    /// A token's view right after its `version`-th event, for a retried command.
-    ///
-    /// Events of the current group are not on disk yet; a retry within the
-    /// group answers from the state instead, which is exactly that version.
-    fn view_as_of(
-        &self,
-        token: &Uuid,
-        version: u64,
-        appended: &[(Uuid, u64)],
-    ) -> Result<Option<TokenView>, StoreError> {
-        let current = self.state.token(token);
-        let in_group = appended.iter().any(|(t, _)| t == token);
-        if in_group || current.is_some_and(|t| t.version == version) {
-            return Ok(current.and_then(TokenView::of));
+    /// A token's view right after its `version`-th event, for a command
+    /// retried after the group of its first run committed (so every event up
+    /// to `version` is on disk and in the stream index).
+    fn view_as_of(&self, token: &Uuid, version: u64) -> Result<Option<TokenView>, StoreError> {
+        if let Some(current) = self.state.token(token).filter(|t| t.version == version) {
+            return Ok(TokenView::of(current));
         }
         let events = crate::read::token_events(&self.shared, token, Some(version))?;
         Ok(ledger_core::state::fold_token(events.iter()).and_then(|t| TokenView::of(&t)))

@@ -384,3 +384,40 @@ fn retries_after_a_restart_answer_from_the_log() {
     assert_eq!(err.field.as_deref(), Some("commandId"));
     assert_eq!(store.head_position(), 1);
 }
+
+#[test]
+fn a_retry_answers_the_token_as_its_first_run_left_it_even_within_one_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        let issue = cmd(
+            CommandName::IssueClientToken,
+            json!({"name": format!("first-{i}"), "providedResourceId": format!("p-{i}")}),
+        );
+        // A re-issue by provided id renames the same token, so it needs no id.
+        let rename = cmd(
+            CommandName::IssueClientToken,
+            json!({"name": format!("second-{i}"), "providedResourceId": format!("p-{i}")}),
+        );
+        // Submitted together, the three often share one group commit.
+        let (a, b, retry) = rt.block_on(async {
+            tokio::join!(
+                store.execute(issue.clone()),
+                store.execute(rename),
+                store.execute(issue.clone())
+            )
+        });
+        let (a, b, retry) = (a.unwrap(), b.unwrap(), retry.unwrap());
+        assert_eq!(
+            b.view.as_ref().unwrap().name.as_deref(),
+            Some(format!("second-{i}").as_str())
+        );
+        assert!(retry.replayed);
+        assert_eq!(retry.positions, a.positions);
+        assert_eq!(retry.view, a.view, "the retry shows the first run's result");
+    }
+}
