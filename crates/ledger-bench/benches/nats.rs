@@ -3,61 +3,12 @@
 //! nats-server: a trivial request/reply echo and raw JetStream publish-with-ack.
 
 use async_nats::jetstream;
-use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use ledger_bench::rate;
-use ledger_crypto::MasterKey;
-use ledger_nats::ServeConfig;
-use ledger_store::{Store, StoreConfig};
+use ledger_bench::{rate, requests, Served, IN_FLIGHT};
 use ledger_testkit::{wait_for_async, NatsServer};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-const IN_FLIGHT: usize = 256;
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-/// Sends `n` requests with `IN_FLIGHT` outstanding; returns (req/s, p50 ms, p99 ms).
-async fn requests(
-    client: &async_nats::Client,
-    n: usize,
-    subject: &'static str,
-    body: impl Fn(usize) -> Vec<u8>,
-) -> (f64, f64, f64) {
-    let mut latencies = Vec::with_capacity(n);
-    let mut inflight = FuturesUnordered::new();
-    let start = Instant::now();
-    let mut sent = 0;
-    while latencies.len() < n {
-        while sent < n && inflight.len() < IN_FLIGHT {
-            let c = client.clone();
-            let payload = body(sent);
-            inflight.push(async move {
-                let t = Instant::now();
-                let reply = c.request(subject, payload.into()).await.expect("reply");
-                assert!(
-                    !reply.payload.starts_with(b"{\"ok\":false"),
-                    "{}",
-                    String::from_utf8_lossy(&reply.payload)
-                );
-                t.elapsed()
-            });
-            sent += 1;
-        }
-        latencies.push(inflight.next().await.unwrap());
-    }
-    let elapsed = start.elapsed();
-    latencies.sort_unstable();
-    (
-        rate(n as u64, elapsed),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-    )
-}
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -86,8 +37,11 @@ fn main() {
                 }
             }
         });
-        let (r, p50, p99) = requests(&client, n, "bench.echo", |_| b"{}".to_vec()).await;
-        println!("| core NATS request/reply echo | {r:.0} req/s, p50 {p50:.1} ms, p99 {p99:.1} ms |");
+        let m = requests(&client, "bench.echo", (0..n).map(|_| b"{}".to_vec())).await;
+        println!(
+            "| core NATS request/reply echo | {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms |",
+            m.rate, m.p50_ms, m.p99_ms
+        );
         echo_task.abort();
 
         // Ceiling 2: JetStream publish with ack, message id, window of 512.
@@ -121,23 +75,8 @@ fn main() {
         );
 
         // The ledger: durable issue_client_token over NATS.
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            StoreConfig {
-                master_key: Some(MasterKey::generate()),
-                ..StoreConfig::default()
-            },
-        )
-        .unwrap();
-        let config = ServeConfig::new(vec![nats.url()]);
-        let metrics = config.metrics.clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(ledger_nats::run(store.clone(), config, async move {
-            let _ = stop_rx.await;
-        }));
-        assert!(wait_for_async(Duration::from_secs(30), || async { metrics.is_ready() }).await);
-        let (r, p50, p99) = requests(&client, n, "tokens.cmd.bench.issue_client_token", |i| {
+        let served = Served::start(nats.url()).await;
+        let bodies = (0..n).map(|i| {
             serde_json::to_vec(&json!({
                 "commandId": Uuid::new_v4().to_string(),
                 "workspaceId": "bench",
@@ -145,10 +84,10 @@ fn main() {
                 "name": format!("token-{i}"),
             }))
             .unwrap()
-        })
-        .await;
-        println!("| tokenledger issue_client_token over NATS (durable; each reply carries a freshly signed EdDSA tokenStr) | {r:.0} commands/s, p50 {p50:.1} ms, p99 {p99:.1} ms |");
-        let (r, p50, p99) = requests(&client, n, "tokens.cmd.bench.register_access_token", |i| {
+        });
+        let m = requests(&client, "tokens.cmd.bench.issue_client_token", bodies).await;
+        println!("| tokenledger issue_client_token over NATS (durable; each reply carries a freshly signed EdDSA tokenStr) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms |", m.rate, m.p50_ms, m.p99_ms);
+        let bodies = (0..n).map(|i| {
             serde_json::to_vec(&json!({
                 "commandId": Uuid::new_v4().to_string(),
                 "workspaceId": "bench",
@@ -159,14 +98,14 @@ fn main() {
                 "accessToken": format!("ya29.secret-{i}"),
             }))
             .unwrap()
-        })
-        .await;
-        println!("| tokenledger register_access_token over NATS (durable; secret sealed, no signature) | {r:.0} commands/s, p50 {p50:.1} ms, p99 {p99:.1} ms |");
+        });
+        let m = requests(&client, "tokens.cmd.bench.register_access_token", bodies).await;
+        println!("| tokenledger register_access_token over NATS (durable; secret sealed, no signature) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms |", m.rate, m.p50_ms, m.p99_ms);
         let start = Instant::now();
-        let head = store.head_position();
+        let head = served.store.head_position();
         assert!(
             wait_for_async(Duration::from_secs(120), || async {
-                metrics.published_position() == head
+                served.metrics.published_position() == head
             })
             .await
         );
@@ -174,7 +113,6 @@ fn main() {
             "| publication caught up {:.0} ms after the last reply | |",
             start.elapsed().as_secs_f64() * 1000.0
         );
-        let _ = stop_tx.send(());
-        server.await.unwrap().unwrap();
+        served.stop().await;
     });
 }

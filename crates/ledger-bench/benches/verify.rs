@@ -11,70 +11,16 @@
 //!
 //! Without `--bench` (as `cargo test` runs benches) it runs a small quick pass.
 
-use futures_util::stream::FuturesUnordered;
-use futures_util::StreamExt;
-use ledger_bench::rate;
+use ledger_bench::{percentile_ms, rate, requests_keeping_results, Served, IN_FLIGHT};
 use ledger_client::{Client, LocalVerifier, RevokeToken};
-use ledger_crypto::MasterKey;
-use ledger_nats::ServeConfig;
-use ledger_store::{Store, StoreConfig};
-use ledger_testkit::{wait_for_async, NatsServer};
+use ledger_testkit::NatsServer;
 use ledger_verify::jwks::KeySet;
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
-const IN_FLIGHT: usize = 256;
 const WS: &str = "bench";
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
-/// Sends one request per body with `IN_FLIGHT` outstanding; returns the
-/// replies' `result`s in order, the rate and p50/p99 in ms.
-async fn requests(
-    client: &async_nats::Client,
-    subject: &'static str,
-    bodies: Vec<Vec<u8>>,
-) -> (Vec<Value>, f64, f64, f64) {
-    let n = bodies.len();
-    let mut results = vec![Value::Null; n];
-    let mut latencies = Vec::with_capacity(n);
-    let mut inflight = FuturesUnordered::new();
-    let mut bodies = bodies.into_iter().enumerate();
-    let start = Instant::now();
-    loop {
-        while inflight.len() < IN_FLIGHT {
-            let Some((i, body)) = bodies.next() else {
-                break;
-            };
-            let c = client.clone();
-            inflight.push(async move {
-                let t = Instant::now();
-                let reply = c.request(subject, body.into()).await.expect("reply");
-                let v: Value = serde_json::from_slice(&reply.payload).unwrap();
-                assert_eq!(v["ok"], true, "{v}");
-                (i, v["result"].clone(), t.elapsed())
-            });
-        }
-        let Some((i, result, latency)) = inflight.next().await else {
-            break;
-        };
-        results[i] = result;
-        latencies.push(latency);
-    }
-    let elapsed = start.elapsed();
-    latencies.sort_unstable();
-    (
-        results,
-        rate(n as u64, elapsed),
-        percentile(&latencies, 0.5),
-        percentile(&latencies, 0.99),
-    )
-}
 
 /// Runs `f` `n` times on this thread; calls per second.
 fn per_second(n: usize, mut f: impl FnMut(usize)) -> f64 {
@@ -103,22 +49,7 @@ fn main() {
             .connect(nats.url())
             .await
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            StoreConfig {
-                master_key: Some(MasterKey::generate()),
-                ..StoreConfig::default()
-            },
-        )
-        .unwrap();
-        let config = ServeConfig::new(vec![nats.url()]);
-        let metrics = config.metrics.clone();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(ledger_nats::run(store.clone(), config, async move {
-            let _ = stop_rx.await;
-        }));
-        assert!(wait_for_async(Duration::from_secs(30), || async { metrics.is_ready() }).await);
+        let served = Served::start(nats.url()).await;
 
         // Issue the tokens; keep their strings.
         let bodies = (0..tokens)
@@ -132,8 +63,10 @@ fn main() {
                 }))
                 .unwrap()
             })
-            .collect();
-        let (issued, ..) = requests(&raw, "tokens.cmd.bench.issue_client_token", bodies).await;
+            .collect::<Vec<_>>();
+        let issued = requests_keeping_results(&raw, "tokens.cmd.bench.issue_client_token", bodies)
+            .await
+            .results;
         let strings: Vec<String> = issued
             .iter()
             .map(|r| r["token"]["tokenStr"].as_str().unwrap().to_owned())
@@ -150,14 +83,16 @@ fn main() {
                 .map(|i| serde_json::to_vec(&json!({"tokenStr": strings[i % strings.len()]})).unwrap())
                 .collect()
         };
-        let (results, r, p50, p99) = requests(&raw, "tokens.verify", verify_bodies(strings.len())).await;
-        assert!(results.iter().all(|v| v["active"] == true));
+        let m = requests_keeping_results(&raw, "tokens.verify", verify_bodies(strings.len())).await;
+        assert!(m.results.iter().all(|v| v["active"] == true));
+        let (r, p50, p99) = (m.rate, m.p50_ms, m.p99_ms);
         println!(
             "| tokens.verify over NATS, {} strings each verified once (Ed25519 per request), {IN_FLIGHT} in flight | {r:.0} verifies/s, p50 {p50:.1} ms, p99 {p99:.1} ms |",
             strings.len()
         );
-        let (results, r, p50, p99) = requests(&raw, "tokens.verify", verify_bodies(verifies)).await;
-        assert!(results.iter().all(|v| v["active"] == true));
+        let m = requests_keeping_results(&raw, "tokens.verify", verify_bodies(verifies)).await;
+        assert!(m.results.iter().all(|v| v["active"] == true));
+        let (r, p50, p99) = (m.rate, m.p50_ms, m.p99_ms);
         println!(
             "| tokens.verify over NATS, {verifies} requests over those strings (signature cache), {IN_FLIGHT} in flight | {r:.0} verifies/s, p50 {p50:.1} ms, p99 {p99:.1} ms |"
         );
@@ -209,14 +144,13 @@ fn main() {
         latencies.sort_unstable();
         println!(
             "| revocation propagation, revoke_token reply -> local verifier refuses ({revocations} revocations) | p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms |",
-            percentile(&latencies, 0.5),
-            percentile(&latencies, 0.99),
+            percentile_ms(&latencies, 0.5),
+            percentile_ms(&latencies, 0.99),
             latencies.last().unwrap().as_secs_f64() * 1000.0
         );
 
         drop(verifier);
-        let _ = stop_tx.send(());
-        server.await.unwrap().unwrap();
+        served.stop().await;
     });
 }
 

@@ -58,3 +58,146 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 pub fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
+
+/// Requests kept in flight by [`requests`].
+pub const IN_FLIGHT: usize = 256;
+
+/// The `p`-th quantile of sorted latencies, in milliseconds.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// What [`requests`] measured.
+pub struct Measured {
+    /// With [`requests_keeping_results`]: each reply's `result` (or the whole
+    /// reply when it has none), in body order; empty otherwise.
+    pub results: Vec<serde_json::Value>,
+    /// Requests per second.
+    pub rate: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile latency, ms.
+    pub p99_ms: f64,
+}
+
+/// Sends one request per body on `subject` with [`IN_FLIGHT`] outstanding;
+/// a reply saying `"ok": false` fails the benchmark.
+pub async fn requests(
+    client: &async_nats::Client,
+    subject: &'static str,
+    bodies: impl IntoIterator<Item = Vec<u8>>,
+) -> Measured {
+    drive(client, subject, bodies, false).await
+}
+
+/// [`requests`], keeping every reply's result (memory: one JSON value each).
+pub async fn requests_keeping_results(
+    client: &async_nats::Client,
+    subject: &'static str,
+    bodies: impl IntoIterator<Item = Vec<u8>>,
+) -> Measured {
+    drive(client, subject, bodies, true).await
+}
+
+async fn drive(
+    client: &async_nats::Client,
+    subject: &'static str,
+    bodies: impl IntoIterator<Item = Vec<u8>>,
+    keep: bool,
+) -> Measured {
+    use futures_util::stream::{FuturesUnordered, StreamExt};
+    let mut results = Vec::new();
+    let mut latencies = Vec::new();
+    let mut inflight = FuturesUnordered::new();
+    let mut bodies = bodies.into_iter().enumerate();
+    let start = Instant::now();
+    loop {
+        while inflight.len() < IN_FLIGHT {
+            let Some((i, body)) = bodies.next() else {
+                break;
+            };
+            let c = client.clone();
+            inflight.push(async move {
+                let t = Instant::now();
+                let reply = c.request(subject, body.into()).await.expect("reply");
+                let v: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+                assert_ne!(v["ok"], json!(false), "{v}");
+                let result = match (keep, v.get("result")) {
+                    (false, _) => serde_json::Value::Null,
+                    (true, Some(r)) => r.clone(),
+                    (true, None) => v,
+                };
+                (i, result, t.elapsed())
+            });
+        }
+        let Some((i, result, latency)) = inflight.next().await else {
+            break;
+        };
+        if keep {
+            if results.len() <= i {
+                results.resize(i + 1, serde_json::Value::Null);
+            }
+            results[i] = result;
+        }
+        latencies.push(latency);
+    }
+    let elapsed = start.elapsed();
+    latencies.sort_unstable();
+    Measured {
+        rate: rate(latencies.len() as u64, elapsed),
+        p50_ms: percentile_ms(&latencies, 0.5),
+        p99_ms: percentile_ms(&latencies, 0.99),
+        results,
+    }
+}
+
+/// A ledger served in this process on a temporary data dir.
+pub struct Served {
+    /// The store behind the server.
+    pub store: ledger_store::Store,
+    /// The server's counters.
+    pub metrics: ledger_nats::Metrics,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ledger_nats::NatsError>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Served {
+    /// Starts `ledger_nats::run` on `nats_url` and waits until it answers.
+    pub async fn start(nats_url: String) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ledger_store::Store::open(
+            dir.path(),
+            ledger_store::StoreConfig {
+                master_key: Some(ledger_crypto::MasterKey::generate()),
+                ..ledger_store::StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let config = ledger_nats::ServeConfig::new(vec![nats_url]);
+        let metrics = config.metrics.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(ledger_nats::run(store.clone(), config, async move {
+            let _ = stopped.await;
+        }));
+        let ready = ledger_testkit::wait_for_async(Duration::from_secs(30), || async {
+            metrics.is_ready()
+        })
+        .await;
+        assert!(ready, "the ledger server did not become ready");
+        Served {
+            store,
+            metrics,
+            stop,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// Shuts the server down and waits for it.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
