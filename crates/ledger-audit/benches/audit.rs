@@ -8,6 +8,10 @@
 //! export` and `audit verify --file`, and `audit replay` (views at the head,
 //! and a diff of two points). Prints one line per measurement.
 
+/// The allocator the `tokenledger` binary uses, so figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ledger_audit::export::{export, verify_export, ExportRequest};
 use ledger_audit::replay::{diff_snapshots, replay, Point};
 use ledger_audit::verify::{ExpectedRoot, NoObserver, VerifyOptions};

@@ -8,6 +8,10 @@
 //! the full verification (`nats::verify_stream`, every check, one core for
 //! the verifier), with a signed root checked at the end. Prints one line each.
 
+/// The allocator the `tokenledger` binary uses, so figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
 use ledger_audit::merkle::{leaf_hash, Accumulator};

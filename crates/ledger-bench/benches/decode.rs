@@ -1,5 +1,9 @@
 //! Where replay time goes: decoding, hashing and folding stored events.
 
+/// The allocator the `tokenledger` binary uses, so figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ledger_bench::{issue, rate, timed};
 
 use ledger_core::LedgerState;

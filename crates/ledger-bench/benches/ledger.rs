@@ -3,6 +3,10 @@
 //!
 //! Set `BENCH_COMMANDS` to change the number of commands per run (default 100k).
 
+/// The allocator the `tokenledger` binary uses, so figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ledger_bench::{issue, rate, timed};
 
 use ledger_crypto::MasterKey;

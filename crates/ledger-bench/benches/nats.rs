@@ -2,6 +2,10 @@
 //! 256 in flight, side by side with the transport's own ceilings on the same
 //! nats-server: a trivial request/reply echo and raw JetStream publish-with-ack.
 
+/// The allocator the `tokenledger` binary uses, so figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use async_nats::jetstream;
 use futures_util::StreamExt;
 use ledger_bench::{rate, requests, Served, IN_FLIGHT};

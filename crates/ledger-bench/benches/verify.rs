@@ -11,6 +11,10 @@
 //!
 //! Without `--bench` (as `cargo test` runs benches) it runs a small quick pass.
 
+/// The allocator the `tokenledger` binary uses, so figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use ledger_bench::{percentile_ms, rate, requests_keeping_results, Served, IN_FLIGHT};
 use ledger_client::{Client, LocalVerifier, RevokeToken};
 use ledger_testkit::NatsServer;

@@ -222,6 +222,12 @@ fn parse(file: &str, text: &str) -> Value {
 }
 
 fn collect(validator: &Validator, instance: &Value, prefix: &str, out: &mut Vec<SchemaViolation>) {
+    // `is_valid` short-circuits and builds no errors: about twice as fast on
+    // the valid events an audit mostly sees; the errors are gathered only
+    // when there is something to report.
+    if validator.is_valid(instance) {
+        return;
+    }
     for error in validator.iter_errors(instance) {
         out.extend(violations(&error, prefix));
     }
