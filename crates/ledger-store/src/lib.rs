@@ -2,13 +2,17 @@
 //!
 //! One writer thread owns the in-memory [`ledger_core::LedgerState`] and the
 //! `log` tree. Commands queue to it; it takes every command waiting, decides
-//! each against the state, writes all their events (and the data keys of new
-//! access tokens) in ONE `apply_batch`, flushes once, and only then answers
-//! every caller (group commit). The event record carries the `commandId` and
-//! everything the reservations and stream index derive from, so one record is
-//! one whole command; the derived indices are rebuilt by the replay on open. A storage failure stops the
-//! writer for good (fail-stop): the state in memory may be ahead of the disk,
-//! so only a reopen, which replays the disk, may serve again.
+//! each against the state, and writes all their events (and the data keys of
+//! new access tokens) in ONE `apply_batch`. A flusher thread then flushes
+//! once for the group and only then answers every caller (group commit),
+//! while the writer already decides the next group (a commit pipeline:
+//! deciding group n+1 overlaps the fsync of group n, and groups are answered
+//! in order). The event record carries the `commandId` and everything the
+//! reservations and stream index derive from, so one record is one whole
+//! command; the derived indices are rebuilt by the replay on open. A storage
+//! failure stops the writer for good (fail-stop): the state in memory may be
+//! ahead of the disk, so only a reopen, which replays the disk, may serve
+//! again.
 //!
 //! **Architecture invariant**: only this crate writes the `log` tree; nothing
 //! here knows about NATS or views.
@@ -92,7 +96,7 @@ struct Shared {
     db: sled::Db,
     log: sled::Tree,
     /// Per-token stream index: positions in version order. Derived from the
-    /// log on open; extended by the writer after each flush, before it answers.
+    /// log on open; extended by the flusher after each flush, before it answers.
     streams: RwLock<std::collections::HashMap<Uuid, Vec<u64>>>,
     /// Wrapped data keys of access tokens, outside sled so a purge can
     /// overwrite them in place (see `datakeys.rs`).

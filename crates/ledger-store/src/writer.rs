@@ -11,8 +11,9 @@ use ledger_core::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -215,15 +216,56 @@ struct Group {
     keys_added: Vec<(Uuid, Vec<u8>)>,
     /// Tokens the group purges, whose keys are destroyed.
     keys_shredded: Vec<Uuid>,
-    /// The answer to every command accepted in the group, for a retry of one
-    /// within the same group.
-    answered: HashMap<Uuid, Committed>,
+    /// `commandId`s accepted in the group, for [`Writer::pending`].
+    accepted: Vec<Uuid>,
+}
+
+/// A group applied to sled, on its way to the flusher.
+struct Applied {
+    /// Sequence number of the group, from 1.
+    seq: u64,
+    /// Whether there is anything to flush.
+    writes: bool,
+    appended: Vec<(Uuid, u64)>,
+    keys_shredded: Vec<Uuid>,
+    /// The log's last position once the group is durable.
+    head: u64,
+    answers: Vec<(Reply, Result<Committed, Rejection>)>,
+}
+
+/// What the flusher's queue carries.
+enum Flush {
+    Group(Applied),
+    Stop,
+}
+
+/// Groups applied but not yet flushed, at most, besides the one flushing:
+/// enough to overlap deciding the next group with the current fsync, few
+/// enough that a caller's wait stays about two flushes.
+const PIPELINE_DEPTH: usize = 1;
+
+/// State the writer and the flusher share.
+#[derive(Default)]
+struct Progress {
+    /// The last group whose flush completed (and whose effects are visible).
+    flushed: std::sync::atomic::AtomicU64,
+    /// Set when a flush failed: every later command is refused.
+    failed: Mutex<Option<String>>,
 }
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     state: LedgerState,
     idempotency: HashMap<Uuid, Idempotency>,
+    /// Answers of commands in groups not yet flushed, with their group: a
+    /// retry of one is answered from here, since neither the stream index
+    /// nor the disk has its events yet.
+    pending: HashMap<Uuid, (u64, Committed)>,
+    /// The `commandId`s of `pending` by group, oldest first, for pruning.
+    pending_groups: std::collections::VecDeque<(u64, Vec<Uuid>)>,
+    /// The last group handed to the flusher.
+    seq: u64,
+    progress: Arc<Progress>,
     head_hash: String,
     last_now: Timestamp,
     config: StoreConfig,
@@ -236,16 +278,42 @@ impl Writer {
             shared,
             state: recovered.state,
             idempotency: recovered.idempotency,
+            pending: HashMap::new(),
+            pending_groups: std::collections::VecDeque::new(),
+            seq: 0,
+            progress: Arc::new(Progress::default()),
             head_hash: recovered.head.hash,
             last_now,
             config,
         }
     }
 
+    /// Decides and applies groups on this thread while a flusher thread makes
+    /// the previous group durable and answers it (a commit pipeline).
+    ///
+    /// Nobody is answered before the flush covering their command: the
+    /// flusher answers groups in order, each after its own flush, and a
+    /// group that appends nothing (rejections, retries) is answered after
+    /// the flushes of the groups before it, whose state it was decided on.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
+        let (to_flusher, flusher_rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
+        let flusher = {
+            let shared = self.shared.clone();
+            let progress = self.progress.clone();
+            std::thread::Builder::new()
+                .name("ledger-flusher".into())
+                .spawn(move || flush_loop(&shared, &progress, flusher_rx))
+        };
+        let flusher = match flusher {
+            Ok(handle) => handle,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the flusher thread");
+                return;
+            }
+        };
         let mut failed: Option<String> = None;
+        let mut stop = None;
         while let Ok(first) = rx.recv() {
-            let mut stop = None;
             let mut jobs = Vec::new();
             // Take everything waiting, up to the batch limit or a stop.
             let mut next = Some(first);
@@ -261,22 +329,38 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
+            if failed.is_none() {
+                failed = self.progress.failed.lock().expect("lock").clone();
+            }
             if let Some(reason) = &failed {
                 for job in jobs {
                     let _ = job
                         .reply
                         .send(Err(StoreError::Unavailable(reason.clone()).to_rejection()));
                 }
-            } else if let Err(e) = self.commit_group(jobs) {
-                tracing::error!(error = %e, "group commit failed; the writer stops");
-                failed = Some(e.to_string());
+            } else {
+                match self.apply_group(jobs) {
+                    Ok(applied) => {
+                        if to_flusher.send(Flush::Group(applied)).is_err() {
+                            failed = Some("the flusher stopped".into());
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "group commit failed; the writer stops");
+                        failed = Some(e.to_string());
+                    }
+                }
             }
-            if let Some(reply) = stop {
-                // Commands queued after the stop are refused, never silently run.
-                drop(rx);
-                let _ = reply.send(());
-                return;
+            if stop.is_some() {
+                break;
             }
+        }
+        // Commands queued after a stop are refused, never silently run.
+        drop(rx);
+        let _ = to_flusher.send(Flush::Stop);
+        let _ = flusher.join();
+        if let Some(reply) = stop {
+            let _ = reply.send(());
         }
     }
 
@@ -287,7 +371,29 @@ impl Writer {
         now
     }
 
-    fn commit_group(&mut self, jobs: Vec<Job>) -> Result<(), StoreError> {
+    /// Forgets the answers of groups the flusher has finished: their events
+    /// are on disk and in the stream index now.
+    fn prune_pending(&mut self) {
+        let flushed = self.progress.flushed.load(Ordering::Acquire);
+        while let Some((seq, _)) = self.pending_groups.front() {
+            if *seq > flushed {
+                break;
+            }
+            let (_, ids) = self.pending_groups.pop_front().expect("front exists");
+            for id in ids {
+                if self.pending.get(&id).is_some_and(|(s, _)| *s <= flushed) {
+                    self.pending.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Decides every job against the state and applies the group's writes
+    /// to sled (not yet durable); the flusher does the rest.
+    fn apply_group(&mut self, jobs: Vec<Job>) -> Result<Applied, StoreError> {
+        self.prune_pending();
+        self.seq += 1;
+        let seq = self.seq;
         let now = self.now();
         let kid = self
             .shared
@@ -300,36 +406,30 @@ impl Writer {
             Vec::with_capacity(jobs.len());
         let mut group = Group::default();
         for job in jobs {
-            let answer = self.one(&job, now, &kid, &mut group);
+            let answer = self.one(&job, now, &kid, seq, &mut group);
             answers.push((job.reply, answer));
         }
         if group.writes > 0 {
-            // New data keys are durable before the events that use them.
+            // New data keys are durable before the events that use them:
+            // sled may write the batch out on its own at any moment.
             self.shared
                 .data_keys
                 .lock()
                 .expect("data keys lock poisoned")
                 .add(&group.keys_added)?;
             self.shared.log.apply_batch(group.batch)?;
-            self.shared.db.flush()?;
-            // Purged keys are destroyed after the purge is durable and before
-            // anyone is told it happened.
-            self.shared
-                .data_keys
-                .lock()
-                .expect("data keys lock poisoned")
-                .shred(&group.keys_shredded)?;
-            let mut streams = self.shared.streams.write().expect("streams lock poisoned");
-            for (token, position) in group.appended {
-                streams.entry(token).or_default().push(position);
-            }
-            drop(streams);
-            self.shared.head.send_replace(self.state.position);
         }
-        for (reply, answer) in answers {
-            let _ = reply.send(answer);
+        if !group.accepted.is_empty() {
+            self.pending_groups.push_back((seq, group.accepted));
         }
-        Ok(())
+        Ok(Applied {
+            seq,
+            writes: group.writes > 0,
+            appended: group.appended,
+            keys_shredded: group.keys_shredded,
+            head: self.state.position,
+            answers,
+        })
     }
 
     fn one(
@@ -337,15 +437,18 @@ impl Writer {
         job: &Job,
         now: Timestamp,
         kid: &str,
+        seq: u64,
         group: &mut Group,
     ) -> Result<Committed, Rejection> {
         let cmd = &job.cmd;
         let name = cmd.command.name();
         if let Some(first) = self.idempotency.get(&cmd.command_id) {
             first.accepts(name)?;
-            if let Some(answer) = group.answered.get(&cmd.command_id) {
-                // Its first run is in this very group: not on disk yet, and
-                // the token may have changed since within the group.
+            if let Some((_, answer)) = self.pending.get(&cmd.command_id) {
+                // Its first run is in this group or one still flushing: not
+                // in the stream index yet, and the token may have changed
+                // since. The answer goes out after that run's flush, since
+                // groups are answered in order.
                 return Ok(Committed {
                     replayed: true,
                     ..answer.clone()
@@ -435,7 +538,9 @@ impl Writer {
             view: TokenView::of(token),
             replayed: false,
         };
-        group.answered.insert(cmd.command_id, committed.clone());
+        self.pending
+            .insert(cmd.command_id, (seq, committed.clone()));
+        group.accepted.push(cmd.command_id);
         Ok(committed)
     }
 
@@ -449,4 +554,61 @@ impl Writer {
         let events = crate::read::token_events(&self.shared, token, Some(version))?;
         Ok(ledger_core::state::fold_token(events.iter()).and_then(|t| TokenView::of(&t)))
     }
+}
+
+/// The flusher: makes each applied group durable, then publishes its effects
+/// and answers its callers, in group order.
+fn flush_loop(shared: &Shared, progress: &Progress, rx: Receiver<Flush>) {
+    let mut failed: Option<String> = None;
+    for msg in rx {
+        let Flush::Group(applied) = msg else {
+            return;
+        };
+        let outcome = match &failed {
+            Some(reason) => Err(reason.clone()),
+            None => make_durable(shared, &applied).map_err(|e| e.to_string()),
+        };
+        match outcome {
+            Ok(()) => {
+                progress.flushed.store(applied.seq, Ordering::Release);
+                for (reply, answer) in applied.answers {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(reason) => {
+                if failed.is_none() {
+                    tracing::error!(error = %reason, "flush failed; the writer stops");
+                    *progress.failed.lock().expect("lock") = Some(reason.clone());
+                    failed = Some(reason.clone());
+                }
+                // Decided on a state that may never reach the disk: nobody
+                // in this group or after it is told anything but unavailable.
+                for (reply, _) in applied.answers {
+                    let _ = reply.send(Err(StoreError::Unavailable(reason.clone()).to_rejection()));
+                }
+            }
+        }
+    }
+}
+
+/// Flushes one applied group and makes it visible to readers.
+fn make_durable(shared: &Shared, applied: &Applied) -> Result<(), StoreError> {
+    if !applied.writes {
+        return Ok(());
+    }
+    shared.db.flush()?;
+    // Purged keys are destroyed after the purge is durable and before anyone
+    // is told it happened.
+    shared
+        .data_keys
+        .lock()
+        .expect("data keys lock poisoned")
+        .shred(&applied.keys_shredded)?;
+    let mut streams = shared.streams.write().expect("streams lock poisoned");
+    for (token, position) in &applied.appended {
+        streams.entry(*token).or_default().push(*position);
+    }
+    drop(streams);
+    shared.head.send_replace(applied.head);
+    Ok(())
 }
