@@ -372,6 +372,11 @@ impl EventDraft {
     }
 }
 
+/// The NATS subject of an event: `tokens.evt.{workspaceId}.{tokenId}.{type}`.
+pub fn event_subject(workspace_id: &str, token_id: &Uuid, event_type: EventType) -> String {
+    format!("{EVENT_SUBJECT_PREFIX}.{workspace_id}.{token_id}.{event_type}")
+}
+
 /// The hex SHA-256 of canonical bytes.
 pub fn hash_hex(canonical: &[u8]) -> String {
     hex::encode(Sha256::digest(canonical))
@@ -479,12 +484,7 @@ impl Envelope {
     /// Part of the wire contract (the publisher writes it, subscribers check
     /// a message's subject against its body), so it is defined once, here.
     pub fn subject(&self) -> String {
-        format!(
-            "{EVENT_SUBJECT_PREFIX}.{}.{}.{}",
-            self.workspace_id,
-            self.token_id,
-            self.event_type()
-        )
+        event_subject(&self.workspace_id, &self.token_id, self.event_type())
     }
 
     fn repr(&self, with_hash: bool) -> EnvelopeRepr<'_> {

@@ -41,12 +41,12 @@
 
 use crate::metrics::Metrics;
 use crate::stream::{self, EnsureError, StreamSettings};
-use crate::subjects::{event_subject, STREAM_NAME};
+use crate::subjects::STREAM_NAME;
 use crate::NatsError;
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self};
-use ledger_store::{Store, StoredEvent};
+use ledger_store::{Outgoing, Store};
 use std::collections::VecDeque;
 use std::future::IntoFuture;
 use std::time::Duration;
@@ -152,7 +152,7 @@ impl Publisher {
             VecDeque::with_capacity(self.ack_window);
         // Events read ahead, from `next` on: the log is read in batches, not
         // once per ack.
-        let mut ahead: VecDeque<StoredEvent> = VecDeque::with_capacity(READ_BATCH_MAX);
+        let mut ahead: VecDeque<Outgoing> = VecDeque::with_capacity(READ_BATCH_MAX);
         let mut stopping = *stop.borrow();
         loop {
             let head = *head_rx.borrow_and_update();
@@ -210,18 +210,14 @@ impl Publisher {
     }
 
     /// Sends one event; the returned future yields its ack.
-    async fn publish(&self, event: &StoredEvent) -> Result<PublishAckFuture, Interrupt> {
-        let env = event
-            .envelope()
-            .map_err(|e| Interrupt::Fatal(NatsError::Store(e)))?;
-        assert_eq!(env.position, event.position, "stored envelope position");
+    async fn publish(&self, event: &Outgoing) -> Result<PublishAckFuture, Interrupt> {
         let message = PublishMessage::build()
-            .payload(env.to_json_bytes().into())
-            .message_id(env.event_id.to_string())
+            .payload(event.bytes.clone().into())
+            .message_id(event.event_id.to_string())
             .expected_last_sequence(event.position - 1);
         let ack = self
             .js
-            .send_publish(event_subject(&env), message)
+            .send_publish(event.subject.clone(), message)
             .await
             .map_err(|e| resync(format!("publish event {}: {e}", event.position)))?;
         self.metrics.add_sent(1);
@@ -229,7 +225,6 @@ impl Publisher {
     }
 }
 
-/// The stream's last sequence, checked against the log; see the module docs.
 async fn sync(
     js: &jetstream::Context,
     store: &Store,
@@ -300,12 +295,18 @@ async fn check_last_message(
 }
 
 /// Reads up to `limit` events from `from` off the async runtime.
-async fn read_batch(store: &Store, from: u64, limit: usize) -> Result<Vec<StoredEvent>, Interrupt> {
+async fn read_batch(store: &Store, from: u64, limit: usize) -> Result<Vec<Outgoing>, Interrupt> {
     let store = store.clone();
-    let events = tokio::task::spawn_blocking(move || store.read_from(from, limit))
-        .await
-        .map_err(|e| Interrupt::Fatal(NatsError::Task(e.to_string())))?
-        .map_err(|e| Interrupt::Fatal(NatsError::Store(e)))?;
+    let events = tokio::task::spawn_blocking(move || {
+        store
+            .read_from(from, limit)?
+            .iter()
+            .map(|event| event.outgoing())
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| Interrupt::Fatal(NatsError::Task(e.to_string())))?
+    .map_err(|e| Interrupt::Fatal(NatsError::Store(e)))?;
     assert!(
         !events.is_empty(),
         "the log has no event at {from} although its head is past it"

@@ -27,7 +27,7 @@ mod writer;
 
 pub use error::StoreError;
 pub use key_history::{KeyEvent, KeyEventType};
-pub use read::StoredEvent;
+pub use read::{Outgoing, StoredEvent};
 pub use verify::Verifier;
 
 use chrono::{DateTime, Utc};
