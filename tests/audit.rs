@@ -8,35 +8,11 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
+mod common;
+
+use common::{Run, BIN};
 const USER: &str = "71c84cd2-91ac-4e6b-a74e-393c87d5f97d";
 const EXIT_FINDING: i32 = 5;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {}\nstderr: {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
 
 struct Ledger {
     dir: tempfile::TempDir,
@@ -70,12 +46,7 @@ impl Ledger {
         for (k, v) in env {
             c.env(k, v);
         }
-        let out = c.output().expect("run tokenledger");
-        Run {
-            code: out.status.code().expect("exited"),
-            stdout: String::from_utf8(out.stdout).unwrap(),
-            stderr: String::from_utf8(out.stderr).unwrap(),
-        }
+        Run::from(c.output().expect("run tokenledger"))
     }
 
     fn run(&self, args: &[&str]) -> Run {
@@ -86,7 +57,7 @@ impl Ledger {
     fn token(&self, args: &[&str]) -> String {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
-        let v = self.run(&all).ok().json();
+        let v = self.run(&all).ok().report();
         let t = &v["token"];
         t["resourceId"]
             .as_str()
@@ -148,7 +119,7 @@ fn finding(run: &Run) -> (u64, String) {
         "stdout: {}\nstderr: {}",
         run.stdout, run.stderr
     );
-    let v = run.json();
+    let v = run.report();
     assert_eq!(v["ok"], false);
     (
         v["finding"]["position"].as_u64().unwrap(),
@@ -157,7 +128,7 @@ fn finding(run: &Run) -> (u64, String) {
 }
 
 fn head(l: &Ledger) -> u64 {
-    l.verify(&[]).ok().json()["summary"]["headPosition"]
+    l.verify(&[]).ok().report()["summary"]["headPosition"]
         .as_u64()
         .unwrap()
 }
@@ -167,7 +138,7 @@ fn an_honest_log_verifies_with_a_summary() {
     let l = Ledger::new();
     l.story();
     l.run(&["audit", "checkpoint"]).ok();
-    let v = l.verify(&["--checkpoint", "latest"]).ok().json();
+    let v = l.verify(&["--checkpoint", "latest"]).ok().report();
     assert_eq!(v["ok"], true);
     assert_eq!(v["summary"]["events"], 9);
     assert_eq!(v["summary"]["tokens"], 4);
@@ -266,7 +237,7 @@ fn a_truncated_tail_and_a_rewritten_suffix_are_caught_by_checkpoints() {
         }
     });
     let run = l.verify(&[]);
-    let v = run.json();
+    let v = run.report();
     assert_eq!(finding(&run), (1, "checkpoint_mismatch".into()));
     // One checkpoint at the head: the rewrite is somewhere in 1..=head.
     assert_eq!(v["finding"]["until"], head);
@@ -305,7 +276,7 @@ fn checkpoints_after_every_command_name_a_rewrite_exactly() {
         }
     });
     let run = l.verify(&[]);
-    let v = run.json();
+    let v = run.report();
     assert_eq!(finding(&run), (7, "checkpoint_mismatch".into()));
     assert_eq!(v["finding"]["until"], 7);
     // The attacker re-signs a checkpoint of the rewritten log (they hold the
@@ -347,7 +318,7 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
     let vkey = l.run(&["audit", "key"]).ok().stdout.trim().to_owned();
 
     // The event, as `history --json` shows it, and its proof.
-    let history = l.run(&["--json", "history", &clients[0]]).ok().json();
+    let history = l.run(&["--json", "history", &clients[0]]).ok().report();
     let event = &history["events"][1];
     let event_file = l.file("event.json");
     std::fs::write(&event_file, event.to_string()).unwrap();
@@ -356,7 +327,7 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
         .ok();
     let proof_file = l.file("proof.json");
     std::fs::write(&proof_file, &proof.stdout).unwrap();
-    let p = proof.json();
+    let p = proof.report();
     assert_eq!(p["treeSize"], 10);
     assert_eq!(p["leafIndex"], event["position"].as_u64().unwrap() - 1);
 
@@ -422,7 +393,7 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
             new.to_str().unwrap(),
         ])
         .ok()
-        .json();
+        .report();
     assert_eq!(c["ok"], true);
     let cproof = l.file("consistency.json");
     std::fs::write(&cproof, c["proof"].to_string()).unwrap();
@@ -526,7 +497,7 @@ fn purged_secrets_are_shredded_and_the_log_still_verifies() {
     );
     // The history keeps its events, sealed; the chain still verifies.
     l.verify(&[]).ok();
-    let h = l.run(&["--json", "audit", "history", &acc]).ok().json();
+    let h = l.run(&["--json", "audit", "history", &acc]).ok().report();
     let last = h["entries"].as_array().unwrap().last().unwrap();
     assert_eq!(last["type"], "token_purged");
 }
@@ -549,7 +520,7 @@ fn an_export_of_a_later_range_verifies_on_its_own() {
             out.to_str().unwrap(),
         ])
         .ok()
-        .json();
+        .report();
     assert_eq!(e["events"], 6);
     assert_eq!(e["header"]["from"], 4);
     assert_eq!(e["inclusionProofs"], 1);
@@ -576,7 +547,7 @@ fn an_export_of_a_later_range_verifies_on_its_own() {
             &vkey,
         ])
         .ok()
-        .json();
+        .report();
     assert_eq!(v["summary"]["firstPosition"], 4);
     assert_eq!(v["proofsVerified"], 1);
 
@@ -618,7 +589,7 @@ fn a_workspace_export_carries_inclusion_proofs() {
             &[],
         )
         .ok()
-        .json();
+        .report();
     assert!(other["token"]["resourceId"].is_string());
     l.run(&["issue", "--name", "delta"]).ok();
     l.run(&["audit", "checkpoint"]).ok();
@@ -634,13 +605,13 @@ fn a_workspace_export_carries_inclusion_proofs() {
             out.to_str().unwrap(),
         ])
         .ok()
-        .json();
+        .report();
     assert_eq!(e["events"], 10);
     assert_eq!(e["inclusionProofs"], 10);
     let v = Ledger::new()
         .verify(&["--file", out.to_str().unwrap()])
         .ok()
-        .json();
+        .report();
     assert_eq!(v["proofsVerified"], 10);
     assert_eq!(v["summary"]["events"], 10);
 }
@@ -652,13 +623,13 @@ fn replay_shows_the_views_at_a_point_and_diffs_two_points() {
     let at4 = l
         .run(&["--json", "audit", "replay", "--position", "4"])
         .ok()
-        .json();
+        .report();
     assert_eq!(at4["position"], 4);
     assert_eq!(at4["tokens"].as_array().unwrap().len(), 4);
     let d = l
         .run(&["--json", "audit", "replay", "--diff", "4", "9"])
         .ok()
-        .json();
+        .report();
     let changes = d["changes"].as_array().unwrap();
     let alpha = changes
         .iter()
@@ -688,7 +659,7 @@ fn replay_shows_the_views_at_a_point_and_diffs_two_points() {
     let d = l
         .run(&["--json", "audit", "replay", "--diff", "1", "2"])
         .ok()
-        .json();
+        .report();
     assert_eq!(d["changes"][0]["change"], "added");
     let human = l.run(&["audit", "replay", "--diff", "4", "9"]).ok();
     assert!(
@@ -709,7 +680,7 @@ fn history_shows_every_version_with_field_level_changes() {
     let h = l
         .run(&["--json", "audit", "history", &clients[0]])
         .ok()
-        .json();
+        .report();
     let entries = h["entries"].as_array().unwrap();
     let types: Vec<&str> = entries
         .iter()

@@ -28,7 +28,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
+mod common;
+
+use common::{Run, BIN};
 const MASTER_HEX: &str = "5f1d8a0c2b7e4f6a9c3d2e1f0a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b";
 const DEADLINE: Duration = Duration::from_secs(60);
 const EXIT_FINDING: i32 = 5;
@@ -37,31 +39,7 @@ const EVERY: u64 = 4;
 /// Commands (one event each) sent to the server.
 const COMMANDS: u64 = 6;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not JSON ({e}): {}\nstderr: {}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    fn ok(self) -> Run {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-
     /// The finding of a failed `--json` verify: (position, kind, until).
     fn finding(&self) -> (u64, String, Option<u64>) {
         assert_eq!(
@@ -69,7 +47,7 @@ impl Run {
             "stdout: {}\nstderr: {}",
             self.stdout, self.stderr
         );
-        let f = &self.json()["finding"];
+        let f = &self.report()["finding"];
         (
             f["position"].as_u64().unwrap(),
             f["kind"].as_str().unwrap().to_owned(),
@@ -89,11 +67,7 @@ fn run(data: &Path, args: &[&str]) -> Run {
         .env_remove("TOKENLEDGER_NATS")
         .output()
         .expect("run tokenledger");
-    Run {
-        code: out.status.code().expect("exited"),
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-    }
+    Run::from(out)
 }
 
 /// `audit verify --nats URL --json ...` with a data dir that must stay absent.
@@ -234,18 +208,18 @@ async fn a_served_ledger_verifies_from_its_stream_and_publishes_checkpoints() {
         wait_for_async(DEADLINE, || async { stream_last(&js).await == COMMANDS }).await,
         "publication did not catch up"
     );
-    let live = verify_stream(&url, &[]).ok().json();
+    let live = verify_stream(&url, &[]).ok().report();
     assert_eq!(live["summary"]["events"], json!(COMMANDS));
     assert_eq!(live["summary"]["headPosition"], json!(COMMANDS));
     assert_eq!(live["stream"]["state"]["lastSequence"], json!(COMMANDS));
     let r = verify_stream(&url, &["--checkpoint", "latest", "--key", &key])
         .ok()
-        .json();
+        .report();
     assert_eq!(
         r["summary"]["checkpoints"],
         json!([{"size": size, "label": "tokens.checkpoint.latest", "outcome": "matches"}])
     );
-    let from = verify_stream(&url, &["--from", "3"]).ok().json();
+    let from = verify_stream(&url, &["--from", "3"]).ok().report();
     assert_eq!(from["summary"]["firstPosition"], json!(3));
     assert_eq!(from["summary"]["events"], json!(COMMANDS - 2));
     assert_eq!(from["summary"]["headHash"], live["summary"]["headHash"]);
@@ -260,7 +234,7 @@ async fn a_served_ledger_verifies_from_its_stream_and_publishes_checkpoints() {
     assert_eq!(std::fs::read_to_string(&last_file).unwrap(), last.note);
 
     // The data dir agrees with the stream, and both checkpoints hold on it.
-    let local = run(&data, &["--json", "audit", "verify"]).ok().json();
+    let local = run(&data, &["--json", "audit", "verify"]).ok().report();
     assert_eq!(local["summary"]["headHash"], live["summary"]["headHash"]);
     assert_eq!(
         local["summary"]["merkleRoot"],
@@ -282,7 +256,7 @@ async fn a_served_ledger_verifies_from_its_stream_and_publishes_checkpoints() {
         &["--checkpoint", received.to_str().unwrap(), "--key", &key],
     )
     .ok()
-    .json();
+    .report();
     assert_eq!(r["summary"]["checkpoints"][0]["outcome"], json!("matches"));
     assert_eq!(r["summary"]["headHash"], live["summary"]["headHash"]);
     // A wrong key is a finding (exit 5), before anything is read.
@@ -441,12 +415,12 @@ async fn one_bad_hash_in_the_stream_is_named_at_its_position() {
     let r = verify_stream(&url, &[]);
     assert_eq!(r.finding(), (6, "hash_mismatch".to_owned(), None));
     assert_eq!(
-        r.json()["summary"]["headPosition"],
+        r.report()["summary"]["headPosition"],
         json!(5),
         "verified up to the finding"
     );
     // A range after the bad event links to event 7, checked alone, and passes.
-    let tail = verify_stream(&url, &["--from", "8"]).ok().json();
+    let tail = verify_stream(&url, &["--from", "8"]).ok().report();
     assert_eq!(tail["summary"]["firstPosition"], json!(8));
     assert_eq!(tail["summary"]["headHash"], json!(events[9].hash));
     // A range that would link to the bad event cannot start there.
@@ -468,7 +442,7 @@ async fn a_rewritten_stream_fails_the_checkpoint_of_the_honest_one() {
 
     let url = nats.url();
     // Every hash and link recomputes: alone, the stream passes.
-    let alone = verify_stream(&url, &[]).ok().json();
+    let alone = verify_stream(&url, &[]).ok().report();
     assert_eq!(alone["summary"]["headHash"], json!(rewritten[9].hash));
     // The honest checkpoint does not.
     let r = verify_stream(

@@ -8,11 +8,13 @@
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
+mod common;
+
+use common::{Run, BIN};
 const WS: &str = "acme";
 const PRIMAERP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -25,42 +27,6 @@ const FIMIDARA: &str = concat!(
 
 /// How long a child process may take to reach a state the test waits for.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A finished run.
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().expect("exited, not killed"),
-            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
-            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
-        }
-    }
-
-    /// The stdout of a successful `--json` run.
-    fn json(&self) -> Value {
-        assert_eq!(self.code, 0, "stderr: {}", self.stderr);
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
-    }
-
-    /// The `--json` error object of a failed run.
-    fn error(&self) -> Value {
-        assert_ne!(
-            self.code, 0,
-            "expected a failure, got stdout: {}",
-            self.stdout
-        );
-        let v: Value = serde_json::from_str(self.stderr.trim())
-            .unwrap_or_else(|e| panic!("stderr is not JSON ({e}): {}", self.stderr));
-        v["error"].clone()
-    }
-}
 
 /// A data dir and the flags that point the binary at it.
 struct Cli {

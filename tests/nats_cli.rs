@@ -11,44 +11,16 @@ use ledger_testkit::{free_port, wait_for, NatsServer};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
+mod common;
+
+use common::{Run, BIN};
 const WS: &str = "acme";
 /// How long a process may take to reach a state a test waits for.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// A finished run.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from(out: Output) -> Run {
-        Run {
-            code: out.status.code().expect("exited, not killed"),
-            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
-            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
-        }
-    }
-
-    fn json(&self) -> Value {
-        assert_eq!(self.code, 0, "stderr: {}", self.stderr);
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
-    }
-
-    fn error(&self) -> Value {
-        let v: Value = serde_json::from_str(self.stderr.trim())
-            .unwrap_or_else(|e| panic!("stderr is not one JSON error ({e}): {}", self.stderr));
-        v["error"].clone()
-    }
-}
 
 /// Where the CLI sends its work: a data dir, or a server over NATS.
 enum Target {

@@ -1,0 +1,69 @@
+//! What the binary's integration tests share: how a finished run of
+//! `tokenledger` is read.
+//!
+//! Each test file is its own crate and uses a different part of this.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::process::Output;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
+
+/// A finished run: exit code and both outputs.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Reads a finished process; a run killed by a signal is a test failure.
+    pub fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().expect("exited, not killed"),
+            stdout: String::from_utf8(out.stdout).expect("utf-8 stdout"),
+            stderr: String::from_utf8(out.stderr).expect("utf-8 stderr"),
+        }
+    }
+
+    /// Asserts the run succeeded.
+    pub fn ok(self) -> Run {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The stdout of a successful `--json` run.
+    pub fn json(&self) -> Value {
+        assert_eq!(self.code, 0, "stderr: {}", self.stderr);
+        self.report()
+    }
+
+    /// The `--json` stdout whatever the exit code: a failed audit prints its
+    /// report (with the finding) there.
+    pub fn report(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The `--json` error object of a failed run.
+    pub fn error(&self) -> Value {
+        assert_ne!(
+            self.code, 0,
+            "expected a failure, got stdout: {}",
+            self.stdout
+        );
+        let v: Value = serde_json::from_str(self.stderr.trim())
+            .unwrap_or_else(|e| panic!("stderr is not one JSON error ({e}): {}", self.stderr));
+        v["error"].clone()
+    }
+}
