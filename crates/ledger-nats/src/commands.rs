@@ -3,9 +3,11 @@
 use crate::subjects::request_parts;
 use chrono::Utc;
 use ledger_core::command::{self};
+use ledger_core::TokenView;
 use ledger_core::{validate, CommandName, ErrorCode, Rejection, Timestamp};
 use ledger_store::Store;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 /// What a command handler needs.
 pub(crate) struct CommandContext {
@@ -22,7 +24,7 @@ pub(crate) async fn handle(
     name: CommandName,
     subject: &str,
     payload: &[u8],
-) -> Result<Value, Rejection> {
+) -> Result<Box<RawValue>, Rejection> {
     let workspace = subject_workspace(subject)?;
     let cmd = command::parse(name, payload)?;
     if cmd.workspace_id != workspace {
@@ -52,7 +54,20 @@ pub(crate) async fn handle(
             Some(view.with_expired(Timestamp::new(Utc::now())))
         }
     };
-    Ok(json!({ "token": view, "positions": committed.positions }))
+    // Serialized straight from the view: building a `Value` tree first
+    // cost a few µs per command on the server's two cores.
+    serde_json::value::to_raw_value(&Accepted {
+        positions: &committed.positions,
+        token: view.as_ref(),
+    })
+    .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))
+}
+
+/// The result of an accepted command.
+#[derive(Serialize)]
+struct Accepted<'a> {
+    positions: &'a [u64],
+    token: Option<&'a TokenView>,
 }
 
 /// The workspace token of a request subject, checked like a body's `workspaceId`.

@@ -53,6 +53,7 @@ use futures_util::StreamExt;
 use ledger_core::{CommandName, Rejection};
 use ledger_store::Store;
 use queries::{Query, QueryContext};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -529,7 +530,7 @@ async fn handle(
     shared: &Shared,
     route: Route,
     request: &async_nats::service::Request,
-) -> Result<Value, Rejection> {
+) -> Result<Box<RawValue>, Rejection> {
     let subject = request.message.subject.as_str();
     let payload = request.message.payload.as_ref();
     // One limit for every endpoint, checked before anything is parsed.
@@ -545,9 +546,17 @@ async fn handle(
     }
     match route {
         Route::Command(name) => commands::handle(&shared.commands, name, subject, payload).await,
-        Route::Query(query) => queries::handle(&shared.queries, query, subject, payload).await,
+        Route::Query(query) => {
+            raw(queries::handle(&shared.queries, query, subject, payload).await?)
+        }
         Route::AnyCommand => Err(commands::unknown_command(subject)),
         Route::AnyQuery => Err(queries::unknown_query(subject)),
-        Route::Keys(r) => verify::handle(&shared.verify, &shared.queries, r, payload).await,
+        Route::Keys(r) => raw(verify::handle(&shared.verify, &shared.queries, r, payload).await?),
     }
+}
+
+/// A result built as a JSON tree, serialized for the reply.
+fn raw(value: Value) -> Result<Box<RawValue>, Rejection> {
+    serde_json::value::to_raw_value(&value)
+        .map_err(|e| Rejection::new(ledger_core::ErrorCode::Internal, e.to_string()))
 }

@@ -14,15 +14,15 @@ use async_nats::service::{Request, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use async_nats::HeaderMap;
 use ledger_core::Rejection;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// Longest `Nats-Service-Error` header value, in bytes; the body keeps the whole message.
 pub const ERROR_HEADER_BYTES_MAX: usize = 1024;
 
 #[derive(Serialize)]
-struct Ok<'a> {
+struct Ok<'a, T: ?Sized> {
     ok: bool,
-    result: &'a Value,
+    result: &'a T,
 }
 
 #[derive(Serialize)]
@@ -32,7 +32,7 @@ struct Err<'a> {
 }
 
 /// The body of a success reply.
-pub fn ok_body(result: &Value) -> Vec<u8> {
+pub fn ok_body<T: Serialize + ?Sized>(result: &T) -> Vec<u8> {
     serde_json::to_vec(&Ok { ok: true, result }).expect("reply serialization cannot fail")
 }
 
@@ -70,7 +70,7 @@ fn header_text(message: &str) -> String {
 }
 
 /// Sends the reply for `outcome`; a request without a reply subject gets none.
-pub async fn send(request: &Request, outcome: &Result<Value, Rejection>) {
+pub async fn send(request: &Request, outcome: &Result<Box<RawValue>, Rejection>) {
     if request.message.reply.is_none() {
         return;
     }
@@ -94,6 +94,7 @@ pub async fn send(request: &Request, outcome: &Result<Value, Rejection>) {
 mod tests {
     use super::*;
     use ledger_core::ErrorCode;
+    use serde_json::Value;
 
     #[test]
     fn error_replies_carry_code_message_field_and_version() {
