@@ -1,6 +1,13 @@
 //! `cargo bench -p ledger-bench --bench nats`: durable commands over NATS with
 //! 256 in flight, side by side with the transport's own ceilings on the same
 //! nats-server: a trivial request/reply echo and raw JetStream publish-with-ack.
+//!
+//! Three commands: `issue_client_token` (the reply carries a freshly signed
+//! JWT), `update_client_token` (a rename of each issued token: neither a
+//! signature nor a secret) and `register_access_token` (a sealed secret).
+//! Each row also gives the CPU time per command of nats-server and of this
+//! process (the ledger plus the load generator): on two cores, their sum
+//! bounds the rate at 2 s / (sum) whatever the ledger's latency.
 
 /// The allocator the `tokenledger` binary uses, so figures match it.
 #[global_allocator]
@@ -78,8 +85,12 @@ fn main() {
             rate(n as u64, start.elapsed())
         );
 
-        // The ledger: durable issue_client_token over NATS.
+        // The ledger: durable commands over NATS. Each row also gives the
+        // CPU time per command of nats-server and of this process (the
+        // ledger plus the load generator), which together bound the rate
+        // on two cores.
         let served = Served::start(nats.url()).await;
+        let cpu = Cpu::new(nats.pid().expect("nats-server runs"));
         let bodies = (0..n).map(|i| {
             serde_json::to_vec(&json!({
                 "commandId": Uuid::new_v4().to_string(),
@@ -89,8 +100,30 @@ fn main() {
             }))
             .unwrap()
         });
+        let at = cpu.now();
         let m = requests(&client, "tokens.cmd.bench.issue_client_token", bodies).await;
-        println!("| tokenledger issue_client_token over NATS (durable; each reply carries a freshly signed EdDSA tokenStr) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms |", m.rate, m.p50_ms, m.p99_ms);
+        println!("| tokenledger issue_client_token over NATS (durable; each reply carries a freshly signed EdDSA tokenStr) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
+        // The tokens just issued, for the update row.
+        let issued: Vec<Uuid> = served
+            .store
+            .read_from(1, n)
+            .unwrap()
+            .iter()
+            .map(|e| e.envelope().unwrap().token_id)
+            .collect();
+        let bodies = issued.iter().enumerate().map(|(i, token)| {
+            serde_json::to_vec(&json!({
+                "commandId": Uuid::new_v4().to_string(),
+                "workspaceId": "bench",
+                "actor": {"agentId": "bench", "agentType": "service"},
+                "tokenId": token.to_string(),
+                "name": format!("renamed-{i}"),
+            }))
+            .unwrap()
+        });
+        let at = cpu.now();
+        let m = requests(&client, "tokens.cmd.bench.update_client_token", bodies).await;
+        println!("| tokenledger update_client_token over NATS (durable; a rename: no signature, no secret) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
         let bodies = (0..n).map(|i| {
             serde_json::to_vec(&json!({
                 "commandId": Uuid::new_v4().to_string(),
@@ -103,8 +136,9 @@ fn main() {
             }))
             .unwrap()
         });
+        let at = cpu.now();
         let m = requests(&client, "tokens.cmd.bench.register_access_token", bodies).await;
-        println!("| tokenledger register_access_token over NATS (durable; secret sealed, no signature) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms |", m.rate, m.p50_ms, m.p99_ms);
+        println!("| tokenledger register_access_token over NATS (durable; secret sealed, no signature) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
         let start = Instant::now();
         let head = served.store.head_position();
         assert!(
@@ -119,4 +153,46 @@ fn main() {
         );
         served.stop().await;
     });
+}
+
+/// CPU time of nats-server and of this process, from `/proc`.
+struct Cpu {
+    nats: u32,
+}
+
+/// (nats-server, this process) CPU seconds at one moment.
+struct CpuAt(f64, f64);
+
+impl Cpu {
+    fn new(nats: u32) -> Cpu {
+        Cpu { nats }
+    }
+
+    fn now(&self) -> CpuAt {
+        CpuAt(
+            cpu_secs(&format!("/proc/{}/stat", self.nats)),
+            cpu_secs("/proc/self/stat"),
+        )
+    }
+
+    /// CPU per operation since `at`, as a table cell fragment.
+    fn per_op(&self, at: CpuAt, ops: usize) -> String {
+        let end = self.now();
+        let us = |a: f64, b: f64| (b - a) * 1e6 / ops as f64;
+        format!(
+            "CPU per command: nats-server {:.0} µs, ledger + load generator {:.0} µs",
+            us(at.0, end.0),
+            us(at.1, end.1)
+        )
+    }
+}
+
+/// utime + stime of a `/proc/.../stat` file, in seconds (100 ticks/s).
+fn cpu_secs(path: &str) -> f64 {
+    let stat = std::fs::read_to_string(path).expect("readable /proc stat");
+    // The command name may hold spaces: fields are counted after its ')'.
+    let rest = &stat[stat.rfind(')').expect("stat has a comm field") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
 }
