@@ -48,10 +48,15 @@ fn main() {
                 }
             }
         });
+        let cpu = Cpu::new(nats.pid().expect("nats-server runs"));
+        let at = cpu.now();
         let m = requests(&client, "bench.echo", (0..n).map(|_| b"{}".to_vec())).await;
         println!(
-            "| core NATS request/reply echo | {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms |",
-            m.rate, m.p50_ms, m.p99_ms
+            "| core NATS request/reply echo | {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms; {} |",
+            m.rate,
+            m.p50_ms,
+            m.p99_ms,
+            cpu.per_op(at, n)
         );
         echo_task.abort();
 
@@ -65,6 +70,7 @@ fn main() {
         .await
         .unwrap();
         let body = vec![b'x'; 700];
+        let at = cpu.now();
         let start = Instant::now();
         let mut acks = std::collections::VecDeque::new();
         for i in 0..n {
@@ -81,8 +87,43 @@ fn main() {
             ack.await.unwrap();
         }
         println!(
-            "| JetStream publish with ack + Nats-Msg-Id, window 512, 700 B | {:.0} msg/s |",
-            rate(n as u64, start.elapsed())
+            "| JetStream publish with ack + Nats-Msg-Id, window 512, 700 B | {:.0} msg/s; {} |",
+            rate(n as u64, start.elapsed()),
+            cpu.per_op(at, n)
+        );
+
+        // Ceiling 3: the same, published as the ledger does: a subject per
+        // token (`tokens.evt.{ws}.{token}.{type}`: every message a new
+        // subject the stream indexes) and the expected last sequence.
+        js.create_stream(jetstream::stream::Config {
+            name: "BENCH_SUBJECTS".into(),
+            subjects: vec!["bench.evt.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let at = cpu.now();
+        let start = Instant::now();
+        let mut acks = std::collections::VecDeque::new();
+        for i in 0..n {
+            if acks.len() >= 512 {
+                let ack: jetstream::context::PublishAckFuture = acks.pop_front().unwrap();
+                ack.await.unwrap();
+            }
+            let msg = jetstream::message::PublishMessage::build()
+                .payload(body.clone().into())
+                .message_id(Uuid::now_v7().to_string())
+                .expected_last_sequence(i as u64);
+            let subject = format!("bench.evt.bench.{}.client_token_issued", Uuid::new_v4());
+            acks.push_back(js.send_publish(subject, msg).await.unwrap());
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+        println!(
+            "| JetStream publish as the ledger does: a new subject per message, expected last sequence, window 512, 700 B | {:.0} msg/s; {} |",
+            rate(n as u64, start.elapsed()),
+            cpu.per_op(at, n)
         );
 
         // The ledger: durable commands over NATS. Each row also gives the
@@ -90,7 +131,6 @@ fn main() {
         // ledger plus the load generator), which together bound the rate
         // on two cores.
         let served = Served::start(nats.url()).await;
-        let cpu = Cpu::new(nats.pid().expect("nats-server runs"));
         let bodies = (0..n).map(|i| {
             serde_json::to_vec(&json!({
                 "commandId": Uuid::new_v4().to_string(),
@@ -180,7 +220,7 @@ impl Cpu {
         let end = self.now();
         let us = |a: f64, b: f64| (b - a) * 1e6 / ops as f64;
         format!(
-            "CPU per command: nats-server {:.0} µs, ledger + load generator {:.0} µs",
+            "CPU per op: nats-server {:.0} µs, this process {:.0} µs",
             us(at.0, end.0),
             us(at.1, end.1)
         )
