@@ -361,14 +361,12 @@ async fn publish(js: &jetstream::Context, events: &[Envelope], bodies: Vec<Vec<u
     .await
     .unwrap();
     for (env, body) in events.iter().zip(bodies) {
-        let subject = format!(
-            "tokens.evt.{}.{}.{}",
-            env.workspace_id,
-            env.token_id,
-            env.event_type()
-        );
+        // As the server publishes: the event's subject, its id as Nats-Msg-Id.
+        let message = jetstream::message::PublishMessage::build()
+            .payload(body.into())
+            .message_id(env.event_id.to_string());
         let ack = js
-            .publish(subject, body.into())
+            .send_publish(env.subject(), message)
             .await
             .unwrap()
             .await

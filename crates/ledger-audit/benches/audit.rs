@@ -7,6 +7,9 @@
 //! and with worker threads; with and without the schema check), `audit
 //! export` and `audit verify --file`, and `audit replay` (views at the head,
 //! and a diff of two points). Prints one line per measurement.
+//!
+//! `AUDIT_BENCH_ONLY=<text>` runs only the measurements whose label
+//! contains the text (for profiling one of them); the log is built anyway.
 
 /// The allocator the `tokenledger` binary uses, so figures match it.
 #[global_allocator]
@@ -60,6 +63,9 @@ fn main() {
         ("verify data dir, 1 core, no schema", 0, false),
         ("verify data dir, 2 workers, no schema", 2, false),
     ] {
+        if !wanted(label) {
+            continue;
+        }
         let plan = Plan {
             roots: roots.clone(),
             ..Plan::whole_log()
@@ -80,26 +86,29 @@ fn main() {
     }
 
     let file = dir.path().join("export.jsonl");
-    let t = Instant::now();
-    let request = ExportRequest {
-        from: 1,
-        to: None,
-        workspace: None,
-    };
-    let options = VerifyOptions::default();
-    export(dir.path(), &reader, &request, &file, &options, &mut |_| {})
-        .unwrap()
-        .unwrap();
-    report(
-        "export (verifying as it writes, all checks, 1 core)",
-        events,
-        t,
-    );
-    for (label, threads, schema) in [
+    const FILE_ROWS: [(&str, usize, bool); 3] = [
         ("verify file, 1 core, all checks", 0, true),
         ("verify file, 2 workers, all checks", 2, true),
         ("verify file, 1 core, no schema", 0, false),
-    ] {
+    ];
+    const EXPORT_ROW: &str = "export (verifying as it writes, all checks, 1 core)";
+    if wanted(EXPORT_ROW) || FILE_ROWS.iter().any(|(label, _, _)| wanted(label)) {
+        let t = Instant::now();
+        let request = ExportRequest {
+            from: 1,
+            to: None,
+            workspace: None,
+        };
+        let options = VerifyOptions::default();
+        export(dir.path(), &reader, &request, &file, &options, &mut |_| {})
+            .unwrap()
+            .unwrap();
+        report(EXPORT_ROW, events, t);
+    }
+    for (label, threads, schema) in FILE_ROWS {
+        if !wanted(label) {
+            continue;
+        }
         let options = VerifyOptions { schema, threads };
         let t = Instant::now();
         let v = verify_export(&file, &[], &options, &mut |_| {}).unwrap();
@@ -107,6 +116,10 @@ fn main() {
         report(label, events, t);
     }
 
+    // The replay rows' labels carry counts: selected by "replay" in the filter.
+    if std::env::var("AUDIT_BENCH_ONLY").is_ok_and(|only| !only.contains("replay")) {
+        return;
+    }
     for threads in [0, 2] {
         let options = VerifyOptions {
             schema: false,
@@ -151,6 +164,11 @@ fn main() {
         events,
         t,
     );
+}
+
+/// Whether `AUDIT_BENCH_ONLY` (unset: everything) selects the measurement `label`.
+fn wanted(label: &str) -> bool {
+    std::env::var("AUDIT_BENCH_ONLY").map_or(true, |only| label.contains(&only))
 }
 
 /// A start time: wall clock, and CPU time of this thread and of the process.

@@ -183,13 +183,10 @@ async fn publish(js: &jetstream::Context, events: u64) -> (ledger_audit::Hash, u
                 ));
                 let payload = env.to_json_bytes();
                 bytes += payload.len() as u64;
-                let subject = format!(
-                    "tokens.evt.{}.{}.{}",
-                    env.workspace_id,
-                    env.token_id,
-                    env.event_type()
-                );
-                window.push_back(js.publish(subject, payload.into()).await.unwrap());
+                let message = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(env.event_id.to_string());
+                window.push_back(js.send_publish(env.subject(), message).await.unwrap());
                 if window.len() >= 1024 {
                     window.pop_front().unwrap().await.unwrap();
                 }

@@ -588,6 +588,7 @@ impl<R: BufRead> Iterator for LineRecords<R> {
             return Some(Ok(Record::Published {
                 sequence: None,
                 bytes: std::mem::take(&mut self.line),
+                message: None,
             }));
         }
     }

@@ -45,7 +45,7 @@ pub use checkpoints::{make_checkpoint, CheckpointStore, Checkpointer};
 pub use error::AuditError;
 pub use keyfile::CheckpointKey;
 pub use note::{Checkpoint, SignedCheckpoint, VerifierKey};
-pub use source::{LogReader, Record};
+pub use source::{LogReader, MessageMeta, Record};
 pub use verify::{
     verify, ExpectedRoot, Finding, FindingKind, Observer, Plan, Progress, Report, Summary,
     VerifyOptions,

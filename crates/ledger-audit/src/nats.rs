@@ -26,7 +26,7 @@
 //! stream that stops delivering before its own last sequence is an error
 //! ([`AuditError::Source`]), not a finding.
 
-use crate::source::Record;
+use crate::source::{MessageMeta, Record};
 use crate::verify::{DeclaredEnd, ExpectedRoot, Observer, Plan, Progress, Report, VerifyOptions};
 use crate::{AuditError, Hash};
 use async_nats::jetstream::consumer::pull::OrderedConfig;
@@ -233,10 +233,20 @@ impl Reader {
             if sequence > self.range.until {
                 return None;
             }
+            let meta = MessageMeta {
+                subject: message.message.subject.to_string(),
+                msg_id: message
+                    .message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.as_str().to_owned()),
+            };
             let bytes = Vec::from(message.message.payload);
             return Some(Ok(Record::Published {
                 sequence: Some(sequence),
                 bytes,
+                message: Some(meta),
             }));
         }
     }
@@ -468,6 +478,7 @@ mod tests {
         Ok(Record::Published {
             sequence: Some(i),
             bytes: i.to_be_bytes().to_vec(),
+            message: None,
         })
     }
 

@@ -30,7 +30,22 @@ pub enum Record {
         sequence: Option<u64>,
         /// The envelope's bytes.
         bytes: Vec<u8>,
+        /// What the message said of itself besides its body (a JetStream
+        /// message's subject and `Nats-Msg-Id`), checked against the body;
+        /// `None` for files.
+        message: Option<MessageMeta>,
     },
+}
+
+/// A message's subject and id, which must agree with the envelope it carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageMeta {
+    /// Its subject: `tokens.evt.{workspaceId}.{tokenId}.{type}` of the body.
+    pub subject: String,
+    /// Its `Nats-Msg-Id` header: the body's `eventId`. A message without the
+    /// header is not a finding (the publisher always sets it, the stream's
+    /// deduplication needs it; streams written by other tools may lack it).
+    pub msg_id: Option<String>,
 }
 
 /// Read access to the `log` tree of a data dir, without the store's writer.

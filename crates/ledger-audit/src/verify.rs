@@ -23,7 +23,7 @@
 
 use crate::merkle::{leaf_hash, Accumulator};
 use crate::rules;
-use crate::source::{canonical_from_published, published_from_canonical, Record};
+use crate::source::{canonical_from_published, published_from_canonical, MessageMeta, Record};
 use crate::{AuditError, Hash};
 use ledger_catalogue::Catalogue;
 use ledger_core::{Envelope, LedgerState};
@@ -95,6 +95,8 @@ pub enum FindingKind {
     Truncated,
     /// The source's own header disagrees with its events.
     HeaderMismatch,
+    /// A message's subject or `Nats-Msg-Id` disagrees with the event it carries.
+    MessageMismatch,
     /// The domain fold failed on an event the checks let through (a gap in
     /// the checks: please report it).
     ReplayPanicked,
@@ -128,6 +130,7 @@ impl FindingKind {
             FindingKind::CheckpointMismatch => "checkpoint_mismatch",
             FindingKind::Truncated => "truncated",
             FindingKind::HeaderMismatch => "header_mismatch",
+            FindingKind::MessageMismatch => "message_mismatch",
             FindingKind::ReplayPanicked => "replay_panicked",
         }
     }
@@ -464,6 +467,31 @@ pub(crate) struct Prepared {
     key: Option<u64>,
     stored: bool,
     outcome: Result<Decoded, String>,
+    /// How the message's subject or id disagrees with the event.
+    message: Option<String>,
+}
+
+/// How a message's subject or `Nats-Msg-Id` disagrees with its envelope.
+fn message_problem(env: &Envelope, meta: &MessageMeta) -> Option<String> {
+    let subject = env.subject();
+    if meta.subject != subject {
+        return Some(format!(
+            "the message's subject is {}, but its event's is {subject}",
+            meta.subject
+        ));
+    }
+    let event_id = env.event_id.to_string();
+    // The publisher sets the header on every message: without it the
+    // stream's deduplication never covered the event.
+    match &meta.msg_id {
+        Some(id) if *id == event_id => None,
+        Some(id) => Some(format!(
+            "the message's Nats-Msg-Id is {id}, but its event's eventId is {event_id}"
+        )),
+        None => Some(format!(
+            "the message has no Nats-Msg-Id; its event's eventId is {event_id}"
+        )),
+    }
 }
 
 pub(crate) struct Decoded {
@@ -499,12 +527,25 @@ fn prepare(record: Record, catalogue: Option<&Catalogue>) -> Prepared {
             key: Some(position),
             stored: true,
             outcome: prepare_stored(value, catalogue),
+            message: None,
         },
-        Record::Published { sequence, bytes } => Prepared {
-            key: sequence,
-            stored: false,
-            outcome: prepare_published(bytes, catalogue),
-        },
+        Record::Published {
+            sequence,
+            bytes,
+            message,
+        } => {
+            let outcome = prepare_published(bytes, catalogue);
+            let message = match (&outcome, message) {
+                (Ok(d), Some(meta)) => message_problem(&d.event.env, &meta),
+                _ => None,
+            };
+            Prepared {
+                key: sequence,
+                stored: false,
+                outcome,
+                message,
+            }
+        }
     }
 }
 
@@ -518,12 +559,18 @@ fn prepare_stored(value: sled::IVec, catalogue: Option<&Catalogue>) -> Result<De
     let mut env = Envelope::from_json(canonical).map_err(|e| e.to_string())?;
     env.hash = hex_string(&claimed);
     let schema = catalogue.and_then(|c| {
+        // The published form, checked without building a `Value`
+        // (ledger-catalogue's fast path); any doubt takes the full path.
+        let fast = c.check_fast_canonical(canonical, &env.hash);
+        if fast == Some(true) {
+            return None;
+        }
         let mut json: serde_json::Value = match serde_json::from_slice(canonical) {
             Ok(v) => v,
             Err(e) => return Some(e.to_string()),
         };
         json["hash"] = serde_json::Value::String(env.hash.clone());
-        schema_problems(c, &json)
+        schema_problems(c, &json, fast)
     });
     Ok(Decoded {
         event: VerifiedEvent {
@@ -559,9 +606,15 @@ fn prepare_published(bytes: Vec<u8>, catalogue: Option<&Catalogue>) -> Result<De
             (env, computed, claimed, false)
         }
     };
-    let schema = catalogue.and_then(|c| match serde_json::from_slice(&bytes) {
-        Ok(json) => schema_problems(c, &json),
-        Err(e) => Some(e.to_string()),
+    let schema = catalogue.and_then(|c| {
+        let fast = c.check_fast(&bytes);
+        if fast == Some(true) {
+            return None;
+        }
+        match serde_json::from_slice(&bytes) {
+            Ok(json) => schema_problems(c, &json, fast),
+            Err(e) => Some(e.to_string()),
+        }
     });
     Ok(Decoded {
         event: VerifiedEvent {
@@ -575,8 +628,19 @@ fn prepare_published(bytes: Vec<u8>, catalogue: Option<&Catalogue>) -> Result<De
     })
 }
 
-fn schema_problems(catalogue: &Catalogue, json: &serde_json::Value) -> Option<String> {
-    let violations = catalogue.validate_envelope(json).err()?;
+/// The violations of `json`, for a person; `fast` is what the fast path said
+/// of the same envelope (`Some(false)`: it failed it, so a pass here is a
+/// disagreement, reported rather than let through).
+fn schema_problems(
+    catalogue: &Catalogue,
+    json: &serde_json::Value,
+    fast: Option<bool>,
+) -> Option<String> {
+    let violations = match catalogue.validate_envelope(json) {
+        Ok(()) if fast == Some(false) => vec![ledger_catalogue::disagreement()],
+        Ok(()) => return None,
+        Err(violations) => violations,
+    };
     let shown: Vec<String> = violations.iter().take(3).map(|v| v.to_string()).collect();
     let more = violations.len().saturating_sub(shown.len());
     let mut text = shown.join("; ");
@@ -760,6 +824,9 @@ impl Chain {
             ));
         }
         let at = env.position;
+        if let Some(problem) = prepared.message {
+            return Err(finding(at, FindingKind::MessageMismatch, problem));
+        }
         if env.position == expected {
             let linked = env.prev_hash.as_bytes() == hex64(&self.prev);
             if !linked {

@@ -407,6 +407,7 @@ fn chain(drafts: Vec<EventDraft>) -> Vec<Result<Record, ledger_audit::AuditError
             Ok(Record::Published {
                 sequence: None,
                 bytes: env.to_json_bytes(),
+                message: None,
             })
         })
         .collect()

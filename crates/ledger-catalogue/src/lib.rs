@@ -24,6 +24,8 @@
 //! violation can be logged even when a misbehaving producer put a plaintext
 //! secret where a sealed one belongs.
 
+mod tape;
+
 use jsonschema::error::ValidationErrorKind;
 use jsonschema::{Registry, ValidationError, Validator};
 use ledger_core::event::SCHEMA_VERSION;
@@ -32,6 +34,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::OnceLock;
+use tape::{Tape, TapeJson, TapeNode};
 
 /// Base URI of the catalogue: every schema's `$id` is this plus its file name.
 ///
@@ -98,6 +101,10 @@ impl fmt::Display for SchemaViolation {
 pub struct Catalogue {
     envelope: Validator,
     data: HashMap<(EventType, u32), Validator>,
+    /// The same schemas, compiled for the borrowed representation of
+    /// [`Catalogue::validate_published`]'s fast path.
+    fast_envelope: Validator<TapeJson>,
+    fast_data: HashMap<(EventType, u32), Validator<TapeJson>>,
 }
 
 impl fmt::Debug for Catalogue {
@@ -136,21 +143,38 @@ impl Catalogue {
                 .build(&schema)
                 .unwrap_or_else(|e| panic!("events/{file}: {e}"))
         };
+        let compile_fast = |file: &str, text: &str| -> Validator<TapeJson> {
+            let schema = parse(file, text);
+            jsonschema::options_for::<TapeJson>()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .with_registry(&registry)
+                .offline()
+                .build(&schema)
+                .unwrap_or_else(|e| panic!("events/{file}: {e}"))
+        };
         let envelope = compile("envelope.schema.json", ENVELOPE_SCHEMA);
+        let fast_envelope = compile_fast("envelope.schema.json", ENVELOPE_SCHEMA);
         assert_eq!(
             EVENT_TYPES.len(),
             EventType::ALL.len(),
             "one data schema per event type"
         );
         let mut data = HashMap::with_capacity(EVENT_TYPES.len());
+        let mut fast_data = HashMap::with_capacity(EVENT_TYPES.len());
         for (name, text) in EVENT_TYPES {
             let ty = EventType::parse(name)
                 .unwrap_or_else(|| panic!("events/{name}.schema.json: not an event type"));
-            let validator = compile(&format!("{name}.schema.json"), text);
-            let previous = data.insert((ty, SCHEMA_VERSION), validator);
+            let file = format!("{name}.schema.json");
+            let previous = data.insert((ty, SCHEMA_VERSION), compile(&file, text));
             assert!(previous.is_none(), "{name} listed twice");
+            fast_data.insert((ty, SCHEMA_VERSION), compile_fast(&file, text));
         }
-        Catalogue { envelope, data }
+        Catalogue {
+            envelope,
+            data,
+            fast_envelope,
+            fast_data,
+        }
     }
 
     /// A process-wide catalogue, compiled on first use.
@@ -175,6 +199,80 @@ impl Catalogue {
             Ok(())
         } else {
             Err(violations)
+        }
+    }
+
+    /// Checks the bytes of a published envelope: the same check as
+    /// [`Catalogue::validate_envelope`] on those bytes parsed as JSON, with
+    /// the same violations.
+    ///
+    /// Bytes in the form the ledger writes (compact, every object's keys in
+    /// increasing order, no escapes, integers only) are checked without
+    /// building a `serde_json::Value`: the schemas run on a flat token list
+    /// that borrows the bytes, and parsing it costs a fraction of a `Value`. Anything else, and every envelope
+    /// that fails, goes through the `Value` path, which gathers the
+    /// violations; bytes that are not JSON are one violation at the root.
+    pub fn validate_published(&self, bytes: &[u8]) -> Result<(), Vec<SchemaViolation>> {
+        match self.check_fast(bytes) {
+            Some(true) => Ok(()),
+            Some(false) => match self.validate_bytes(bytes) {
+                Err(violations) => Err(violations),
+                Ok(()) => Err(vec![disagreement()]),
+            },
+            None => self.validate_bytes(bytes),
+        }
+    }
+
+    /// The fast path of [`Catalogue::validate_published`] alone: whether
+    /// the envelope in `bytes` passes every schema, or `None` when the bytes
+    /// are not in the form the ledger writes (whitespace, keys out of order
+    /// or repeated, escapes, fractions, not JSON) and only a
+    /// `serde_json::Value` can tell.
+    ///
+    /// Callers that get `Some(false)` find the violations with
+    /// [`Catalogue::validate_envelope`]; should that pass, the two paths
+    /// disagree, which is a defect to report ([`disagreement`]), never a pass.
+    pub fn check_fast(&self, bytes: &[u8]) -> Option<bool> {
+        let tape = Tape::parse(bytes, None)?;
+        Some(self.fast_is_valid(tape.root()))
+    }
+
+    /// [`Catalogue::check_fast`] on the published form of an envelope's
+    /// canonical bytes (the store's record): the bytes plus a `hash` member
+    /// holding `hash_hex`, without building that form. `None` also when the
+    /// bytes hold a `hash` of their own.
+    pub fn check_fast_canonical(&self, canonical: &[u8], hash_hex: &str) -> Option<bool> {
+        let tape = Tape::parse(canonical, Some(("hash", hash_hex)))?;
+        Some(self.fast_is_valid(tape.root()))
+    }
+
+    fn validate_bytes(&self, bytes: &[u8]) -> Result<(), Vec<SchemaViolation>> {
+        match serde_json::from_slice::<Value>(bytes) {
+            Ok(json) => self.validate_envelope(&json),
+            Err(e) => Err(vec![SchemaViolation {
+                path: String::new(),
+                message: format!("not JSON: {e}"),
+            }]),
+        }
+    }
+
+    fn fast_is_valid(&self, root: TapeNode<'_>) -> bool {
+        if !self.fast_envelope.is_valid(root) {
+            return false;
+        }
+        // The envelope schema requires `type` to name an event type and
+        // `schemaVersion` to be a version; `data` is then checked as
+        // `validate_envelope` does.
+        let validator = (|| {
+            let ty = EventType::parse(root.member("type")?.as_str_value()?)?;
+            let version = u32::try_from(root.member("schemaVersion")?.as_u64_value()?).ok()?;
+            Some((self.fast_data.get(&(ty, version))?, root.member("data")?))
+        })();
+        match validator {
+            Some((validator, data)) => validator.is_valid(data),
+            // The envelope schema admits no envelope without them: a
+            // disagreement, which the `Value` path reports.
+            None => false,
         }
     }
 
@@ -214,6 +312,15 @@ impl Catalogue {
         let version = u32::try_from(json.get("schemaVersion")?.as_u64()?).ok()?;
         let validator = self.data.get(&(ty, version))?;
         Some((validator, json.get("data")?))
+    }
+}
+
+/// The violation to report when [`Catalogue::check_fast`] fails an envelope
+/// that [`Catalogue::validate_envelope`] passes.
+pub fn disagreement() -> SchemaViolation {
+    SchemaViolation {
+        path: String::new(),
+        message: "the envelope fails the catalogue's schemas on the fast path only".into(),
     }
 }
 

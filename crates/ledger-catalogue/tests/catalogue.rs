@@ -468,3 +468,91 @@ fn schema_limits_follow_the_core() {
         as_u64(PERMISSION_GROUPS_MAX)
     );
 }
+
+/// Every value at every path of `json`, each replaced by each of a few
+/// others (`null`, wrong types, empty and odd strings, numbers at the edges).
+fn mutations(json: &serde_json::Value) -> Vec<serde_json::Value> {
+    fn paths(v: &serde_json::Value, at: String, out: &mut Vec<String>) {
+        out.push(at.clone());
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, x) in m {
+                    paths(x, format!("{at}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    paths(x, format!("{at}/{i}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    paths(json, String::new(), &mut all);
+    let others = [
+        serde_json::json!(null),
+        serde_json::json!(""),
+        serde_json::json!("x"),
+        serde_json::json!("client"),
+        serde_json::json!(0),
+        serde_json::json!(-1),
+        serde_json::json!(1),
+        serde_json::json!(2),
+        serde_json::json!(true),
+        serde_json::json!([]),
+        serde_json::json!({}),
+        serde_json::json!({"zz": 1}),
+    ];
+    let mut out = Vec::new();
+    for path in all.iter().skip(1) {
+        for other in &others {
+            let mut m = json.clone();
+            *m.pointer_mut(path).unwrap() = other.clone();
+            out.push(m);
+        }
+        let (parent, _) = path.rsplit_once('/').unwrap();
+        let mut m = json.clone();
+        if let Some(serde_json::Value::Object(o)) = m.pointer_mut(parent) {
+            o.remove(path.rsplit_once('/').unwrap().1);
+            out.push(m);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_fast_path_agrees_with_the_value_path_on_examples_and_their_mutations() {
+    let catalogue = Catalogue::shared();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/examples"
+    ))
+    .unwrap()
+    {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if json.get("eventId").is_none() {
+            continue;
+        }
+        for candidate in std::iter::once(json.clone()).chain(mutations(&json)) {
+            // Compact, keys sorted: the form the fast path reads.
+            let bytes = serde_json::to_vec(&candidate).unwrap();
+            let full = catalogue.validate_envelope(&candidate).is_ok();
+            assert_eq!(
+                catalogue.check_fast(&bytes),
+                Some(full),
+                "{}: {candidate}",
+                path.display()
+            );
+            assert_eq!(catalogue.validate_published(&bytes).is_ok(), full);
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "{checked}");
+}
