@@ -180,8 +180,9 @@ impl Publisher {
                 assert_eq!(event.position, next, "the log is gap-free");
                 // The last message before this loop stops always asks for
                 // an ack, so every message in the window is covered by one.
-                let want_ack =
-                    next % ACK_EVERY == 0 || next == head || window.len() + 1 == self.ack_window;
+                let want_ack = next.is_multiple_of(ACK_EVERY)
+                    || next == head
+                    || window.len() + 1 == self.ack_window;
                 let ack = if want_ack {
                     Some(self.publish(&event).await?)
                 } else {
