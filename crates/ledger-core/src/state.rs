@@ -381,16 +381,21 @@ pub fn apply_event(token: Option<TokenState>, event: &Envelope) -> TokenState {
     match token {
         None => create(event),
         Some(mut t) => {
-            assert_eq!(
-                event.version,
-                t.version + 1,
-                "token versions must be gap-free"
-            );
-            assert!(!t.purged, "no event may follow token_purged");
-            apply(&mut t, event);
+            apply_to(&mut t, event);
             t
         }
     }
+}
+
+/// [`apply_event`] on an existing token, in place.
+pub fn apply_to(token: &mut TokenState, event: &Envelope) {
+    assert_eq!(
+        event.version,
+        token.version + 1,
+        "token versions must be gap-free"
+    );
+    assert!(!token.purged, "no event may follow token_purged");
+    apply(token, event);
 }
 
 fn create(event: &Envelope) -> TokenState {

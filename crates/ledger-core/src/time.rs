@@ -69,11 +69,45 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The canonical text as bytes, for years 0 to 9999 (every other year
+    /// takes the general path of `Display`). Digits are put in place by
+    /// hand: every event and every view carries timestamps, and going through
+    /// `fmt` costs several times as much.
+    fn canonical_bytes(self) -> Option<[u8; 24]> {
+        use chrono::{Datelike, Timelike};
+        let d = self.0;
+        let year = u32::try_from(d.year()).ok().filter(|y| *y <= 9999)?;
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, len: usize, mut v: u32| {
+            for c in b[at..at + len].iter_mut().rev() {
+                *c = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, d.month());
+        put(8, 2, d.day());
+        put(11, 2, d.hour());
+        put(14, 2, d.minute());
+        put(17, 2, d.second());
+        // Truncated to milliseconds on construction; a leap second's
+        // nanoseconds (>= 1e9) would not fit three digits: general path.
+        let millis = d.timestamp_subsec_millis();
+        if millis > 999 {
+            return None;
+        }
+        put(20, 3, millis);
+        Some(b)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use chrono::{Datelike, Timelike};
-        // Written by hand: chrono's format strings are interpreted on every
-        // call, and every event carries at least one timestamp.
+        if let Some(b) = self.canonical_bytes() {
+            return f.write_str(std::str::from_utf8(&b).expect("ASCII"));
+        }
         let d = self.0;
         write!(
             f,
@@ -91,15 +125,29 @@ impl fmt::Display for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        match self.canonical_bytes() {
+            Some(b) => s.serialize_str(std::str::from_utf8(&b).expect("ASCII")),
+            None => s.collect_str(self),
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Timestamp::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 timestamp"))
+        // A visitor rather than `Cow<str>`, whose `Deserialize` always
+        // allocates: decoding an event reads several timestamps.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Timestamp;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                // As `Cow<str>` said, so error messages stay the same.
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Timestamp, E> {
+                Timestamp::parse(s).ok_or_else(|| E::custom("expected an RFC 3339 timestamp"))
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
@@ -133,6 +181,40 @@ mod tests {
             "2026-11-24T14:26:45.12aZ",
         ] {
             assert!(Timestamp::parse(bad).is_none(), "{bad}");
+        }
+        // The hand-written form equals the general one, across years.
+        use chrono::{Datelike, Timelike};
+        for ms in [
+            0i64,
+            1,
+            999,
+            86_399_999,
+            951_782_400_123,
+            1_764_000_000_000,
+            253_402_300_799_999,
+            -1,
+            -62_167_219_200_000,
+            -62_167_219_200_001,
+            253_402_300_800_000,
+        ] {
+            let t = Timestamp::from_millis(ms).unwrap();
+            let d = t.datetime();
+            let general = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                d.year(),
+                d.month(),
+                d.day(),
+                d.hour(),
+                d.minute(),
+                d.second(),
+                d.timestamp_subsec_millis()
+            );
+            assert_eq!(t.to_string(), general, "{ms}");
+            assert_eq!(
+                serde_json::to_string(&t).unwrap(),
+                format!("\"{general}\""),
+                "{ms}"
+            );
         }
         // Other offsets and precisions still parse, normalised.
         let t = Timestamp::parse("2026-11-24T16:26:45.123456+02:00").unwrap();

@@ -194,6 +194,84 @@ impl TokenView {
         Some(view)
     }
 
+    /// The bytes of `serde_json::to_vec(&TokenView::of(token))`, written
+    /// straight from the state without building the view (no clones): what
+    /// projectors store for every token. `false`, and nothing written, for a
+    /// purged token.
+    pub fn write_json_of(token: &TokenState, out: &mut Vec<u8>) -> bool {
+        if token.purged {
+            return false;
+        }
+        let mut view = ViewRef {
+            kind: token.kind(),
+            resource_id: None,
+            id: None,
+            workspace_id: &token.workspace_id,
+            name: None,
+            provided_resource_id: None,
+            permission_groups: None,
+            issued_at: None,
+            expires: None,
+            jwt: None,
+            user: None,
+            provider: None,
+            account_name: None,
+            display_name: None,
+            access_token_fingerprint: None,
+            refresh_token_fingerprint: None,
+            created_at: &token.created_at,
+            created_by: &token.created_by,
+            last_updated_at: token.last_updated_at.as_ref(),
+            last_updated_by: token.last_updated_by.as_ref(),
+            updated_at: &token.updated_at,
+            version: token.version,
+            trash_item: token.trash.as_ref(),
+            revoked: token.revoked.is_some(),
+            revocation: token.revoked.as_ref(),
+            import: token.import.as_ref(),
+        };
+        match &token.body {
+            TokenBody::Client {
+                name,
+                provided_resource_id,
+                permission_groups,
+                issued_at,
+                expires,
+                jwt,
+            } => {
+                view.resource_id = Some(&token.id);
+                view.name = name.as_deref();
+                view.provided_resource_id = provided_resource_id.as_deref();
+                view.permission_groups = Some(permission_groups);
+                view.issued_at = Some(issued_at);
+                view.expires = *expires;
+                view.jwt = Some(JwtInfoRef {
+                    kid: &jwt.kid,
+                    iat: jwt.iat,
+                    exp: jwt.exp,
+                    jti: &jwt.jti,
+                });
+            }
+            TokenBody::Access {
+                user_id,
+                provider,
+                account_name,
+                access_token,
+                refresh_token,
+            } => {
+                view.id = Some(&token.id);
+                view.user = Some(UserRef { id: *user_id });
+                view.provider = Some(provider);
+                view.account_name = Some(account_name);
+                view.display_name = Some(account_name);
+                view.access_token_fingerprint = Some(&access_token.fingerprint);
+                view.refresh_token_fingerprint = refresh_token.as_ref().map(|r| &*r.fingerprint);
+            }
+        }
+        serde_json::to_writer(out, &view).expect("a view always serializes");
+        true
+    }
+
     /// The token's id, whichever field holds it.
     pub fn token_id(&self) -> Uuid {
         self.resource_id
@@ -220,5 +298,204 @@ impl TokenView {
     /// True when the token would verify at `now` (ignoring its string).
     pub fn is_active_at(&self, now: Timestamp) -> bool {
         self.trash_item.is_none() && !self.revoked && !self.is_expired_at(now)
+    }
+}
+
+/// [`TokenView`] borrowed from a [`TokenState`], for [`TokenView::write_json_of`]:
+/// the same fields, names, order and omissions, so the same JSON. The fields
+/// a stored view never has (`tokenStr`, the plaintext secrets, `expired`) are
+/// left out.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ViewRef<'a> {
+    kind: TokenKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_id: Option<&'a Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Uuid>,
+    workspace_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provided_resource_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permission_groups: Option<&'a [AssignedPermissionGroup]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_at: Option<&'a Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<JwtInfoRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<UserRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token_fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token_fingerprint: Option<&'a str>,
+    created_at: &'a Timestamp,
+    created_by: &'a Agent,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_updated_at: Option<&'a Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_updated_by: Option<&'a Agent>,
+    updated_at: &'a Timestamp,
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trash_item: Option<&'a TrashItem>,
+    revoked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation: Option<&'a Revocation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    import: Option<&'a ImportOrigin>,
+}
+
+/// [`JwtInfo`] borrowed, in its field order.
+#[derive(Serialize)]
+struct JwtInfoRef<'a> {
+    kid: &'a str,
+    iat: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    jti: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::AgentType;
+    use crate::event::JwtRef;
+    use crate::secret::SealedSecret;
+
+    fn at(ms: i64) -> Timestamp {
+        Timestamp::from_millis(ms).unwrap()
+    }
+
+    fn agent(id: &str) -> Agent {
+        Agent {
+            agent_id: id.into(),
+            agent_type: AgentType::User,
+        }
+    }
+
+    fn sealed(f: &str) -> SealedSecret {
+        SealedSecret {
+            alg: "xchacha20poly1305".into(),
+            ciphertext: "c".into(),
+            fingerprint: f.into(),
+            key_id: "k".into(),
+            nonce: "n".into(),
+        }
+    }
+
+    fn states() -> Vec<TokenState> {
+        let minimal = TokenState {
+            id: Uuid::from_u128(1),
+            workspace_id: "acme".into(),
+            version: 1,
+            created_at: at(1_000),
+            created_by: agent("alice"),
+            last_updated_at: None,
+            last_updated_by: None,
+            updated_at: at(1_000),
+            trash: None,
+            revoked: None,
+            purged: false,
+            import: None,
+            body: TokenBody::Client {
+                name: None,
+                provided_resource_id: None,
+                permission_groups: Vec::new(),
+                issued_at: at(1_000),
+                expires: None,
+                jwt: JwtRef {
+                    exp: None,
+                    iat: 1,
+                    jti: "j".into(),
+                    kid: "k1".into(),
+                },
+            },
+        };
+        let full_client = TokenState {
+            version: 7,
+            last_updated_at: Some(at(5_000)),
+            last_updated_by: Some(agent("bob \"quoted\" é")),
+            updated_at: at(5_000),
+            trash: Some(TrashItem {
+                reason: Some("why".into()),
+                trashed_at: at(4_000),
+                trashed_by: agent("carol"),
+            }),
+            revoked: Some(Revocation {
+                reason: None,
+                revoked_at: at(4_500),
+                revoked_by: agent("dave"),
+            }),
+            import: Some(ImportOrigin {
+                created_at: at(10),
+                created_by: Some(agent("src")),
+                source: "fimidara".into(),
+                source_version: Some(3),
+                updated_at: Some(at(20)),
+            }),
+            body: TokenBody::Client {
+                name: Some("Näme".into()),
+                provided_resource_id: Some("ext-1".into()),
+                permission_groups: vec![AssignedPermissionGroup {
+                    assigned_at: at(2_000),
+                    assigned_by: agent("alice"),
+                    permission_group_id: "readers".into(),
+                }],
+                issued_at: at(3_000),
+                expires: Some(9_000),
+                jwt: JwtRef {
+                    exp: Some(9),
+                    iat: 3,
+                    jti: "j2".into(),
+                    kid: "k2".into(),
+                },
+            },
+            ..minimal.clone()
+        };
+        let access = |refresh: Option<SealedSecret>| TokenState {
+            id: Uuid::from_u128(2),
+            body: TokenBody::Access {
+                user_id: Uuid::from_u128(3),
+                provider: "Google".into(),
+                account_name: "a@example.com".into(),
+                access_token: sealed("hmac-sha256:aa"),
+                refresh_token: refresh,
+            },
+            ..minimal.clone()
+        };
+        vec![
+            minimal.clone(),
+            full_client,
+            access(None),
+            access(Some(sealed("hmac-sha256:bb"))),
+        ]
+    }
+
+    #[test]
+    fn write_json_of_equals_serializing_the_view() {
+        for state in states() {
+            let mut out = Vec::new();
+            assert!(TokenView::write_json_of(&state, &mut out));
+            let expected = serde_json::to_vec(&TokenView::of(&state).unwrap()).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+        let mut purged = states().remove(0);
+        purged.purged = true;
+        let mut out = Vec::new();
+        assert!(!TokenView::write_json_of(&purged, &mut out));
+        assert!(out.is_empty());
     }
 }

@@ -1,4 +1,5 @@
-//! Key layout of the `views` tree (the table is in the crate docs).
+//! Key layout of the `views` tree and of the in-memory index (the table is
+//! in the crate docs).
 //!
 //! Every key starts with a one-byte tag; a workspace id is followed by a NUL
 //! byte, which validated text never contains, so a workspace's prefix never
@@ -9,7 +10,7 @@ use ledger_core::state::{TokenBody, TokenState};
 use ledger_core::validate::fold;
 use uuid::Uuid;
 
-/// `V` tokenId(16) -> the view's JSON.
+/// `V` tokenId(16) creation position(u64 BE) -> the view's JSON.
 pub const VIEW: u8 = b'V';
 /// `N` ws NUL case-folded name -> tokenId(16).
 pub const NAME: u8 = b'N';
@@ -22,12 +23,30 @@ pub const WORKSPACE: u8 = b'W';
 /// The position of the last event applied, u64 BE.
 pub const CHECKPOINT: &[u8] = b"#checkpoint";
 
-/// Key of a token's view.
-pub fn view(token: &Uuid) -> [u8; 17] {
+/// Key of a token's view: the token id, then the position of the event that
+/// created it (which the workspace listing is ordered by, and which the
+/// view itself does not show), so the index can be rebuilt from the views.
+pub fn view(token: &Uuid, created_position: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..17].copy_from_slice(&view_prefix(token));
+    k[17..].copy_from_slice(&created_position.to_be_bytes());
+    k
+}
+
+/// The prefix of a token's view key: its only key starting so.
+pub fn view_prefix(token: &Uuid) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[0] = VIEW;
     k[1..].copy_from_slice(token.as_bytes());
     k
+}
+
+/// The token id and creation position of a view key.
+pub fn split_view_key(key: &[u8]) -> Option<(Uuid, u64)> {
+    let rest = key.strip_prefix(&[VIEW])?;
+    let (id, position) = rest.split_first_chunk::<16>()?;
+    let position: [u8; 8] = position.try_into().ok()?;
+    Some((Uuid::from_bytes(*id), u64::from_be_bytes(position)))
 }
 
 fn in_workspace(tag: u8, workspace_id: &str, extra: usize) -> Vec<u8> {
@@ -90,6 +109,25 @@ pub fn workspace(workspace_id: &str, created_position: u64) -> Vec<u8> {
     k
 }
 
+/// The fields of a live token its index entries derive from.
+#[derive(Clone, Copy, Debug)]
+pub enum Indexed<'a> {
+    /// A client token.
+    Client {
+        /// Its name, as given.
+        name: Option<&'a str>,
+        /// Its provided resource id.
+        provided_resource_id: Option<&'a str>,
+    },
+    /// An access token.
+    Access {
+        /// Its owner.
+        user_id: &'a Uuid,
+        /// Its provider, as given.
+        provider: &'a str,
+    },
+}
+
 /// The index entries (key, value) a token holds: none once purged.
 ///
 /// Client names and provided ids stay while the token is trashed or revoked,
@@ -98,15 +136,36 @@ pub fn index_entries(token: &TokenState, created_position: u64) -> Vec<crate::Ke
     if token.purged {
         return Vec::new();
     }
-    let ws = token.workspace_id.as_str();
-    let id = token.id.as_bytes().to_vec();
-    let mut out = Vec::with_capacity(3);
-    out.push((workspace(ws, created_position), id.clone()));
-    match &token.body {
+    let indexed = match &token.body {
         TokenBody::Client {
-            name: token_name,
+            name,
             provided_resource_id,
             ..
+        } => Indexed::Client {
+            name: name.as_deref(),
+            provided_resource_id: provided_resource_id.as_deref(),
+        },
+        TokenBody::Access {
+            user_id, provider, ..
+        } => Indexed::Access { user_id, provider },
+    };
+    entries_of(&token.workspace_id, &token.id, created_position, indexed)
+}
+
+/// The index entries of a live token of workspace `ws`.
+pub fn entries_of(
+    ws: &str,
+    token: &Uuid,
+    created_position: u64,
+    indexed: Indexed<'_>,
+) -> Vec<crate::KeyValue> {
+    let id = token.as_bytes().to_vec();
+    let mut out = Vec::with_capacity(3);
+    out.push((workspace(ws, created_position), id.clone()));
+    match indexed {
+        Indexed::Client {
+            name: token_name,
+            provided_resource_id,
         } => {
             if let Some(n) = token_name {
                 out.push((name(ws, &fold(n)), id.clone()));
@@ -115,9 +174,9 @@ pub fn index_entries(token: &TokenState, created_position: u64) -> Vec<crate::Ke
                 out.push((provided_id(ws, p), id));
             }
         }
-        TokenBody::Access {
-            user_id, provider, ..
-        } => out.push((user(ws, user_id, &fold(provider), &token.id), Vec::new())),
+        Indexed::Access { user_id, provider } => {
+            out.push((user(ws, user_id, &fold(provider), token), Vec::new()))
+        }
     }
     out
 }

@@ -3,11 +3,14 @@
 //! The [`Projector`] reads the log from its checkpoint to the head, folds each
 //! event into the token's [`TokenState`] with
 //! [`ledger_core::state::apply_event`], and writes the token's
-//! [`TokenView`], its index entries and the new checkpoint in ONE
-//! `apply_batch`, so a crash never leaves views and checkpoint disagreeing: on
-//! restart, [`Projector::catch_up`] resumes from the checkpoint. The views are
-//! derived data; [`Projector::rebuild`] recreates them from the log alone, and
-//! produces the same bytes as the incremental path.
+//! [`TokenView`] and the new checkpoint in ONE `apply_batch`, so a crash never
+//! leaves views and checkpoint disagreeing: on restart,
+//! [`Projector::catch_up`] resumes from the checkpoint. The index entries
+//! (names, provided ids, users, listings) are derived from the views and kept
+//! in memory (`index.rs`): built from the tree when a query first needs
+//! them, updated with every batch. The views are derived data;
+//! [`Projector::rebuild`] recreates them from the log alone, and produces the
+//! same bytes as the incremental path.
 //!
 //! **Architecture invariant**: the projector never writes the `log` tree and
 //! never decides anything; deleting the `views` tree loses nothing.
@@ -15,15 +18,19 @@
 //! **Architecture invariant**: views only cover durable events: reads stop at
 //! [`Store::head_position`], which the writer announces after its flush.
 //!
-//! # Key layout of the `views` tree
+//! # Key layout of the `views` tree and of the index
 //!
 //! `ws` is the workspace id's bytes, always followed by a NUL byte (which
 //! validated text never contains). Integers are big-endian, so byte order is
-//! numeric order. Token and user ids are their 16 raw bytes.
+//! numeric order. Token and user ids are their 16 raw bytes. Only `V` and
+//! `#checkpoint` are stored in the tree (one sled key per token: each key
+//! costs several microseconds to write); `N`, `P`, `U` and `W` are the
+//! in-memory index, with the same keys and values ([`Projector::dump`] shows
+//! both).
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `V` tokenId | the view: compact JSON of [`TokenView::of`], without `expired` (computed when read) |
+//! | `V` tokenId creationPosition(u64) | the view: compact JSON of [`TokenView::of`], without `expired` (computed when read) |
 //! | `N` ws NUL fold(name) | tokenId: client tokens with a name, until purged (trashed and revoked keep it) |
 //! | `P` ws NUL providedResourceId | tokenId: client tokens with a provided id, until purged |
 //! | `U` ws NUL userId fold(provider) NUL tokenId | empty: access tokens by user and provider, until purged |
@@ -33,9 +40,13 @@
 //! `fold` is [`ledger_core::validate::fold`] (Unicode case folding), so names
 //! and providers are matched case-insensitively. A purged token has no view and
 //! no index entry (the seeds' cascade REMOVE); a rename, or a change of
-//! provider, moves the token's keys in the same batch as its view.
+//! provider, moves the token's keys in the same step as its view.
 //!
-//! A tree with index entries but no `#checkpoint` can only be the leftover of
+//! A tree in the earlier layout (index entries stored in the tree, view keys
+//! without the creation position) is cleared on open too, and refolded from
+//! the log by the next catch-up.
+//!
+//! A tree with views but no `#checkpoint` can only be the leftover of
 //! an interrupted [`Projector::rebuild`] (the incremental path always writes
 //! the checkpoint with the views); [`Projector::open_tree`] clears it.
 //!
@@ -49,6 +60,7 @@
 mod as_of;
 mod error;
 mod follow;
+mod index;
 pub mod keys;
 mod query;
 mod rebuild;
@@ -63,6 +75,7 @@ use ledger_core::{Envelope, Timestamp, TokenState, TokenView};
 use ledger_store::Store;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -93,25 +106,25 @@ pub(crate) struct Tracked {
 impl Tracked {
     /// The view's bytes, or `None` once purged.
     pub(crate) fn view_bytes(&self) -> Option<Vec<u8>> {
-        TokenView::of(&self.state).map(|view| {
-            debug_assert!(view.expired.is_none(), "expired is computed when read");
-            serde_json::to_vec(&view).expect("a view always serializes")
-        })
+        let mut bytes = Vec::with_capacity(512);
+        TokenView::write_json_of(&self.state, &mut bytes).then_some(bytes)
+    }
+
+    /// The key of its view.
+    pub(crate) fn view_key(&self) -> [u8; 25] {
+        keys::view(&self.state.id, self.created_position)
     }
 
     pub(crate) fn index_entries(&self) -> Vec<KeyValue> {
         keys::index_entries(&self.state, self.created_position)
     }
 
-    /// Adds everything this token holds to `batch`.
+    /// Adds this token's view (or its removal) to `batch`.
     pub(crate) fn write(&self, batch: &mut sled::Batch) {
-        let view_key = keys::view(&self.state.id);
+        let view_key = self.view_key();
         match self.view_bytes() {
             Some(bytes) => batch.insert(&view_key[..], bytes),
             None => batch.remove(&view_key[..]),
-        }
-        for (k, v) in self.index_entries() {
-            batch.insert(k, v);
         }
     }
 }
@@ -130,9 +143,10 @@ struct Touched {
 /// [`Projector::list`]), which any number of readers may clone while one
 /// projector applies events.
 pub struct Projector {
-    tree: sled::Tree,
+    shared: Arc<index::Shared>,
     checkpoint: u64,
-    cache: HashMap<Uuid, Tracked>,
+    /// Boxed, so growing the map moves pointers, not whole states.
+    cache: HashMap<Uuid, Box<Tracked>>,
     applied: watch::Sender<u64>,
 }
 
@@ -154,6 +168,17 @@ impl Projector {
     /// Opens the projector on any tree (tests and rebuild checks use scratch trees).
     pub fn open_tree(tree: sled::Tree) -> Result<Projector, ProjectorError> {
         let checkpoint = match tree.get(keys::CHECKPOINT)? {
+            Some(_) if earlier_layout(&tree)? => {
+                tracing::warn!(
+                    "views tree in the earlier layout (index entries stored in it): clearing it, \
+                     the views are refolded from the log"
+                );
+                // The checkpoint first, as a rebuild does: a crash while
+                // clearing leaves an interrupted rebuild.
+                tree.remove(keys::CHECKPOINT)?;
+                tree.clear()?;
+                0
+            }
             Some(bytes) => decode_checkpoint(&bytes)?,
             None => {
                 if !tree.is_empty() {
@@ -166,13 +191,21 @@ impl Projector {
                 0
             }
         };
-        Ok(Projector::with_state(tree, checkpoint, HashMap::new()))
+        Ok(Projector::with_state(
+            index::Shared::new(tree),
+            checkpoint,
+            HashMap::new(),
+        ))
     }
 
-    fn with_state(tree: sled::Tree, checkpoint: u64, cache: HashMap<Uuid, Tracked>) -> Projector {
+    fn with_state(
+        shared: index::Shared,
+        checkpoint: u64,
+        cache: HashMap<Uuid, Box<Tracked>>,
+    ) -> Projector {
         let (applied, _) = watch::channel(checkpoint);
         Projector {
-            tree,
+            shared: Arc::new(shared),
             checkpoint,
             cache,
             applied,
@@ -192,12 +225,12 @@ impl Projector {
 
     /// A read handle on the views, usable from other threads.
     pub fn views(&self) -> Views {
-        Views::new(self.tree.clone())
+        Views::shared(self.shared.clone())
     }
 
     /// The tree the views live in.
     pub fn tree(&self) -> &sled::Tree {
-        &self.tree
+        &self.shared.tree
     }
 
     /// Drops every cached token state (they are refolded from the log on demand).
@@ -236,9 +269,10 @@ impl Projector {
 
     /// Applies events that directly follow the checkpoint, in one batch.
     ///
-    /// Every view and index change of `events` and the new checkpoint go into
-    /// ONE `apply_batch`. The tree is not flushed: views are derived, and after
-    /// a crash the checkpoint that survived still matches the views beside it.
+    /// Every view change of `events` and the new checkpoint go into ONE
+    /// `apply_batch`, and the index changes are made with it, under the
+    /// index's lock. The tree is not flushed: views are derived, and after a
+    /// crash the checkpoint that survived still matches the views beside it.
     ///
     /// # Panics
     /// When `events` do not start at `checkpoint + 1` or have gaps, or break a
@@ -290,15 +324,15 @@ impl Projector {
             });
         }
 
-        // A batch keeps the last write of each key, so: every key the touched
-        // tokens held before goes first, then every key they hold now. A key
-        // that moved between tokens (a name freed by a purge and taken by a
-        // new token in the same batch) ends up with its new holder.
+        // Every index key the touched tokens held before goes first, then
+        // every key they hold now. A key that moved between tokens (a name
+        // freed by a purge and taken by a new token in the same batch) ends
+        // up with its new holder.
         let mut batch = sled::Batch::default();
+        let mut removed = Vec::new();
+        let mut inserted = Vec::new();
         for id in &order {
-            for (k, _) in &touched[id].before {
-                batch.remove(k.as_slice());
-            }
+            removed.append(&mut touched.get_mut(id).expect("touched").before);
         }
         for id in &order {
             let current = touched[id]
@@ -306,9 +340,10 @@ impl Projector {
                 .as_ref()
                 .expect("touched tokens have a state");
             current.write(&mut batch);
+            inserted.extend(current.index_entries());
         }
         batch.insert(keys::CHECKPOINT, &last.position.to_be_bytes()[..]);
-        self.tree.apply_batch(batch)?;
+        self.shared.apply(batch, removed, inserted, last.position)?;
         self.checkpoint = last.position;
 
         if self.cache.len() + order.len() > CACHE_TOKENS_MAX {
@@ -320,7 +355,7 @@ impl Projector {
                 .and_then(|t| t.current)
                 .expect("touched tokens have a state");
             if !current.state.purged {
-                self.cache.insert(id, current);
+                self.cache.insert(id, Box::new(current));
             }
         }
         self.applied.send_replace(self.checkpoint);
@@ -360,38 +395,48 @@ impl Projector {
     /// Recreates the views in `tree` from the whole log; see the crate docs.
     ///
     /// Clears `tree`, folds every durable event in memory (each decoded once,
-    /// no sled read per event), then writes the views and indices in batches
-    /// and, last and alone, the checkpoint, so an interrupted rebuild leaves a
+    /// no sled read per event), then writes the views in batches (and builds
+    /// the index in memory meanwhile) and, last and alone, the checkpoint, so an interrupted rebuild leaves a
     /// tree that [`Projector::open_tree`] recognises and clears. The result is
     /// byte-identical to what incremental application produces. A projector
     /// already open on `tree` is stale afterwards; use the one returned.
     /// Clearing a large tree costs about as much as writing it; a fresh tree
     /// rebuilds fastest.
     pub fn rebuild(store: &Store, tree: sled::Tree) -> Result<Projector, ProjectorError> {
-        let (checkpoint, tokens) = rebuild::rebuild(store, &tree)?;
+        let (checkpoint, tokens, index) = rebuild::rebuild(store, &tree)?;
         let cache = if tokens.len() <= CACHE_TOKENS_MAX {
             tokens
         } else {
             HashMap::new()
         };
-        Ok(Projector::with_state(tree, checkpoint, cache))
+        Ok(Projector::with_state(
+            index::Shared::with_index(tree, index, checkpoint),
+            checkpoint,
+            cache,
+        ))
     }
 
-    /// Every key and value of the tree, in key order (for comparisons).
+    /// Every key and value of the tree and of the index, in key order (for
+    /// comparisons). Loads the index from the tree if no query did yet.
     pub fn dump(&self) -> Result<Vec<KeyValue>, ProjectorError> {
-        self.tree
+        let mut out: Vec<KeyValue> = self
+            .shared
+            .tree
             .iter()
             .map(|item| {
                 let (k, v) = item?;
                 Ok((k.to_vec(), v.to_vec()))
             })
-            .collect()
+            .collect::<Result<_, ProjectorError>>()?;
+        out.extend(self.shared.entries()?);
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 }
 
 /// A token's state before `event`: from the cache, or folded from its stream.
 fn prior_state(
-    cache: &mut HashMap<Uuid, Tracked>,
+    cache: &mut HashMap<Uuid, Box<Tracked>>,
     store: &Store,
     event: &Envelope,
 ) -> Result<Option<Tracked>, ProjectorError> {
@@ -406,7 +451,7 @@ fn prior_state(
     // Taken out: on success it goes back with its new state, on failure a
     // later call refolds it from the log.
     if let Some(tracked) = cache.remove(&event.token_id) {
-        return Ok(Some(tracked));
+        return Ok(Some(*tracked));
     }
     let stream = store.token_events(&event.token_id, Some(event.version - 1))?;
     let created_position = stream.first().map(|e| e.position).ok_or_else(|| {
@@ -428,6 +473,20 @@ fn prior_state(
         state,
         created_position,
     }))
+}
+
+/// Whether `tree` was written by a build that stored the index entries in
+/// the tree and keyed views by token id alone.
+fn earlier_layout(tree: &sled::Tree) -> Result<bool, ProjectorError> {
+    for tag in [keys::NAME, keys::PROVIDED_ID, keys::USER, keys::WORKSPACE] {
+        if tree.scan_prefix([tag]).next().transpose()?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(match tree.scan_prefix([keys::VIEW]).next().transpose()? {
+        Some((key, _)) => keys::split_view_key(&key).is_none(),
+        None => false,
+    })
 }
 
 fn decode_checkpoint(bytes: &[u8]) -> Result<u64, ProjectorError> {

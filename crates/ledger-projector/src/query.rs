@@ -1,14 +1,20 @@
 //! Queries on the views: one token by id, name or provided id; pages of a
 //! workspace's tokens with filters.
 
-use crate::{keys, ProjectorError, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_SCAN_MAX};
+use crate::index::Shared;
+use crate::{keys, KeyValue, ProjectorError, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, LIST_SCAN_MAX};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ledger_core::validate::fold;
 use ledger_core::{Timestamp, TokenKind, TokenView};
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// Index entries a listing copies out of the index at a time, so the
+/// projector is never held up for a whole scan.
+const LIST_CHUNK: usize = 256;
 
 /// How [`Views::get`] finds a token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,18 +129,27 @@ impl Tail {
 /// Read access to the views; cheap to clone, safe to share between threads.
 #[derive(Clone, Debug)]
 pub struct Views {
-    tree: sled::Tree,
+    shared: Arc<Shared>,
 }
 
 impl Views {
     /// Queries on `tree` (as written by a [`crate::Projector`]).
+    ///
+    /// This handle builds its own index from the tree when a query first
+    /// needs one, and again whenever the tree's checkpoint has moved since:
+    /// correct, but slow on a tree that changes. [`crate::Projector::views`]
+    /// shares the projector's index, which it keeps up to date.
     pub fn new(tree: sled::Tree) -> Views {
-        Views { tree }
+        Views::shared(Arc::new(Shared::new(tree)))
+    }
+
+    pub(crate) fn shared(shared: Arc<Shared>) -> Views {
+        Views { shared }
     }
 
     /// Position of the last event the views cover (0 before any).
     pub fn checkpoint(&self) -> Result<u64, ProjectorError> {
-        match self.tree.get(keys::CHECKPOINT)? {
+        match self.shared.tree.get(keys::CHECKPOINT)? {
             Some(bytes) => crate::decode_checkpoint(&bytes),
             None => Ok(0),
         }
@@ -196,7 +211,7 @@ impl Views {
             (Some(user), None) => (keys::user_prefix(workspace_id, user), Tail::ProviderToken),
             (None, _) => (keys::workspace_prefix(workspace_id), Tail::Position),
         };
-        let start = match &filter.cursor {
+        let mut start = match &filter.cursor {
             None => Bound::Included(prefix.clone()),
             Some(cursor) => {
                 let after = decode_cursor(cursor, tail)?;
@@ -210,33 +225,54 @@ impl Views {
         let mut last_tail: Option<Vec<u8>> = None;
         let mut next_cursor = None;
         let mut scanned = 0usize;
-        for entry in self.tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
-            let (key, value) = entry?;
-            if !key.starts_with(&prefix) {
+        // Entries are copied out a chunk at a time; the index may change
+        // between chunks, as the tree could between the reads of a scan.
+        'chunks: loop {
+            let chunk = self.index_range(&start, &prefix)?;
+            let Some((last_key, _)) = chunk.last() else {
                 break;
-            }
-            let key_tail = &key[prefix.len()..];
-            let id = tail
-                .token(key_tail, &value)
-                .ok_or_else(|| ProjectorError::Corrupt(format!("malformed index entry {key:?}")))?;
-            scanned += 1;
-            // Index entry and view are two reads: a purge applied in between
-            // leaves an entry without a view, which is simply gone now.
-            let view = self.view(&id)?;
-            if let Some(view) = view.filter(|v| matches(v, filter, provider.as_deref(), now)) {
-                if items.len() == filter.limit {
-                    // One more match exists: the page ends at the last item.
-                    next_cursor = last_tail.as_deref().map(|t| URL_SAFE_NO_PAD.encode(t));
-                    break;
+            };
+            start = Bound::Excluded(last_key.clone());
+            for (key, value) in &chunk {
+                let key_tail = &key[prefix.len()..];
+                let id = tail.token(key_tail, value).ok_or_else(|| {
+                    ProjectorError::Corrupt(format!("malformed index entry {key:?}"))
+                })?;
+                scanned += 1;
+                // Index entry and view are two reads: a purge applied in between
+                // leaves an entry without a view, which is simply gone now.
+                let view = self.view(&id)?;
+                if let Some(view) = view.filter(|v| matches(v, filter, provider.as_deref(), now)) {
+                    if items.len() == filter.limit {
+                        // One more match exists: the page ends at the last item.
+                        next_cursor = last_tail.as_deref().map(|t| URL_SAFE_NO_PAD.encode(t));
+                        break 'chunks;
+                    }
+                    items.push(view.with_expired(now));
+                    last_tail = Some(key_tail.to_vec());
+                } else if scanned >= LIST_SCAN_MAX {
+                    next_cursor = Some(URL_SAFE_NO_PAD.encode(key_tail));
+                    break 'chunks;
                 }
-                items.push(view.with_expired(now));
-                last_tail = Some(key_tail.to_vec());
-            } else if scanned >= LIST_SCAN_MAX {
-                next_cursor = Some(URL_SAFE_NO_PAD.encode(key_tail));
-                break;
             }
         }
         Ok(Page { items, next_cursor })
+    }
+
+    /// Up to [`LIST_CHUNK`] index entries from `start` that begin with `prefix`.
+    fn index_range(
+        &self,
+        start: &Bound<Vec<u8>>,
+        prefix: &[u8],
+    ) -> Result<Vec<KeyValue>, ProjectorError> {
+        self.shared.read(|index| {
+            index
+                .range::<Vec<u8>, _>((start.clone(), Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .take(LIST_CHUNK)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
     }
 
     /// Every token's view, of every workspace, in token id order: at most
@@ -250,16 +286,25 @@ impl Views {
         limit: usize,
     ) -> Result<Vec<TokenView>, ProjectorError> {
         let start = match after {
-            Some(id) => Bound::Excluded(keys::view(&id).to_vec()),
+            // Past every key of `id`: its prefix followed by the largest tail.
+            Some(id) => {
+                let mut last = keys::view_prefix(&id).to_vec();
+                last.extend_from_slice(&[0xff; 8]);
+                Bound::Excluded(last)
+            }
             None => Bound::Included(vec![keys::VIEW]),
         };
         let mut out = Vec::with_capacity(limit.min(LIST_LIMIT_MAX));
-        for entry in self.tree.range::<Vec<u8>, _>((start, Bound::Unbounded)) {
+        for entry in self
+            .shared
+            .tree
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+        {
             let (key, value) = entry?;
             if out.len() == limit || key.first() != Some(&keys::VIEW) {
                 break;
             }
-            let view: TokenView = serde_json::from_slice(&value)
+            let view = decode_view(&value)
                 .map_err(|e| ProjectorError::Corrupt(format!("view at {key:?}: {e}")))?;
             out.push(view);
         }
@@ -267,10 +312,10 @@ impl Views {
     }
 
     fn index(&self, key: &[u8]) -> Result<Option<Uuid>, ProjectorError> {
-        self.tree
-            .get(key)?
-            .map(|v| {
-                keys::token_id(&v).ok_or_else(|| {
+        self.shared
+            .read(|index| index.get(key).map(|v| keys::token_id(v)))?
+            .map(|id| {
+                id.ok_or_else(|| {
                     ProjectorError::Corrupt(format!("malformed index value at {key:?}"))
                 })
             })
@@ -278,14 +323,24 @@ impl Views {
     }
 
     fn view(&self, id: &Uuid) -> Result<Option<TokenView>, ProjectorError> {
-        self.tree
-            .get(keys::view(id))?
-            .map(|bytes| {
-                serde_json::from_slice(&bytes)
+        // A token has one view key; its tail (the creation position) is
+        // not known here.
+        self.shared
+            .tree
+            .scan_prefix(keys::view_prefix(id))
+            .next()
+            .transpose()?
+            .map(|(_, bytes)| {
+                decode_view(&bytes)
                     .map_err(|e| ProjectorError::Corrupt(format!("view of {id}: {e}")))
             })
             .transpose()
     }
+}
+
+/// The view in a `V` value.
+fn decode_view(value: &[u8]) -> Result<TokenView, String> {
+    serde_json::from_slice(value).map_err(|e| e.to_string())
 }
 
 fn matches(

@@ -5,14 +5,17 @@
 //! and decoding (JSON) are most of the cost, so worker threads each read and
 //! decode chunks of positions (worker `w` of `k` takes chunks `w`, `w + k`,
 //! …) while the calling thread folds them in position order, taking chunks
-//! from the workers round-robin, so order needs no bookkeeping. Then every token's final view and index entries are
-//! serialized (in parallel), sorted by key, and written in batches from
-//! several threads; the checkpoint is written last, alone.
+//! from the workers round-robin, so order needs no bookkeeping. Then every
+//! token's final view is serialized and written in key order from several
+//! threads (each its own range), while another builds the in-memory index;
+//! the checkpoint is written last, alone.
 
-use crate::{keys, KeyValue, ProjectorError, Tracked};
-use ledger_core::state::apply_event;
+use crate::index::{self, IndexMap};
+use crate::{keys, ProjectorError, Tracked};
+use ledger_core::state::{apply_event, apply_to};
 use ledger_core::Envelope;
 use ledger_store::{Store, StoreError};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, Receiver};
 use uuid::Uuid;
@@ -21,18 +24,19 @@ use uuid::Uuid;
 const CHUNK_RECORDS: usize = 2048;
 /// Decoded chunks waiting for the folder, per worker.
 const CHUNKS_IN_FLIGHT: usize = 2;
-/// Keys written in one `apply_batch`, at most.
-const WRITE_BATCH_KEYS: usize = 4096;
 /// Threads decoding, serializing or writing, at most.
 const THREADS_MAX: usize = 8;
 
 type Chunk<T> = Result<Vec<T>, ProjectorError>;
+/// Every live token's state, boxed so growing the map moves pointers.
+pub(crate) type Tokens = HashMap<Uuid, Box<Tracked>>;
 
-/// Returns the checkpoint written and the final state of every live token.
+/// Returns the checkpoint written, the final state of every live token and
+/// their index entries.
 pub(crate) fn rebuild(
     store: &Store,
     tree: &sled::Tree,
-) -> Result<(u64, HashMap<Uuid, Tracked>), ProjectorError> {
+) -> Result<(u64, Tokens, IndexMap), ProjectorError> {
     // The checkpoint goes first, so that a crash while clearing leaves a
     // tree `open_tree` recognises as interrupted.
     tree.remove(keys::CHECKPOINT)?;
@@ -44,32 +48,34 @@ pub(crate) fn rebuild(
     let (position, tokens) = fold_log(store, head, threads)?;
     assert_eq!(position, head, "the rebuild covers the log up to its head");
 
-    let tracked: Vec<&Tracked> = tokens.values().collect();
-    let mut entries: Vec<KeyValue> = in_parallel(&tracked, threads, |part| {
-        let mut out = Vec::with_capacity(part.len() * 3);
-        for t in part {
-            let view = t.view_bytes().expect("purged tokens were dropped");
-            out.push((keys::view(&t.state.id).to_vec(), view));
-            out.extend(t.index_entries());
-        }
-        Ok(out)
-    })?;
-    // In key order, sled fills its pages one after another.
-    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    debug_assert!(
-        entries.windows(2).all(|w| w[0].0 < w[1].0),
-        "no two tokens hold the same key"
-    );
-    let ranges: Vec<&[KeyValue]> = entries.chunks(WRITE_BATCH_KEYS).collect();
-    in_parallel(&ranges, threads, |part| {
-        for range in part {
-            let mut batch = sled::Batch::default();
-            for (k, v) in *range {
-                batch.insert(k.as_slice(), v.as_slice());
+    // In key order (`V`, the token id, its creation position): sled appends to its last
+    // leaf, which costs much less than inserting all over the tree (written
+    // as each token's stream ended, during the fold, the same views took
+    // half as long again).
+    let mut tracked: Vec<&Tracked> = tokens.values().map(|t| &**t).collect();
+    tracked.sort_unstable_by_key(|t| t.state.id);
+    let index = std::thread::scope(|scope| {
+        // The index is built meanwhile, in memory.
+        let index = scope.spawn(|| {
+            index::from_entries(tracked.iter().flat_map(|t| t.index_entries()).collect())
+        });
+        // Each thread serializes and writes its own key range. Plain inserts,
+        // not batches: `apply_batch` holds sled's global write lock, so
+        // batches of several threads run one at a time, while inserts share
+        // it and run side by side (100k views: 0.65 s against 0.8-0.9 s).
+        // Nothing here needs a batch's atomicity: until the checkpoint is
+        // written, the tree is an interrupted rebuild.
+        let written = in_parallel(&tracked, threads, |part| {
+            for t in part {
+                let value = t.view_bytes().expect("purged tokens were dropped");
+                tree.insert(&t.view_key()[..], value)?;
             }
-            tree.apply_batch(batch)?;
-        }
-        Ok(Vec::<()>::new())
+            Ok(Vec::<()>::new())
+        });
+        let index = index
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        written.map(|_| index)
     })?;
     // Last and alone: a tree without it is an interrupted rebuild, which
     // `open_tree` clears. An empty log leaves an empty tree, as an idle
@@ -77,18 +83,14 @@ pub(crate) fn rebuild(
     if position > 0 {
         tree.insert(keys::CHECKPOINT, &position.to_be_bytes()[..])?;
     }
-    Ok((position, tokens))
+    Ok((position, tokens, index))
 }
 
 /// Reads, decodes and folds the log up to `head`.
-fn fold_log(
-    store: &Store,
-    head: u64,
-    workers: usize,
-) -> Result<(u64, HashMap<Uuid, Tracked>), ProjectorError> {
+fn fold_log(store: &Store, head: u64, workers: usize) -> Result<(u64, Tokens), ProjectorError> {
     let chunk_len = CHUNK_RECORDS as u64;
     let chunks = head.div_ceil(chunk_len);
-    let mut tokens: HashMap<Uuid, Tracked> = HashMap::new();
+    let mut tokens: Tokens = HashMap::new();
     let mut position = 0u64;
     std::thread::scope(|scope| {
         let mut from_workers: Vec<Receiver<Chunk<Envelope>>> = Vec::new();
@@ -137,27 +139,38 @@ fn read_chunk(store: &Store, from: u64, want: u64) -> Chunk<Envelope> {
         }));
     }
     records
-        .iter()
-        .map(|r| r.envelope().map_err(ProjectorError::from))
+        .into_iter()
+        .map(|r| {
+            // `StoredEvent::envelope`, moving the hash instead of cloning it.
+            let mut env = Envelope::from_json(&r.bytes).map_err(|e| StoreError::Corrupt {
+                position: r.position,
+                reason: e.to_string(),
+            })?;
+            env.hash = r.hash;
+            Ok(env)
+        })
         .collect()
 }
 
 /// Folds one event; a purged token is dropped, since nothing follows a purge
 /// and it has neither view nor index entry.
-fn fold(tokens: &mut HashMap<Uuid, Tracked>, event: &Envelope) {
-    let prior = tokens.remove(&event.token_id);
-    let created_position = prior
-        .as_ref()
-        .map_or(event.position, |t| t.created_position);
-    let state = apply_event(prior.map(|t| t.state), event);
-    if !state.purged {
-        tokens.insert(
-            event.token_id,
-            Tracked {
-                state,
-                created_position,
-            },
-        );
+fn fold(tokens: &mut Tokens, event: &Envelope) {
+    match tokens.entry(event.token_id) {
+        Entry::Occupied(mut token) => {
+            apply_to(&mut token.get_mut().state, event);
+            if token.get().state.purged {
+                token.remove();
+            }
+        }
+        Entry::Vacant(slot) => {
+            let state = apply_event(None, event);
+            if !state.purged {
+                slot.insert(Box::new(Tracked {
+                    state,
+                    created_position: event.position,
+                }));
+            }
+        }
     }
 }
 

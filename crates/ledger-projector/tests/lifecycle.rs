@@ -207,7 +207,7 @@ fn an_interrupted_rebuild_is_cleared_on_open() {
     let db = sled::Config::new().temporary(true).open().unwrap();
     let tree = db.open_tree("views").unwrap();
     // Entries without a checkpoint: a rebuild that stopped half way.
-    tree.insert(keys::view(&Uuid::new_v4()), &b"{}"[..])
+    tree.insert(keys::view(&Uuid::new_v4(), 1), &b"{}"[..])
         .unwrap();
     let p = Projector::open(&db).unwrap();
     assert_eq!(p.checkpoint(), 0);
@@ -218,6 +218,32 @@ fn an_interrupted_rebuild_is_cleared_on_open() {
     assert_eq!(Projector::open(&db).unwrap().checkpoint(), 7);
     tree.insert(keys::CHECKPOINT, &b"bad"[..]).unwrap();
     assert_eq!(Projector::open(&db).unwrap_err().code(), "corrupt");
+}
+
+#[test]
+fn a_tree_in_the_earlier_layout_is_refolded_from_the_log() {
+    let (_dir, _master, store) = fresh();
+    let id = issue(&store, json!({"name": "kept"}));
+    let expected = rebuilt_dump(&store, "views.check");
+    // What an earlier build wrote: the view under the token id alone, the
+    // index entries in the tree.
+    let tree = store.db().open_tree("views").unwrap();
+    let mut old_key = vec![keys::VIEW];
+    old_key.extend_from_slice(id.as_bytes());
+    tree.insert(old_key, &b"{}"[..]).unwrap();
+    tree.insert(keys::workspace(WS, 1), id.as_bytes()).unwrap();
+    tree.insert(keys::CHECKPOINT, &1u64.to_be_bytes()[..])
+        .unwrap();
+    let mut p = Projector::open(store.db()).unwrap();
+    assert_eq!(p.checkpoint(), 0);
+    p.catch_up(&store).unwrap();
+    assert_eq!(p.dump().unwrap(), expected);
+    let now = now();
+    assert!(p
+        .get(WS, Lookup::Name("kept".into()), now)
+        .unwrap()
+        .is_some());
+    store.shutdown().unwrap();
 }
 
 /// A history touching every event type, with purges, name reuse, renames,
@@ -460,8 +486,10 @@ fn apply_in_chunks(p: &mut Projector, store: &Store, chunk: usize) {
 fn rebuild_equals_incremental_byte_for_byte() {
     let (_dir, _master, store) = fresh();
     let db = store.db().clone();
-    // Caught up after every command.
+    // Caught up after every command, its in-memory index loaded from the
+    // start (by `dump`) and kept up to date batch by batch.
     let mut each = Projector::open_tree(db.open_tree("views.each").unwrap()).unwrap();
+    assert!(each.dump().unwrap().is_empty());
     // Reopened before every catch-up: every prior state is refolded from the log.
     let cold_tree = db.open_tree("views.cold").unwrap();
     let mut step = 0u64;
@@ -489,8 +517,11 @@ fn rebuild_equals_incremental_byte_for_byte() {
     let expected = rebuilt.dump().unwrap();
     assert!(expected.iter().any(|(k, _)| k[0] == keys::USER));
     assert!(expected.iter().any(|(k, _)| k[0] == keys::PROVIDED_ID));
+    // The index built from the stored views equals the one kept up to date.
+    let reopened = Projector::open_tree(db.open_tree("views.each").unwrap()).unwrap();
     for (name, p) in [
         ("each", &each),
+        ("each, reopened", &reopened),
         ("cold", &cold),
         ("once", &once),
         ("chunked", &chunked),
@@ -516,6 +547,53 @@ fn rebuild_equals_incremental_byte_for_byte() {
     assert!(rebuilt.dump().unwrap() == each.dump().unwrap());
     let again = Projector::rebuild(&store, db.open_tree("views.rebuilt").unwrap()).unwrap();
     assert!(again.dump().unwrap() == each.dump().unwrap());
+    store.shutdown().unwrap();
+}
+
+#[test]
+fn a_separate_views_handle_follows_the_tree() {
+    let (_dir, _master, store) = fresh();
+    issue(&store, json!({"name": "first"}));
+    let mut p = projector(&store);
+    let separate = ledger_projector::Views::new(p.tree().clone());
+    let now = now();
+    assert!(separate
+        .get(WS, Lookup::Name("first".into()), now)
+        .unwrap()
+        .is_some());
+    // Its index was built at the old checkpoint; the tree moved since.
+    let second = issue(&store, json!({"name": "second"}));
+    on(
+        &store,
+        CommandName::UpdateClientToken,
+        second,
+        json!({"name": "third"}),
+    );
+    p.catch_up(&store).unwrap();
+    let found = |name: &str| {
+        separate
+            .get(WS, Lookup::Name(name.into()), now)
+            .unwrap()
+            .map(|v| v.token_id())
+    };
+    assert_eq!(found("third"), Some(second));
+    assert_eq!(found("second"), None);
+    assert_eq!(
+        p.views()
+            .list(WS, &Default::default(), now)
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(
+        separate
+            .list(WS, &Default::default(), now)
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
     store.shutdown().unwrap();
 }
 

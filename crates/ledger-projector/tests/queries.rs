@@ -71,12 +71,17 @@ fn get_by_id_name_and_provided_id() {
     );
     assert!(p.get("other", Lookup::Id(other), now).unwrap().is_some());
 
-    // The stored view is exactly `TokenView::of` the state, without `expired`.
-    let raw = p
+    // The stored view is exactly `TokenView::of` the state, without
+    // `expired`, under the token id and its creation position.
+    let (key, raw) = p
         .tree()
-        .get(ledger_projector::keys::view(&id))
+        .scan_prefix(ledger_projector::keys::view_prefix(&id))
+        .next()
         .unwrap()
         .unwrap();
+    let (key_id, created) = ledger_projector::keys::split_view_key(&key).unwrap();
+    assert_eq!(key_id, id);
+    assert!(created >= 1);
     let stored: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     assert!(stored.get("expired").is_none());
     assert_eq!(stored["resourceId"], json!(id.to_string()));
@@ -577,4 +582,27 @@ fn wire_shapes() {
         serde_json::from_value::<Lookup>(json!({"providedResourceId": "p"})).unwrap(),
         Lookup::ProvidedId("p".into())
     );
+}
+
+#[test]
+fn every_after_pages_through_every_view_once_in_id_order() {
+    let (_dir, _master, store) = fresh();
+    let mut ids: Vec<Uuid> = (0..7)
+        .map(|i| issue(&store, json!({"name": format!("t{i}")})))
+        .collect();
+    let p = projector(&store);
+    let views = p.views();
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = views.every_after(after, 3).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|v| v.token_id());
+        seen.extend(page.iter().map(|v| v.token_id()));
+    }
+    ids.sort();
+    assert_eq!(seen, ids);
+    store.shutdown().unwrap();
 }
