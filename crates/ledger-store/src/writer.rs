@@ -412,12 +412,22 @@ impl Writer {
         if group.writes > 0 {
             // New data keys are durable before the events that use them:
             // sled may write the batch out on its own at any moment.
-            self.shared
+            let written = self
+                .shared
                 .data_keys
                 .lock()
                 .expect("data keys lock poisoned")
-                .add(&group.keys_added)?;
-            self.shared.log.apply_batch(group.batch)?;
+                .add(&group.keys_added)
+                .map_err(StoreError::from)
+                .and_then(|()| Ok(self.shared.log.apply_batch(group.batch)?));
+            if let Err(e) = written {
+                // Tell the group what happened (a full disk, say), not just
+                // that the writer went away.
+                for (reply, _) in answers {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string()).to_rejection()));
+                }
+                return Err(e);
+            }
         }
         if !group.accepted.is_empty() {
             self.pending_groups.push_back((seq, group.accepted));
