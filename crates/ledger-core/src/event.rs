@@ -438,15 +438,17 @@ struct EnvelopeRepr<'a> {
     workspace_id: &'a str,
 }
 
+/// The decoded shape of an envelope, generic over `data`: `&RawValue` for
+/// the general two-step decode, or one payload struct for the one-pass decode
+/// of [`Envelope::from_json`] (one instance per event type).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EnvelopeIn<'a> {
+struct EnvelopeIn<D> {
     actor: Agent,
     command_id: Uuid,
     #[serde(default)]
     correlation_id: Option<String>,
-    #[serde(borrow)]
-    data: &'a RawValue,
+    data: D,
     event_id: Uuid,
     #[serde(default)]
     hash: Option<String>,
@@ -460,6 +462,75 @@ struct EnvelopeIn<'a> {
     event_type: EventType,
     version: u64,
     workspace_id: String,
+}
+
+impl<D> EnvelopeIn<D> {
+    fn into_envelope(self, wrap: impl FnOnce(D) -> EventData) -> Envelope {
+        Envelope {
+            event_id: self.event_id,
+            schema_version: self.schema_version,
+            position: self.position,
+            token_id: self.token_id,
+            token_kind: self.token_kind,
+            workspace_id: self.workspace_id,
+            version: self.version,
+            occurred_at: self.occurred_at,
+            actor: self.actor,
+            command_id: self.command_id,
+            correlation_id: self.correlation_id,
+            data: wrap(self.data),
+            prev_hash: self.prev_hash,
+            hash: self.hash.unwrap_or_default(),
+        }
+    }
+}
+
+/// The event type named by the last `"type":"…"` in the bytes: in canonical
+/// form, the envelope's own `type` (only `version` and `workspaceId` follow
+/// it, and a quote inside a string is escaped). Only a guess: the decode
+/// checks it against the decoded `type`.
+fn guess_type(bytes: &[u8]) -> Option<EventType> {
+    const KEY: &[u8] = b"\"type\":\"";
+    let at = bytes.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let rest = &bytes[at..];
+    let len = rest.iter().take(32).position(|&b| b == b'"')?;
+    EventType::parse(std::str::from_utf8(&rest[..len]).ok()?)
+}
+
+/// Decodes `data` as `ty` while reading the envelope; `None` when that does
+/// not give a valid envelope of type `ty` (the caller then takes the general
+/// path, which reports the error).
+fn decode_one_pass(ty: EventType, bytes: &[u8]) -> Option<Envelope> {
+    // One UTF-8 check of the whole text instead of one per string (what
+    // `from_slice` does); on valid UTF-8 the two readers accept the same.
+    let text = std::str::from_utf8(bytes).ok()?;
+    fn one<D: serde::de::DeserializeOwned>(
+        ty: EventType,
+        text: &str,
+        wrap: fn(D) -> EventData,
+    ) -> Option<Envelope> {
+        let raw: EnvelopeIn<D> = serde_json::from_str(text).ok()?;
+        if raw.event_type != ty || raw.schema_version != SCHEMA_VERSION {
+            return None;
+        }
+        Some(raw.into_envelope(wrap))
+    }
+    match ty {
+        EventType::ClientTokenIssued => one(ty, text, EventData::ClientTokenIssued),
+        EventType::ClientTokenUpdated => one(ty, text, EventData::ClientTokenUpdated),
+        EventType::PermissionGroupsAssigned => one(ty, text, EventData::PermissionGroupsAssigned),
+        EventType::PermissionGroupsUnassigned => {
+            one(ty, text, EventData::PermissionGroupsUnassigned)
+        }
+        EventType::ClientTokenRotated => one(ty, text, EventData::ClientTokenRotated),
+        EventType::AccessTokenRegistered => one(ty, text, EventData::AccessTokenRegistered),
+        EventType::AccessTokenRefreshed => one(ty, text, EventData::AccessTokenRefreshed),
+        EventType::AccessTokenUpdated => one(ty, text, EventData::AccessTokenUpdated),
+        EventType::TokenTrashed => one(ty, text, EventData::TokenTrashed),
+        EventType::TokenRestored => one(ty, text, EventData::TokenRestored),
+        EventType::TokenRevoked => one(ty, text, EventData::TokenRevoked),
+        EventType::TokenPurged => one(ty, text, EventData::TokenPurged),
+    }
 }
 
 /// Why stored or received bytes are not a valid envelope.
@@ -524,27 +595,29 @@ impl Envelope {
 
     /// Decodes an envelope (with or without `hash`); `hash` is left empty when absent.
     pub fn from_json(bytes: &[u8]) -> Result<Envelope, DecodeError> {
-        let raw: EnvelopeIn<'_> = serde_json::from_slice(bytes)?;
+        // `data` precedes `type` in the canonical (sorted) form, so the type
+        // is not known when `data` is reached. The general path buffers `data`
+        // as a raw value and parses it a second time once `type` is read. The
+        // fast path finds `type` by a byte scan from the end (where canonical
+        // form puts it), decodes `data` as that type in the same pass, and
+        // keeps the result only if the decoded `type` equals the guess and the
+        // schema version is supported. Every other outcome (no guess, a wrong
+        // guess, any error) falls back to the general path, so what is
+        // accepted, what is refused and the error reported are unchanged.
+        if let Some(env) = guess_type(bytes).and_then(|ty| decode_one_pass(ty, bytes)) {
+            return Ok(env);
+        }
+        Envelope::from_json_two_pass(bytes)
+    }
+
+    /// The general decode: `data` buffered as a raw value, then decoded by `type`.
+    fn from_json_two_pass(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        let raw: EnvelopeIn<&RawValue> = serde_json::from_slice(bytes)?;
         if raw.schema_version != SCHEMA_VERSION {
             return Err(DecodeError::SchemaVersion(raw.schema_version));
         }
         let data = EventData::decode(raw.event_type, raw.data.get())?;
-        Ok(Envelope {
-            event_id: raw.event_id,
-            schema_version: raw.schema_version,
-            position: raw.position,
-            token_id: raw.token_id,
-            token_kind: raw.token_kind,
-            workspace_id: raw.workspace_id,
-            version: raw.version,
-            occurred_at: raw.occurred_at,
-            actor: raw.actor,
-            command_id: raw.command_id,
-            correlation_id: raw.correlation_id,
-            data,
-            prev_hash: raw.prev_hash,
-            hash: raw.hash.unwrap_or_default(),
-        })
+        Ok(raw.into_envelope(|_| data))
     }
 
     /// Recomputes the hash from the canonical bytes.
@@ -556,5 +629,119 @@ impl Envelope {
 impl Serialize for Envelope {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.repr(true).serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn same_outcome(bytes: &[u8]) {
+        let fast = Envelope::from_json(bytes).map_err(|e| e.to_string());
+        let general = Envelope::from_json_two_pass(bytes).map_err(|e| e.to_string());
+        assert_eq!(fast, general, "{}", String::from_utf8_lossy(bytes));
+    }
+
+    /// The one-pass decode accepts, refuses and reports exactly as the
+    /// general one, on the golden examples and on variations of them.
+    #[test]
+    fn one_pass_decode_matches_the_general_decode() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../events/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+                same_outcome(&bytes);
+                continue;
+            };
+            if value.get("type").is_none() {
+                continue;
+            }
+            seen += 1;
+            same_outcome(&bytes);
+            let ty = EventType::parse(value["type"].as_str().unwrap()).unwrap();
+            assert_eq!(guess_type(&bytes), Some(ty), "{}", path.display());
+            assert!(decode_one_pass(ty, &bytes).is_some(), "{}", path.display());
+            let env = Envelope::from_json(&bytes).unwrap();
+            same_outcome(&env.canonical_bytes());
+            // Pretty-printed: no guess, general path.
+            same_outcome(serde_json::to_string_pretty(&value).unwrap().as_bytes());
+            let mut variants: Vec<Value> = Vec::new();
+            for other in EventType::ALL {
+                let mut v = value.clone();
+                v["type"] = json!(other.as_str());
+                variants.push(v);
+            }
+            for (key, bad) in [
+                ("data", Value::Null),
+                ("data", json!({})),
+                ("data", json!([])),
+                ("data", json!("x")),
+                ("schemaVersion", json!(2)),
+                ("schemaVersion", json!("1")),
+                ("type", json!("nope")),
+                ("type", json!(1)),
+                ("extra", json!(1)),
+                ("hash", Value::Null),
+                ("correlationId", Value::Null),
+                ("version", json!(-1)),
+            ] {
+                let mut v = value.clone();
+                v[key] = bad;
+                variants.push(v);
+            }
+            for key in ["data", "type", "actor", "hash", "schemaVersion"] {
+                let mut v = value.clone();
+                v.as_object_mut().unwrap().remove(key);
+                variants.push(v);
+            }
+            let mut v = value.clone();
+            v["data"]["unknown"] = json!(true);
+            variants.push(v);
+            for v in &variants {
+                same_outcome(&serde_json::to_vec(v).unwrap());
+            }
+            // `type` first, then a decoy `"type":"…"` inside a string near the end.
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            let body = &text[1..];
+            same_outcome(
+                format!(
+                    "{{\"type\":\"{}\",{}",
+                    ty.as_str(),
+                    body.replacen(&format!(",\"type\":\"{}\"", ty.as_str()), "", 1)
+                )
+                .as_bytes(),
+            );
+            let mut v = value.clone();
+            v["workspaceId"] = json!("\"type\":\"token_purged\"");
+            same_outcome(&serde_json::to_vec(&v).unwrap());
+            // A duplicate `data` or `type` key.
+            same_outcome(
+                text.replacen(
+                    "{\"actor\"",
+                    &format!("{{\"type\":\"{}\",\"actor\"", ty.as_str()),
+                    1,
+                )
+                .as_bytes(),
+            );
+            same_outcome(
+                text.replacen("{\"actor\"", "{\"data\":{},\"actor\"", 1)
+                    .as_bytes(),
+            );
+            // Invalid UTF-8 in a string, outside `data` and inside it.
+            for (at, bad) in [("\"workspaceId\":\"", 0xffu8), ("\"data\":{\"", 0xc3)] {
+                let mut broken = text.replacen(at, &format!("{at}\u{1}"), 1).into_bytes();
+                if let Some(i) = broken.iter().position(|&b| b == 1) {
+                    broken[i] = bad;
+                    same_outcome(&broken);
+                }
+            }
+        }
+        assert!(seen >= 12, "only {seen} examples");
     }
 }

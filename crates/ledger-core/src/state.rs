@@ -6,6 +6,7 @@ use crate::secret::SealedSecret;
 use crate::time::Timestamp;
 use crate::validate::fold;
 use serde::{Deserialize, Serialize};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use uuid::Uuid;
 
@@ -261,8 +262,11 @@ pub struct LedgerState {
     /// Boxed so that growing the map moves 24-byte entries, not whole
     /// states: a rehash of a few hundred thousand inline states stalled the
     /// writer for tens of milliseconds (page faults of the new table).
-    tokens: HashMap<Uuid, Box<TokenState>>,
-    reservations: HashMap<Reservation, Uuid>,
+    ///
+    /// Both maps hash with foldhash (randomly seeded per map) rather than
+    /// SipHash: the keys come from the log, and replay hashes every event.
+    tokens: HashMap<Uuid, Box<TokenState>, foldhash::fast::RandomState>,
+    reservations: HashMap<Reservation, Uuid, foldhash::fast::RandomState>,
     /// Position of the last event applied.
     pub position: u64,
 }
@@ -307,34 +311,31 @@ impl LedgerState {
             "event positions must be gap-free"
         );
         self.position = event.position;
-        let moves_keys = changes_reservations(&event.data);
-        let (before, id) = match self.tokens.get_mut(&event.token_id) {
-            None => {
+        let (before, id, after) = match self.tokens.entry(event.token_id) {
+            Entry::Vacant(slot) => {
                 let token = create(event);
+                let after = token.reservations();
                 let id = token.id;
-                self.tokens.insert(id, Box::new(token));
-                (Vec::new(), id)
+                slot.insert(Box::new(token));
+                (Vec::new(), id, after)
             }
-            Some(token) => {
+            Entry::Occupied(mut slot) => {
+                let token = slot.get_mut();
                 assert_eq!(
                     event.version,
                     token.version + 1,
                     "token versions must be gap-free"
                 );
                 assert!(!token.purged, "no event may follow token_purged");
-                let before = if moves_keys {
-                    token.reservations()
-                } else {
-                    Vec::new()
-                };
+                if !moves_keys(&event.data, token) {
+                    apply(token, event);
+                    return;
+                }
+                let before = token.reservations();
                 apply(token, event);
-                (before, token.id)
+                (before, token.id, token.reservations())
             }
         };
-        if !moves_keys {
-            return;
-        }
-        let after = self.tokens[&id].reservations();
         for key in before {
             if !after.contains(&key) && self.reservations.get(&key) == Some(&id) {
                 self.reservations.remove(&key);
@@ -353,14 +354,25 @@ impl LedgerState {
 
 /// Whether an event can change which uniqueness keys its token holds; the
 /// others skip the bookkeeping, which is most of the cost of a replay.
-fn changes_reservations(data: &EventData) -> bool {
-    !matches!(
-        data,
+///
+/// A client token holds its name and provided id from issue until purge
+/// (see [`TokenState::reservations`]), so only a rename or a purge moves
+/// them; an access token's account key also follows trash, restore and revoke.
+fn moves_keys(data: &EventData, token: &TokenState) -> bool {
+    match data {
         EventData::PermissionGroupsAssigned(_)
-            | EventData::PermissionGroupsUnassigned(_)
-            | EventData::ClientTokenRotated(_)
-            | EventData::AccessTokenRefreshed(_)
-    )
+        | EventData::PermissionGroupsUnassigned(_)
+        | EventData::ClientTokenRotated(_)
+        | EventData::AccessTokenRefreshed(_) => false,
+        EventData::ClientTokenUpdated(e) => e.name.is_some(),
+        EventData::TokenTrashed(_) | EventData::TokenRestored(_) | EventData::TokenRevoked(_) => {
+            token.kind() == TokenKind::Access
+        }
+        EventData::ClientTokenIssued(_)
+        | EventData::AccessTokenRegistered(_)
+        | EventData::AccessTokenUpdated(_)
+        | EventData::TokenPurged(_) => true,
+    }
 }
 
 /// Folds one token's own events (its stream, in version order) into its state.
@@ -452,7 +464,18 @@ fn create(event: &Envelope) -> TokenState {
 fn apply(token: &mut TokenState, event: &Envelope) {
     token.version = event.version;
     token.last_updated_at = Some(event.occurred_at);
-    token.last_updated_by = Some(event.actor.clone());
+    // In place: reuses the previous actor's allocation on every later event.
+    match &mut token.last_updated_by {
+        Some(by) => {
+            let Agent {
+                agent_id,
+                agent_type,
+            } = &event.actor;
+            by.agent_id.clone_from(agent_id);
+            by.agent_type = *agent_type;
+        }
+        None => token.last_updated_by = Some(event.actor.clone()),
+    }
     token.updated_at = event.occurred_at;
     match (&event.data, &mut token.body) {
         (
@@ -488,7 +511,11 @@ fn apply(token: &mut TokenState, event: &Envelope) {
         ) => permission_groups.retain(|g| !e.permission_group_ids.contains(&g.permission_group_id)),
         (EventData::ClientTokenRotated(e), TokenBody::Client { issued_at, jwt, .. }) => {
             *issued_at = e.issued_at;
-            *jwt = e.jwt.clone();
+            let JwtRef { exp, iat, jti, kid } = &e.jwt;
+            jwt.exp = *exp;
+            jwt.iat = *iat;
+            jwt.jti.clone_from(jti);
+            jwt.kid.clone_from(kid);
         }
         (
             EventData::AccessTokenRefreshed(e),
