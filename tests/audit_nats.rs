@@ -19,9 +19,8 @@ use async_nats::jetstream::{self, stream};
 use futures_util::StreamExt;
 use ledger_audit::merkle::{leaf_hash, parse_hash, Accumulator};
 use ledger_audit::{Checkpoint, CheckpointKey, SignedCheckpoint};
-use ledger_core::event::{ClientTokenIssued, ClientTokenUpdated, JwtRef, StampMeta, GENESIS_HASH};
-use ledger_core::{Agent, AgentType, Envelope, EventData, EventDraft, Timestamp, TokenKind};
-use ledger_testkit::{wait_for_async, NatsServer};
+use ledger_core::{Envelope, EventData, Timestamp};
+use ledger_testkit::{renamed_chain, wait_for_async, NatsServer};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -275,61 +274,6 @@ async fn a_served_ledger_verifies_from_its_stream_and_publishes_checkpoints() {
     assert_eq!(r.code, EXIT_FINDING, "stderr: {}", r.stderr);
 }
 
-/// A legal chain of `n` events on one client token: issued, then renamed.
-fn chain(n: u64, names: &str) -> Vec<Envelope> {
-    let token = Uuid::new_v4();
-    let actor = Agent {
-        agent_id: "crafted".into(),
-        agent_type: AgentType::Service,
-    };
-    let t0 = Timestamp::parse("2026-03-01T00:00:00.000Z").unwrap();
-    let mut prev = GENESIS_HASH.to_owned();
-    (1..=n)
-        .map(|p| {
-            let at = Timestamp::from_millis(t0.millis() + p as i64).unwrap();
-            let data = if p == 1 {
-                EventData::ClientTokenIssued(ClientTokenIssued {
-                    expires: None,
-                    import: None,
-                    issued_at: at,
-                    jwt: JwtRef {
-                        exp: None,
-                        iat: at.secs(),
-                        jti: Uuid::now_v7().to_string(),
-                        kid: "3f9a1c0b5e7d2a64".into(),
-                    },
-                    name: Some(format!("{names}-1")),
-                    permission_groups: vec![],
-                    provided_resource_id: None,
-                })
-            } else {
-                EventData::ClientTokenUpdated(ClientTokenUpdated {
-                    name: Some(Some(format!("{names}-{p}"))),
-                    ..Default::default()
-                })
-            };
-            let (env, _) = EventDraft {
-                token_id: token,
-                token_kind: TokenKind::Client,
-                workspace_id: "acme".into(),
-                version: p,
-                data,
-            }
-            .stamp(StampMeta {
-                event_id: Uuid::now_v7(),
-                position: p,
-                occurred_at: at,
-                actor: actor.clone(),
-                command_id: Uuid::new_v4(),
-                correlation_id: None,
-                prev_hash: std::mem::take(&mut prev),
-            });
-            prev = env.hash.clone();
-            env
-        })
-        .collect()
-}
-
 /// The same chain from position `from` on, rewritten: other names, every
 /// hash and link recomputed (positions, versions and the token unchanged).
 fn rewrite_from(events: &[Envelope], from: u64) -> Vec<Envelope> {
@@ -401,7 +345,7 @@ async fn one_bad_hash_in_the_stream_is_named_at_its_position() {
     let nats = NatsServer::start().unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(client);
-    let events = chain(10, "crafted");
+    let events = renamed_chain(10, "crafted");
     let mut bodies: Vec<Vec<u8>> = events.iter().map(|e| e.to_json_bytes()).collect();
     // Event 6 renamed after it was hashed: its recorded hash no longer matches.
     let mut tampered: Value = serde_json::from_slice(&bodies[5]).unwrap();
@@ -431,7 +375,7 @@ async fn a_rewritten_stream_fails_the_checkpoint_of_the_honest_one() {
     let nats = NatsServer::start().unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(client);
-    let honest = chain(10, "honest");
+    let honest = renamed_chain(10, "honest");
     let dir = tempfile::tempdir().unwrap();
     let (note, key) = sign(dir.path(), &honest);
     let rewritten = rewrite_from(&honest, 6);
@@ -460,7 +404,7 @@ async fn a_stream_shorter_than_a_checkpoint_is_truncated() {
     let nats = NatsServer::start().unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(client);
-    let events = chain(8, "short");
+    let events = renamed_chain(8, "short");
     let dir = tempfile::tempdir().unwrap();
     let (note, key) = sign(dir.path(), &events);
     let kept = &events[..6];

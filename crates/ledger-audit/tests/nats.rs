@@ -5,64 +5,13 @@ use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use ledger_audit::nats::{verify_stream, StreamPlan};
 use ledger_audit::verify::{FindingKind, NoObserver, VerifyOptions};
-use ledger_core::event::{ClientTokenIssued, ClientTokenUpdated, JwtRef, StampMeta, GENESIS_HASH};
-use ledger_core::{Agent, AgentType, Envelope, EventData, EventDraft, Timestamp, TokenKind};
-use ledger_testkit::NatsServer;
+use ledger_core::Envelope;
+use ledger_testkit::{renamed_chain, NatsServer};
 use uuid::Uuid;
 
 /// A legal chain of `n` events on one client token: issued, then renamed.
 fn chain(n: u64) -> Vec<Envelope> {
-    let token = Uuid::new_v4();
-    let actor = Agent {
-        agent_id: "crafted".into(),
-        agent_type: AgentType::Service,
-    };
-    let t0 = Timestamp::parse("2026-03-01T00:00:00.000Z").unwrap();
-    let mut prev = GENESIS_HASH.to_owned();
-    (1..=n)
-        .map(|p| {
-            let at = Timestamp::from_millis(t0.millis() + p as i64).unwrap();
-            let data = if p == 1 {
-                EventData::ClientTokenIssued(ClientTokenIssued {
-                    expires: None,
-                    import: None,
-                    issued_at: at,
-                    jwt: JwtRef {
-                        exp: None,
-                        iat: at.secs(),
-                        jti: Uuid::now_v7().to_string(),
-                        kid: "3f9a1c0b5e7d2a64".into(),
-                    },
-                    name: Some("t-1".into()),
-                    permission_groups: vec![],
-                    provided_resource_id: None,
-                })
-            } else {
-                EventData::ClientTokenUpdated(ClientTokenUpdated {
-                    name: Some(Some(format!("t-{p}"))),
-                    ..Default::default()
-                })
-            };
-            let (env, _) = EventDraft {
-                token_id: token,
-                token_kind: TokenKind::Client,
-                workspace_id: "acme".into(),
-                version: p,
-                data,
-            }
-            .stamp(StampMeta {
-                event_id: Uuid::now_v7(),
-                position: p,
-                occurred_at: at,
-                actor: actor.clone(),
-                command_id: Uuid::new_v4(),
-                correlation_id: None,
-                prev_hash: std::mem::take(&mut prev),
-            });
-            prev = env.hash.clone();
-            env
-        })
-        .collect()
+    renamed_chain(n, "t")
 }
 
 /// How one message is sent: its subject and `Nats-Msg-Id` (`None`: no header).

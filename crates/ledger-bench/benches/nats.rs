@@ -72,20 +72,13 @@ fn main() {
         let body = vec![b'x'; 700];
         let at = cpu.now();
         let start = Instant::now();
-        let mut acks = std::collections::VecDeque::new();
-        for i in 0..n {
-            if acks.len() >= 512 {
-                let ack: jetstream::context::PublishAckFuture = acks.pop_front().unwrap();
-                ack.await.unwrap();
-            }
+        publish_windowed(&js, n, |i| {
             let msg = jetstream::message::PublishMessage::build()
                 .payload(body.clone().into())
                 .message_id(i.to_string());
-            acks.push_back(js.send_publish("bench.js", msg).await.unwrap());
-        }
-        for ack in acks {
-            ack.await.unwrap();
-        }
+            ("bench.js".to_owned(), msg)
+        })
+        .await;
         println!(
             "| JetStream publish with ack + Nats-Msg-Id, window 512, 700 B | {:.0} msg/s; {} |",
             rate(n as u64, start.elapsed()),
@@ -104,22 +97,15 @@ fn main() {
         .unwrap();
         let at = cpu.now();
         let start = Instant::now();
-        let mut acks = std::collections::VecDeque::new();
-        for i in 0..n {
-            if acks.len() >= 512 {
-                let ack: jetstream::context::PublishAckFuture = acks.pop_front().unwrap();
-                ack.await.unwrap();
-            }
+        publish_windowed(&js, n, |i| {
             let msg = jetstream::message::PublishMessage::build()
                 .payload(body.clone().into())
                 .message_id(Uuid::now_v7().to_string())
                 .expected_last_sequence(i as u64);
             let subject = format!("bench.evt.bench.{}.client_token_issued", Uuid::new_v4());
-            acks.push_back(js.send_publish(subject, msg).await.unwrap());
-        }
-        for ack in acks {
-            ack.await.unwrap();
-        }
+            (subject, msg)
+        })
+        .await;
         println!(
             "| JetStream publish as the ledger does: a new subject per message, expected last sequence, window 512, 700 B | {:.0} msg/s; {} |",
             rate(n as u64, start.elapsed()),
@@ -193,6 +179,27 @@ fn main() {
         );
         served.stop().await;
     });
+}
+
+/// Publishes `n` messages made by `message(i)` through JetStream, with at
+/// most 512 acks awaited at a time, and waits for every ack.
+async fn publish_windowed(
+    js: &jetstream::Context,
+    n: usize,
+    message: impl Fn(usize) -> (String, jetstream::message::PublishMessage),
+) {
+    let mut acks = std::collections::VecDeque::new();
+    for i in 0..n {
+        if acks.len() >= 512 {
+            let ack: jetstream::context::PublishAckFuture = acks.pop_front().unwrap();
+            ack.await.unwrap();
+        }
+        let (subject, msg) = message(i);
+        acks.push_back(js.send_publish(subject, msg).await.unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
 }
 
 /// CPU time of nats-server and of this process, from `/proc`.

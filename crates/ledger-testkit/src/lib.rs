@@ -6,6 +6,8 @@
 //!   killed (and its directory removed) when dropped.
 //! * [`free_port`], [`wait_for`] and [`wait_for_async`] are small polling
 //!   helpers for tests that must wait for something without fixed sleeps.
+//! * [`renamed_chain`] crafts a legal, hash-chained history to verify or
+//!   tamper with.
 //!
 //! The `nats-server` binary is looked up, in order, through the environment
 //! variable [`NATS_SERVER_BIN_ENV`] (`NATS_SERVER_BIN`), then at
@@ -16,6 +18,10 @@
 //! This crate is meant for Unix-like systems (it signals processes).
 
 #![warn(missing_docs)]
+
+mod chain;
+
+pub use chain::renamed_chain;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
