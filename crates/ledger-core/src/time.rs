@@ -102,15 +102,13 @@ impl Timestamp {
     }
 }
 
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// The form through chrono's fields, for what `canonical_bytes` does not
+    /// cover (and as its reference in tests).
+    fn general_form(&self) -> String {
         use chrono::{Datelike, Timelike};
-        if let Some(b) = self.canonical_bytes() {
-            return f.write_str(std::str::from_utf8(&b).expect("ASCII"));
-        }
         let d = self.0;
-        write!(
-            f,
+        format!(
             "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
             d.year(),
             d.month(),
@@ -120,6 +118,15 @@ impl fmt::Display for Timestamp {
             d.second(),
             d.timestamp_subsec_millis()
         )
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.canonical_bytes() {
+            Some(b) => f.write_str(std::str::from_utf8(&b).expect("ASCII")),
+            None => f.write_str(&self.general_form()),
+        }
     }
 }
 
@@ -183,7 +190,6 @@ mod tests {
             assert!(Timestamp::parse(bad).is_none(), "{bad}");
         }
         // The hand-written form equals the general one, across years.
-        use chrono::{Datelike, Timelike};
         for ms in [
             0i64,
             1,
@@ -198,17 +204,7 @@ mod tests {
             253_402_300_800_000,
         ] {
             let t = Timestamp::from_millis(ms).unwrap();
-            let d = t.datetime();
-            let general = format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-                d.year(),
-                d.month(),
-                d.day(),
-                d.hour(),
-                d.minute(),
-                d.second(),
-                d.timestamp_subsec_millis()
-            );
+            let general = t.general_form();
             assert_eq!(t.to_string(), general, "{ms}");
             assert_eq!(
                 serde_json::to_string(&t).unwrap(),

@@ -117,81 +117,7 @@ pub struct TokenView {
 impl TokenView {
     /// The view of a token's state; `None` for a purged token, which has none.
     pub fn of(token: &TokenState) -> Option<TokenView> {
-        if token.purged {
-            return None;
-        }
-        let mut view = TokenView {
-            kind: token.kind(),
-            resource_id: None,
-            id: None,
-            workspace_id: token.workspace_id.clone(),
-            name: None,
-            provided_resource_id: None,
-            permission_groups: None,
-            issued_at: None,
-            expires: None,
-            jwt: None,
-            token_str: None,
-            user: None,
-            provider: None,
-            account_name: None,
-            display_name: None,
-            access_token_fingerprint: None,
-            refresh_token_fingerprint: None,
-            access_token: None,
-            refresh_token: None,
-            created_at: token.created_at,
-            created_by: token.created_by.clone(),
-            last_updated_at: token.last_updated_at,
-            last_updated_by: token.last_updated_by.clone(),
-            updated_at: token.updated_at,
-            version: token.version,
-            trash_item: token.trash.clone(),
-            revoked: token.revoked.is_some(),
-            revocation: token.revoked.clone(),
-            import: token.import.clone(),
-            expired: None,
-        };
-        match &token.body {
-            TokenBody::Client {
-                name,
-                provided_resource_id,
-                permission_groups,
-                issued_at,
-                expires,
-                jwt,
-            } => {
-                view.resource_id = Some(token.id);
-                view.name = name.clone();
-                view.provided_resource_id = provided_resource_id.clone();
-                view.permission_groups = Some(permission_groups.clone());
-                view.issued_at = Some(*issued_at);
-                view.expires = *expires;
-                view.jwt = Some(JwtInfo {
-                    kid: jwt.kid.clone(),
-                    iat: jwt.iat,
-                    exp: jwt.exp,
-                    jti: jwt.jti.clone(),
-                });
-            }
-            TokenBody::Access {
-                user_id,
-                provider,
-                account_name,
-                access_token,
-                refresh_token,
-            } => {
-                view.id = Some(token.id);
-                view.user = Some(UserRef { id: *user_id });
-                view.provider = Some(provider.clone());
-                view.account_name = Some(account_name.clone());
-                view.display_name = Some(account_name.clone());
-                view.access_token_fingerprint = Some(access_token.fingerprint.clone());
-                view.refresh_token_fingerprint =
-                    refresh_token.as_ref().map(|r| r.fingerprint.clone());
-            }
-        }
-        Some(view)
+        ViewRef::of(token).map(|view| view.to_owned_view())
     }
 
     /// The bytes of `serde_json::to_vec(&TokenView::of(token))`, written
@@ -199,8 +125,113 @@ impl TokenView {
     /// projectors store for every token. `false`, and nothing written, for a
     /// purged token.
     pub fn write_json_of(token: &TokenState, out: &mut Vec<u8>) -> bool {
+        match ViewRef::of(token) {
+            Some(view) => {
+                serde_json::to_writer(out, &view).expect("a view always serializes");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The token's id, whichever field holds it.
+    pub fn token_id(&self) -> Uuid {
+        self.resource_id
+            .or(self.id)
+            .expect("a view always has an id")
+    }
+
+    /// True when past `expires` at `now`.
+    pub fn is_expired_at(&self, now: Timestamp) -> bool {
+        self.expires.is_some_and(|e| e <= now.millis())
+    }
+
+    /// Fills the read-time `expired` flag.
+    pub fn with_expired(mut self, now: Timestamp) -> TokenView {
+        self.expired = Some(self.is_expired_at(now));
+        self
+    }
+
+    /// True when neither trashed nor revoked (expiry aside).
+    pub fn is_live(&self) -> bool {
+        self.trash_item.is_none() && !self.revoked
+    }
+
+    /// True when the token would verify at `now` (ignoring its string).
+    pub fn is_active_at(&self, now: Timestamp) -> bool {
+        self.trash_item.is_none() && !self.revoked && !self.is_expired_at(now)
+    }
+}
+
+/// [`TokenView`] borrowed from a [`TokenState`]: the same fields, names,
+/// order and omissions, so the same JSON. [`TokenView::write_json_of`]
+/// serializes it as it is, [`TokenView::of`] owns it. The fields a stored view
+/// never has (`tokenStr`, the plaintext secrets, `expired`) are left out.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ViewRef<'a> {
+    kind: TokenKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resource_id: Option<&'a Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a Uuid>,
+    workspace_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provided_resource_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permission_groups: Option<&'a [AssignedPermissionGroup]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issued_at: Option<&'a Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwt: Option<JwtInfoRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<UserRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    display_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_token_fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token_fingerprint: Option<&'a str>,
+    created_at: &'a Timestamp,
+    created_by: &'a Agent,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_updated_at: Option<&'a Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_updated_by: Option<&'a Agent>,
+    updated_at: &'a Timestamp,
+    version: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trash_item: Option<&'a TrashItem>,
+    revoked: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation: Option<&'a Revocation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    import: Option<&'a ImportOrigin>,
+}
+
+/// [`JwtInfo`] borrowed, in its field order.
+#[derive(Serialize)]
+struct JwtInfoRef<'a> {
+    kid: &'a str,
+    iat: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    jti: &'a str,
+}
+
+impl<'a> ViewRef<'a> {
+    /// The one mapping from a token's state to its view; `None` once purged.
+    fn of(token: &'a TokenState) -> Option<ViewRef<'a>> {
         if token.purged {
-            return false;
+            return None;
         }
         let mut view = ViewRef {
             kind: token.kind(),
@@ -268,101 +299,50 @@ impl TokenView {
                 view.refresh_token_fingerprint = refresh_token.as_ref().map(|r| &*r.fingerprint);
             }
         }
-        serde_json::to_writer(out, &view).expect("a view always serializes");
-        true
+        Some(view)
     }
 
-    /// The token's id, whichever field holds it.
-    pub fn token_id(&self) -> Uuid {
-        self.resource_id
-            .or(self.id)
-            .expect("a view always has an id")
+    /// The owned view, with nothing a stored view lacks (no string, no
+    /// plaintext secrets, `expired` not yet computed).
+    fn to_owned_view(&self) -> TokenView {
+        TokenView {
+            kind: self.kind,
+            resource_id: self.resource_id.copied(),
+            id: self.id.copied(),
+            workspace_id: self.workspace_id.to_owned(),
+            name: self.name.map(str::to_owned),
+            provided_resource_id: self.provided_resource_id.map(str::to_owned),
+            permission_groups: self.permission_groups.map(<[_]>::to_vec),
+            issued_at: self.issued_at.copied(),
+            expires: self.expires,
+            jwt: self.jwt.as_ref().map(|j| JwtInfo {
+                kid: j.kid.to_owned(),
+                iat: j.iat,
+                exp: j.exp,
+                jti: j.jti.to_owned(),
+            }),
+            token_str: None,
+            user: self.user.clone(),
+            provider: self.provider.map(str::to_owned),
+            account_name: self.account_name.map(str::to_owned),
+            display_name: self.display_name.map(str::to_owned),
+            access_token_fingerprint: self.access_token_fingerprint.map(str::to_owned),
+            refresh_token_fingerprint: self.refresh_token_fingerprint.map(str::to_owned),
+            access_token: None,
+            refresh_token: None,
+            created_at: *self.created_at,
+            created_by: self.created_by.clone(),
+            last_updated_at: self.last_updated_at.copied(),
+            last_updated_by: self.last_updated_by.cloned(),
+            updated_at: *self.updated_at,
+            version: self.version,
+            trash_item: self.trash_item.cloned(),
+            revoked: self.revoked,
+            revocation: self.revocation.cloned(),
+            import: self.import.cloned(),
+            expired: None,
+        }
     }
-
-    /// True when past `expires` at `now`.
-    pub fn is_expired_at(&self, now: Timestamp) -> bool {
-        self.expires.is_some_and(|e| e <= now.millis())
-    }
-
-    /// Fills the read-time `expired` flag.
-    pub fn with_expired(mut self, now: Timestamp) -> TokenView {
-        self.expired = Some(self.is_expired_at(now));
-        self
-    }
-
-    /// True when neither trashed nor revoked (expiry aside).
-    pub fn is_live(&self) -> bool {
-        self.trash_item.is_none() && !self.revoked
-    }
-
-    /// True when the token would verify at `now` (ignoring its string).
-    pub fn is_active_at(&self, now: Timestamp) -> bool {
-        self.trash_item.is_none() && !self.revoked && !self.is_expired_at(now)
-    }
-}
-
-/// [`TokenView`] borrowed from a [`TokenState`], for [`TokenView::write_json_of`]:
-/// the same fields, names, order and omissions, so the same JSON. The fields
-/// a stored view never has (`tokenStr`, the plaintext secrets, `expired`) are
-/// left out.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ViewRef<'a> {
-    kind: TokenKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    resource_id: Option<&'a Uuid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a Uuid>,
-    workspace_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    provided_resource_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    permission_groups: Option<&'a [AssignedPermissionGroup]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    issued_at: Option<&'a Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    expires: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jwt: Option<JwtInfoRef<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<UserRef>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    provider: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    account_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    display_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    access_token_fingerprint: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token_fingerprint: Option<&'a str>,
-    created_at: &'a Timestamp,
-    created_by: &'a Agent,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_updated_at: Option<&'a Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_updated_by: Option<&'a Agent>,
-    updated_at: &'a Timestamp,
-    version: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trash_item: Option<&'a TrashItem>,
-    revoked: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    revocation: Option<&'a Revocation>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    import: Option<&'a ImportOrigin>,
-}
-
-/// [`JwtInfo`] borrowed, in its field order.
-#[derive(Serialize)]
-struct JwtInfoRef<'a> {
-    kid: &'a str,
-    iat: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exp: Option<i64>,
-    jti: &'a str,
 }
 
 #[cfg(test)]
