@@ -15,7 +15,7 @@
 //! Nothing waits by sleeping: a test waits for a message, a process, or a
 //! condition polled with a deadline.
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use futures_util::StreamExt;
 use ledger_audit::merkle::{leaf_hash, parse_hash, Accumulator};
 use ledger_audit::{Checkpoint, CheckpointKey, SignedCheckpoint};
@@ -292,18 +292,13 @@ fn rewrite_from(events: &[Envelope], from: u64) -> Vec<Envelope> {
     out
 }
 
-/// Creates `TOKENS` as the server does and publishes `bodies` as sequences 1, 2, ...
+/// Creates `TOKENS` with the server's own config and publishes `bodies` as sequences 1, 2, ...
 async fn publish(js: &jetstream::Context, events: &[Envelope], bodies: Vec<Vec<u8>>) {
-    js.create_stream(stream::Config {
-        name: "TOKENS".into(),
-        subjects: vec!["tokens.evt.>".into()],
-        storage: stream::StorageType::File,
-        deny_delete: true,
-        deny_purge: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let settings = ledger_nats::StreamSettings {
+        replicas: 1,
+        duplicate_window: Duration::from_secs(120),
+    };
+    js.create_stream(settings.config()).await.unwrap();
     for (env, body) in events.iter().zip(bodies) {
         // As the server publishes: the event's subject, its id as Nats-Msg-Id.
         let message = jetstream::message::PublishMessage::build()

@@ -483,19 +483,10 @@ mod tests {
             .collect()
     }
 
-    fn subject(e: &Envelope) -> String {
-        format!(
-            "tokens.evt.{}.{}.{}",
-            e.workspace_id,
-            e.token_id,
-            e.event_type()
-        )
-    }
-
     fn feed(c: &mut Cursor, seq: u64, e: &Envelope) -> Option<Result<Envelope, ClientError>> {
         c.check(
             seq,
-            &subject(e),
+            &e.subject(),
             Some(&e.event_id.to_string()),
             &e.to_json_bytes(),
         )
@@ -544,7 +535,7 @@ mod tests {
         let bytes = serde_json::to_vec(&v).unwrap();
         let r = c.check(
             1,
-            &subject(&events[0]),
+            &events[0].subject(),
             Some(&events[0].event_id.to_string()),
             &bytes,
         );
@@ -576,7 +567,7 @@ mod tests {
         assert_eq!(
             code(c.check(
                 1,
-                &subject(&events[0]),
+                &events[0].subject(),
                 Some("other"),
                 &events[0].to_json_bytes()
             )),

@@ -216,8 +216,6 @@ struct Group {
     keys_added: Vec<(Uuid, Vec<u8>)>,
     /// Tokens the group purges, whose keys are destroyed.
     keys_shredded: Vec<Uuid>,
-    /// `commandId`s accepted in the group, for [`Writer::pending`].
-    accepted: Vec<Uuid>,
 }
 
 /// A group applied to sled, on its way to the flusher.
@@ -261,8 +259,6 @@ pub(crate) struct Writer {
     /// retry of one is answered from here, since neither the stream index
     /// nor the disk has its events yet.
     pending: HashMap<Uuid, (u64, Committed)>,
-    /// The `commandId`s of `pending` by group, oldest first, for pruning.
-    pending_groups: std::collections::VecDeque<(u64, Vec<Uuid>)>,
     /// The last group handed to the flusher.
     seq: u64,
     progress: Arc<Progress>,
@@ -279,7 +275,6 @@ impl Writer {
             state: recovered.state,
             idempotency: recovered.idempotency,
             pending: HashMap::new(),
-            pending_groups: std::collections::VecDeque::new(),
             seq: 0,
             progress: Arc::new(Progress::default()),
             head_hash: recovered.head.hash,
@@ -374,18 +369,9 @@ impl Writer {
     /// Forgets the answers of groups the flusher has finished: their events
     /// are on disk and in the stream index now.
     fn prune_pending(&mut self) {
+        // At most the commands of the groups in the pipeline: a scan is cheap.
         let flushed = self.progress.flushed.load(Ordering::Acquire);
-        while let Some((seq, _)) = self.pending_groups.front() {
-            if *seq > flushed {
-                break;
-            }
-            let (_, ids) = self.pending_groups.pop_front().expect("front exists");
-            for id in ids {
-                if self.pending.get(&id).is_some_and(|(s, _)| *s <= flushed) {
-                    self.pending.remove(&id);
-                }
-            }
-        }
+        self.pending.retain(|_, (seq, _)| *seq > flushed);
     }
 
     /// Decides every job against the state and applies the group's writes
@@ -428,9 +414,6 @@ impl Writer {
                 }
                 return Err(e);
             }
-        }
-        if !group.accepted.is_empty() {
-            self.pending_groups.push_back((seq, group.accepted));
         }
         Ok(Applied {
             seq,
@@ -550,7 +533,6 @@ impl Writer {
         };
         self.pending
             .insert(cmd.command_id, (seq, committed.clone()));
-        group.accepted.push(cmd.command_id);
         Ok(committed)
     }
 
