@@ -1,7 +1,9 @@
 //! Crash test: a child `tokenledger debug-load` appends under concurrent load
 //! and is killed with SIGKILL at random moments. After every kill the data
 //! dir must reopen with every acknowledged command present, the hash chain
-//! intact, no half-written command, and views equal to a rebuild.
+//! intact, no half-written command, and views equal to a rebuild. Each check
+//! stops the store cleanly, which writes a state snapshot: the next child
+//! opens from it, and the next check from it plus the tail the child wrote.
 //!
 //! The seed is printed; rerun one with `CRASH_SEED=<n>`.
 
@@ -50,6 +52,7 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     eprintln!("crash test seed: CRASH_SEED={seed}");
     let dir = tempfile::tempdir().unwrap();
     let mut acked: HashMap<Uuid, Ack> = HashMap::new();
+    let mut checked = 0;
 
     for round in 0..ROUNDS {
         let kill_after_acks = 1 + next(&mut seed) % 300;
@@ -91,22 +94,30 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
                 acked.insert(ack.command_id, ack);
             }
         }
-        check(dir.path(), &acked, round);
+        checked = check(dir.path(), &acked, round, checked);
     }
     assert!(acked.len() as u64 >= ROUNDS);
 }
 
-fn check(dir: &std::path::Path, acked: &HashMap<Uuid, Ack>, round: u64) {
+/// Checks the data dir after a kill; `snapshot` is the head the previous
+/// check left its state snapshot at. Returns this check's head.
+fn check(dir: &std::path::Path, acked: &HashMap<Uuid, Ack>, round: u64, snapshot: u64) -> u64 {
     let master = MasterKey::from_hex(MASTER_HEX).unwrap();
     let store = Store::open(
         dir,
         StoreConfig {
             master_key: Some(master),
+            snapshot_min_events: Some(0),
             ..StoreConfig::default()
         },
     )
     .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
     let head = store.head().unwrap();
+    assert_eq!(
+        store.opened().snapshot,
+        snapshot,
+        "round {round}: opened from the last clean stop's snapshot"
+    );
 
     // The chain verifies from genesis to head; collect what each command wrote.
     let mut prev = ledger_core::event::GENESIS_HASH.to_owned();
@@ -157,4 +168,5 @@ fn check(dir: &std::path::Path, acked: &HashMap<Uuid, Ack>, round: u64) {
     );
     store.db().drop_tree("views.crash-check").unwrap();
     store.shutdown().unwrap();
+    head.position
 }

@@ -126,17 +126,11 @@ fn main() {
         "| first query after open: index built from {total} views | {:.0} ms |",
         d.as_secs_f64() * 1000.0
     );
-    store.shutdown().unwrap();
-    drop(store);
-    let (store, d) = timed(|| Store::open(dir.path(), config()).unwrap());
-    println!(
-        "| open: replay + verify every hash and link, {total} events | {:.0} events/s |",
-        rate(total, d)
-    );
-    store.shutdown().unwrap();
+    open_rows(store, dir.path(), total, &format!("{total} events"));
 
     // A longer-lived history: tokens change after issue (groups, rotations, renames).
     let tokens = (total / 10).max(10);
+    let total = tokens * 10;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), config()).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -146,26 +140,67 @@ fn main() {
             async move { s.execute(issue(i)).await.unwrap().token_id }
         }))
         .await;
-        futures_join((0..total - tokens).map(|i| {
-            let s = store.clone();
-            let k = i % tokens;
-            let id = ids[k as usize];
-            let ws = format!("ws{}", k % 16);
-            async move { s.execute(ledger_bench::change(&ws, id, i)).await.unwrap() }
-        }))
-        .await;
+        // Round by round, so that each token's changes run in order and
+        // every one of them appends (an unassign follows its assign).
+        for round in 0..(total - tokens) / tokens {
+            let changed = futures_join(ids.iter().enumerate().map(|(k, &id)| {
+                let s = store.clone();
+                let ws = format!("ws{}", k % 16);
+                async move {
+                    s.execute(ledger_bench::change(&ws, id, round))
+                        .await
+                        .unwrap()
+                }
+            }))
+            .await;
+            assert!(changed.iter().all(|c| c.positions.len() == 1));
+        }
     });
+    // The rates below count events: every command above appended one.
+    assert_eq!(store.head_position(), total);
     let tree = store.db().open_tree("views.bench").unwrap();
     let (_, d) = timed(|| ledger_projector::Projector::rebuild(&store, tree).unwrap());
     println!(
         "| projection rebuild from scratch, {total} events ({tokens} tokens, 10 events each) | {:.0} events/s |",
         rate(total, d)
     );
+    open_rows(
+        store,
+        dir.path(),
+        total,
+        &format!("{total} events ({tokens} tokens)"),
+    );
+}
+
+/// Stops `store` (which writes the state snapshot), then times an open from
+/// the snapshot and an open that replays the whole log.
+fn open_rows(store: Store, dir: &std::path::Path, total: u64, label: &str) {
+    let ((), d) = timed(|| store.shutdown().unwrap());
+    drop(store);
+    assert_eq!(ledger_store::snapshot::position(dir), Some(total));
+    println!(
+        "| clean stop, writing the state snapshot, {label} | {:.0} ms |",
+        d.as_secs_f64() * 1000.0
+    );
+    let (store, d) = timed(|| Store::open(dir, config()).unwrap());
+    assert_eq!(store.opened().snapshot, total);
+    println!(
+        "| open from the state snapshot, {label} | {:.0} ms ({:.0} events/s) |",
+        d.as_secs_f64() * 1000.0,
+        rate(total, d)
+    );
     store.shutdown().unwrap();
     drop(store);
-    let (store, d) = timed(|| Store::open(dir.path(), config()).unwrap());
+    std::fs::remove_file(dir.join(ledger_store::snapshot::FILE)).unwrap();
+    let whole = StoreConfig {
+        snapshot_min_events: None,
+        ..config()
+    };
+    let (store, d) = timed(|| Store::open(dir, whole).unwrap());
+    assert_eq!(store.opened().snapshot, 0);
     println!(
-        "| open: replay + verify every hash and link, {total} events ({tokens} tokens) | {:.0} events/s |",
+        "| open without a snapshot: replay + verify every hash and link, {label} | {:.0} ms ({:.0} events/s) |",
+        d.as_secs_f64() * 1000.0,
         rate(total, d)
     );
     store.shutdown().unwrap();

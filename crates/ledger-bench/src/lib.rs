@@ -21,23 +21,27 @@ pub fn issue(i: u64) -> ParsedCommand {
     .expect("valid command")
 }
 
-/// A change to an existing client token, cycling through the kinds of change
-/// a long-lived token sees: groups assigned and unassigned, a rotation, a rename.
-pub fn change(workspace: &str, token: Uuid, i: u64) -> ParsedCommand {
+/// The `round`-th change to an existing client token, cycling through the
+/// kinds of change a long-lived token sees: a group assigned, the same group
+/// unassigned, a rotation, a rename. Every one appends an event, provided
+/// each token's rounds run in order.
+pub fn change(workspace: &str, token: Uuid, round: u64) -> ParsedCommand {
     let id = token.to_string();
-    let (name, body) = match i % 4 {
+    // Rounds 4k and 4k + 1 assign and unassign the group `g{4k}`.
+    let group = format!("g{}", round - round % 4);
+    let (name, body) = match round % 4 {
         0 => (
             CommandName::AssignPermissionGroups,
-            json!({"tokenId": id, "permissionGroups": [{"permissionGroupId": format!("g{i}")}]}),
+            json!({"tokenId": id, "permissionGroups": [{"permissionGroupId": group}]}),
         ),
         1 => (
             CommandName::UnassignPermissionGroups,
-            json!({"tokenId": id, "permissionGroups": [{"permissionGroupId": format!("g{}", i - 1)}]}),
+            json!({"tokenId": id, "permissionGroups": [{"permissionGroupId": group}]}),
         ),
         2 => (CommandName::RotateClientToken, json!({"tokenId": id})),
         _ => (
             CommandName::UpdateClientToken,
-            json!({"tokenId": id, "name": format!("renamed-{i}")}),
+            json!({"tokenId": id, "name": format!("renamed-{token}-{round}")}),
         ),
     };
     let mut body = body;

@@ -26,6 +26,6 @@ pub use decide::{decide, Context, Decision};
 pub use event::{Envelope, EventData, EventDraft, EventType, StampMeta};
 pub use rejection::{ErrorCode, Rejection};
 pub use secret::{SealedSecret, Secret};
-pub use state::{LedgerState, Reservation, TokenBody, TokenKind, TokenState};
+pub use state::{LedgerState, Reservation, StateError, TokenBody, TokenKind, TokenState};
 pub use time::Timestamp;
 pub use view::TokenView;

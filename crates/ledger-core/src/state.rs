@@ -57,7 +57,8 @@ pub struct Revocation {
 }
 
 /// Kind-specific fields.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum TokenBody {
     /// A client token.
     Client {
@@ -89,8 +90,10 @@ pub enum TokenBody {
     },
 }
 
-/// One token as the decisions see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One token as the decisions see it. Serializable for the store's state
+/// snapshot; never published (that is what events and views are for).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenState {
     /// Token id (`resourceId` / `id`).
     pub id: Uuid,
@@ -256,6 +259,17 @@ impl Reservation {
     }
 }
 
+/// Why a set of tokens cannot be a ledger's state ([`LedgerState::from_tokens`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// Two tokens hold one uniqueness key.
+    #[error("two tokens hold the uniqueness key {0:?}")]
+    KeyHeldTwice(Reservation),
+    /// One token id appears twice.
+    #[error("token {0} appears twice")]
+    TokenTwice(Uuid),
+}
+
 /// Every token and every uniqueness key: what [`crate::decide`] needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LedgerState {
@@ -300,6 +314,33 @@ impl LedgerState {
     /// Number of tokens, tombstones included.
     pub fn token_count(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// The state whose last event is at `position` and whose tokens are
+    /// `tokens` (a snapshot's), with the uniqueness keys recomputed from them.
+    ///
+    /// Folding a log never gives two tokens one id or one uniqueness key, so
+    /// either means the tokens did not come from a fold.
+    pub fn from_tokens(
+        position: u64,
+        tokens: impl IntoIterator<Item = TokenState>,
+    ) -> Result<LedgerState, StateError> {
+        let mut state = LedgerState {
+            position,
+            ..LedgerState::default()
+        };
+        for token in tokens {
+            for key in token.reservations() {
+                if state.reservations.insert(key.clone(), token.id).is_some() {
+                    return Err(StateError::KeyHeldTwice(key));
+                }
+            }
+            let id = token.id;
+            if state.tokens.insert(id, Box::new(token)).is_some() {
+                return Err(StateError::TokenTwice(id));
+            }
+        }
+        Ok(state)
     }
 
     /// Applies one event. Events come from the log, so a mismatch is a bug:

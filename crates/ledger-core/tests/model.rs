@@ -9,7 +9,7 @@ use ledger_core::command::{CommandName, READ_ONLY_FIELDS};
 use ledger_core::event::GENESIS_HASH;
 use ledger_core::state::{fold_token, TokenBody};
 use ledger_core::validate::fold;
-use ledger_core::{Envelope, TokenView};
+use ledger_core::{Envelope, LedgerState, StateError, TokenState, TokenView};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -379,6 +379,19 @@ fn check_invariants(s: &Scenario) {
         s.state,
         "replay differs from the incremental state"
     );
+
+    // So does the state rebuilt from its tokens alone, through JSON as the
+    // store's snapshot keeps them: the uniqueness keys follow from them.
+    let tokens: Vec<TokenState> = s
+        .state
+        .tokens()
+        .map(|t| serde_json::from_slice(&serde_json::to_vec(t).unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        LedgerState::from_tokens(s.state.position, tokens),
+        Ok(s.state.clone()),
+        "the state from its tokens differs"
+    );
 }
 
 fn run(ops: &[Op]) -> Scenario {
@@ -422,6 +435,26 @@ proptest! {
     fn random_command_sequences_keep_every_invariant(ops in proptest::collection::vec(op(), 1..60)) {
         run(&ops);
     }
+}
+
+/// Two tokens holding one name cannot come from a fold: the snapshot path refuses them.
+#[test]
+fn a_state_with_a_name_held_twice_is_refused() {
+    let mut s = Scenario::new();
+    let first = s.when("issue_client_token", json!({"name": "Bot"}));
+    let first = first.result.expect("issued").token_id;
+    let mut twin = s.state.token(&first).unwrap().clone();
+    twin.id = Uuid::new_v4();
+    let tokens = vec![s.state.token(&first).unwrap().clone(), twin.clone()];
+    assert!(matches!(
+        LedgerState::from_tokens(2, tokens),
+        Err(StateError::KeyHeldTwice(_))
+    ));
+    let same = vec![twin.clone(), twin];
+    assert!(matches!(
+        LedgerState::from_tokens(2, same),
+        Err(StateError::KeyHeldTwice(_) | StateError::TokenTwice(_))
+    ));
 }
 
 /// The generator reaches the interesting outcomes; otherwise the model test

@@ -22,6 +22,7 @@ mod error;
 pub mod key_history;
 pub mod keys;
 mod read;
+pub mod snapshot;
 pub mod verify;
 mod writer;
 
@@ -56,6 +57,10 @@ pub struct StoreConfig {
     pub signing_alg: SigningAlg,
     /// The clock.
     pub clock: Clock,
+    /// A clean stop writes a state snapshot ([`snapshot`]) when the log grew
+    /// by at least this many events since the last one, so that the next
+    /// open replays only what follows it; `None` never writes one.
+    pub snapshot_min_events: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -66,6 +71,9 @@ impl Default for StoreConfig {
             master_key: None,
             signing_alg: SigningAlg::EdDSA,
             clock: Arc::new(Utc::now),
+            // A replay of 10k events takes about 50 ms: below that a
+            // snapshot saves nothing worth a write at every CLI command.
+            snapshot_min_events: Some(10_000),
         }
     }
 }
@@ -81,6 +89,15 @@ pub struct Committed {
     pub view: Option<TokenView>,
     /// True when this is the recorded answer to an earlier identical `commandId`.
     pub replayed: bool,
+}
+
+/// How the last open rebuilt the writer's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// Position of the state snapshot it started from (0: none, or none usable).
+    pub snapshot: u64,
+    /// Events replayed after it.
+    pub replayed: u64,
 }
 
 /// The head of the log.
@@ -112,6 +129,7 @@ struct Shared {
 #[derive(Clone)]
 pub struct Store {
     shared: Arc<Shared>,
+    opened: Opened,
     queue: std::sync::mpsc::SyncSender<writer::Msg>,
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -131,7 +149,7 @@ impl Store {
         };
         let ring = KeyRing::load_or_create(dir, config.signing_alg, (config.clock)())?;
         key_history::reconcile(&db, &ring)?;
-        let mut recovered = writer::recover(&log)?;
+        let mut recovered = recover(dir, &log)?;
         let mut data_keys = datakeys::DataKeys::open(&dir.join("datakeys.bin"))?;
         // Finish what a crash interrupted: keys of tokens that never committed
         // or were purged are zeroed now.
@@ -141,6 +159,10 @@ impl Store {
             .copied()
             .collect();
         data_keys.shred(&stale)?;
+        let opened = Opened {
+            snapshot: recovered.snapshot,
+            replayed: recovered.head.position - recovered.snapshot,
+        };
         let (head_tx, _) = watch::channel(recovered.head.position);
         let shared = Arc::new(Shared {
             db,
@@ -160,9 +182,15 @@ impl Store {
             .spawn(move || w.run(rx))?;
         Ok(Store {
             shared,
+            opened,
             queue,
             thread: Arc::new(Mutex::new(Some(thread))),
         })
+    }
+
+    /// How open rebuilt the state: from which snapshot, replaying how much.
+    pub fn opened(&self) -> Opened {
+        self.opened
     }
 
     /// The data dir.
@@ -334,6 +362,38 @@ impl Store {
         }
         self.shared.db.flush()?;
         Ok(())
+    }
+}
+
+/// Replays the log after the state snapshot, or the whole log when there is
+/// no usable snapshot.
+fn recover(dir: &Path, log: &sled::Tree) -> Result<writer::Recovered, StoreError> {
+    let start = match snapshot::load(dir, log) {
+        Ok(start) => start,
+        Err(reason) => {
+            tracing::warn!(%reason, "state snapshot ignored; replaying the whole log");
+            None
+        }
+    };
+    let Some(start) = start else {
+        return writer::recover(log, None);
+    };
+    let position = start.state.position;
+    match writer::recover(log, Some(start)) {
+        Ok(recovered) => {
+            tracing::info!(
+                snapshot = position,
+                replayed = recovered.head.position - position,
+                "state recovered from the snapshot and the log after it"
+            );
+            Ok(recovered)
+        }
+        // The tail did not fit the snapshot: the log alone decides whether
+        // it is sound.
+        Err(e) => {
+            tracing::warn!(error = %e, "state snapshot does not fit the log; replaying the whole log");
+            writer::recover(log, None)
+        }
     }
 }
 

@@ -48,12 +48,17 @@ struct NoEventRecord {
 }
 
 /// What answers a retried `commandId`.
-#[derive(Clone, Debug)]
+///
+/// Serialized in the state snapshot without `command`, which a replay of
+/// the log does not know either: a snapshot gives what a replay gives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct Idempotency {
     token: Uuid,
-    positions: Vec<u64>,
+    pub(crate) positions: Vec<u64>,
     version: u64,
     /// The command, when known; after a restart it is inferred from the event type.
+    #[serde(skip)]
     command: Option<CommandName>,
     first_event: Option<EventType>,
 }
@@ -102,21 +107,36 @@ fn producers(ty: EventType) -> &'static [CommandName] {
 }
 
 /// Everything the replay of the log rebuilds.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Recovered {
     pub state: LedgerState,
     pub head: Head,
     pub idempotency: HashMap<Uuid, Idempotency>,
     pub streams: HashMap<Uuid, Vec<u64>>,
+    /// The position of the snapshot the replay started from (0: none).
+    pub snapshot: u64,
 }
 
-/// Replays the log: checks every hash, link, position and version, and
-/// rebuilds the state, the idempotency map and the per-token stream index.
-pub(crate) fn recover(log: &sled::Tree) -> Result<Recovered, StoreError> {
-    let mut state = LedgerState::new();
-    let mut idempotency: HashMap<Uuid, Idempotency> = HashMap::new();
-    let mut streams: HashMap<Uuid, Vec<u64>> = HashMap::new();
-    let mut prev = GENESIS_HASH.to_owned();
-    for item in log.scan_prefix([keys::EVENT]) {
+/// Replays the log after `start` (a snapshot's fold of a prefix of it; the
+/// empty ledger when `None`): checks every hash, link, position and version
+/// on the way, and rebuilds the state, the idempotency map and the
+/// per-token stream index.
+pub(crate) fn recover(
+    log: &sled::Tree,
+    start: Option<crate::snapshot::Start>,
+) -> Result<Recovered, StoreError> {
+    let (mut state, mut prev, mut idempotency, mut streams) = match start {
+        Some(s) => (s.state, s.hash, s.idempotency, s.streams),
+        None => (
+            LedgerState::new(),
+            GENESIS_HASH.to_owned(),
+            HashMap::new(),
+            HashMap::new(),
+        ),
+    };
+    let snapshot = state.position;
+    let tail = keys::event(state.position + 1)..=keys::event(u64::MAX);
+    for item in log.range(tail) {
         let (key, value) = item?;
         let position = keys::event_position(&key);
         let stored = StoredEvent::from_record(position, &value)?;
@@ -157,6 +177,7 @@ pub(crate) fn recover(log: &sled::Tree) -> Result<Recovered, StoreError> {
         head,
         idempotency,
         streams,
+        snapshot,
     })
 }
 
@@ -263,6 +284,8 @@ pub(crate) struct Writer {
     seq: u64,
     progress: Arc<Progress>,
     head_hash: String,
+    /// Position of the state snapshot in the data dir (0: none usable).
+    snapshot_at: u64,
     last_now: Timestamp,
     config: StoreConfig,
 }
@@ -278,6 +301,7 @@ impl Writer {
             seq: 0,
             progress: Arc::new(Progress::default()),
             head_hash: recovered.head.hash,
+            snapshot_at: recovered.snapshot,
             last_now,
             config,
         }
@@ -354,8 +378,45 @@ impl Writer {
         drop(rx);
         let _ = to_flusher.send(Flush::Stop);
         let _ = flusher.join();
+        // Every group is durable now, unless a write or flush failed, when
+        // the state in memory may be ahead of the disk.
+        if failed.is_none() && self.progress.failed.lock().expect("lock").is_none() {
+            self.save_snapshot();
+        }
         if let Some(reply) = stop {
             let _ = reply.send(());
+        }
+    }
+
+    /// Writes a state snapshot if the log grew enough since the last one.
+    fn save_snapshot(&self) {
+        let Some(min) = self.config.snapshot_min_events else {
+            return;
+        };
+        let position = self.state.position;
+        if position <= self.snapshot_at || position - self.snapshot_at < min {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let streams = self.shared.streams.read().expect("streams lock poisoned");
+        let written = crate::snapshot::write(
+            &self.shared.dir,
+            &self.state,
+            &self.head_hash,
+            &self.idempotency,
+            &streams,
+        );
+        match written {
+            Ok(()) => tracing::info!(
+                position,
+                tokens = self.state.token_count(),
+                ms = started.elapsed().as_millis() as u64,
+                "state snapshot written"
+            ),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot write the state snapshot; the next open replays the whole log"
+            ),
         }
     }
 
