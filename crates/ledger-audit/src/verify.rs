@@ -585,9 +585,11 @@ fn prepare_stored(value: sled::IVec, catalogue: Option<&Catalogue>) -> Result<De
 }
 
 fn prepare_published(bytes: Vec<u8>, catalogue: Option<&Catalogue>) -> Result<Decoded, String> {
+    // Lowercase digits equal to the computed hash's, or the documented
+    // procedure below decides (and names what is wrong).
     let fast = canonical_from_published(&bytes).and_then(|(canonical, claimed)| {
         let computed = sha256(&canonical);
-        (computed == claimed).then_some((canonical, computed))
+        (hex64(&computed) == claimed).then_some((canonical, computed))
     });
     let (env, computed, claimed, canonical_form) = match fast {
         Some((canonical, computed)) => {

@@ -188,9 +188,7 @@ impl<'s> Parser<'s> {
     /// A string without escapes or control characters, at its opening quote.
     fn string(&mut self) -> Option<&'s str> {
         let start = self.at + 1;
-        let len = self.bytes[start..]
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let len = string_end(&self.bytes[start..])?;
         if self.bytes[start + len] != b'"' {
             return None;
         }
@@ -520,6 +518,34 @@ fn compare(a: &[u8], b: &[u8]) -> Ordering {
     a.len().cmp(&b.len())
 }
 
+/// Index of the first `"`, `\` or control byte (what ends a plain string),
+/// eight bytes at a time: strings are most of an event's bytes.
+///
+/// `has(x)` flags the zero bytes of `x` (and maybe bytes above a zero,
+/// through the borrow); `control` flags the bytes below 0x20 the same way.
+/// The lowest flag is always a true one, and that is the one taken.
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for word in words.by_ref() {
+        let w = u64::from_le_bytes(word.try_into().expect("chunks of eight"));
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let flags =
+            has(w ^ (ONES * u64::from(b'"'))) | has(w ^ (ONES * u64::from(b'\\'))) | control;
+        if flags != 0 {
+            return Some(at + (flags.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let rest = words.remainder();
+    rest.iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|i| at + i)
+}
+
 fn char_count(s: &str) -> usize {
     if s.is_ascii() {
         s.len()
@@ -527,6 +553,9 @@ fn char_count(s: &str) -> usize {
         s.chars().count()
     }
 }
+
+/// Objects with at most this many keys are searched by a linear scan.
+const SCAN_KEYS_MAX: usize = 24;
 
 /// An object of a tape.
 #[derive(Clone, Copy)]
@@ -545,10 +574,16 @@ impl<'a> TapeObject<'a> {
     }
 
     fn find(&self, key: &str) -> Option<TapeNode<'a>> {
-        let i = self
-            .keys
-            .binary_search_by(|&at| compare(self.key(at).as_bytes(), key.as_bytes()))
-            .ok()?;
+        // Events' objects are small and their keys mostly differ in length:
+        // a scan comparing lengths first beats a binary search of byte
+        // comparisons there.
+        let i = if self.keys.len() <= SCAN_KEYS_MAX {
+            self.keys.iter().position(|&at| self.key(at) == key)?
+        } else {
+            self.keys
+                .binary_search_by(|&at| compare(self.key(at).as_bytes(), key.as_bytes()))
+                .ok()?
+        };
         Some(TapeNode {
             tape: self.tape,
             at: self.keys[i] + 1,
@@ -663,6 +698,56 @@ impl<'a> Array<'a, TapeJson> for TapeArray<'a> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn string_end_finds_what_a_byte_scan_finds() {
+        let naive = |b: &[u8]| b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20);
+        // Every special byte at every offset, after ASCII, UTF-8 and bytes
+        // just around the boundaries (0x1f/0x20, 0x21-0x23, 0x5b-0x5d, 0x7f-0x81).
+        let fillers: [&[u8]; 4] = [
+            b"abcdefgh",
+            "Straße—ü".as_bytes(),
+            &[0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f, 0x80, 0xff],
+            &[0xc3, 0xa9, 0x21, 0x20],
+        ];
+        for filler in fillers {
+            for len in 0..40 {
+                let base: Vec<u8> = filler.iter().copied().cycle().take(len).collect();
+                assert_eq!(super::string_end(&base), naive(&base), "{base:?}");
+                for special in [b'"', b'\\', 0x00, 0x0a, 0x1f] {
+                    for at in 0..len {
+                        let mut b = base.clone();
+                        b[at] = special;
+                        assert_eq!(super::string_end(&b), naive(&b), "{b:?}");
+                        // A second special later never hides the first.
+                        if at + 3 < len {
+                            b[at + 3] = b'"';
+                            assert_eq!(super::string_end(&b), naive(&b), "{b:?}");
+                        }
+                    }
+                }
+            }
+        }
+        // Pseudo-random bytes (xorshift), biased towards the special ones.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            let len = (x % 48) as usize;
+            let b: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let r = (x % 256) as u8;
+                    if r < 8 {
+                        [b'"', b'\\', 0x1f, 0x20, 0x21, 0x22, 0x5c, 0x00][r as usize]
+                    } else {
+                        r
+                    }
+                })
+                .collect();
+            assert_eq!(super::string_end(&b), naive(&b), "{b:?}");
+        }
+    }
+
     use super::*;
 
     fn parse(text: &str) -> Option<Tape<'_>> {

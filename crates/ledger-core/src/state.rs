@@ -58,7 +58,11 @@ pub struct Revocation {
 
 /// Kind-specific fields.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
 pub enum TokenBody {
     /// A client token.
     Client {
