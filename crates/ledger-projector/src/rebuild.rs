@@ -128,28 +128,26 @@ fn fold_log(store: &Store, head: u64, workers: usize) -> Result<(u64, Tokens), P
     Ok((position, tokens))
 }
 
-/// Reads and decodes the `want` events from position `from`.
+/// Reads and decodes the `want` events from position `from` (without their
+/// hashes, which no view holds).
 fn read_chunk(store: &Store, from: u64, want: u64) -> Chunk<Envelope> {
     let want = usize::try_from(want).expect("a chunk fits in memory");
-    let records = store.read_from(from, want)?;
-    if records.len() != want {
+    let mut events = Vec::with_capacity(want);
+    let seen = store.scan_from(from, want, |position, bytes| {
+        let env = Envelope::from_json(bytes).map_err(|e| StoreError::Corrupt {
+            position,
+            reason: e.to_string(),
+        })?;
+        events.push(env);
+        Ok(())
+    })?;
+    if seen != want {
         return Err(ProjectorError::Store(StoreError::Corrupt {
-            position: from + records.len() as u64,
+            position: from + seen as u64,
             reason: "the log ends before its head".into(),
         }));
     }
-    records
-        .into_iter()
-        .map(|r| {
-            // `StoredEvent::envelope`, moving the hash instead of cloning it.
-            let mut env = Envelope::from_json(&r.bytes).map_err(|e| StoreError::Corrupt {
-                position: r.position,
-                reason: e.to_string(),
-            })?;
-            env.hash = r.hash;
-            Ok(env)
-        })
-        .collect()
+    Ok(events)
 }
 
 /// Folds one event; a purged token is dropped, since nothing follows a purge

@@ -202,6 +202,38 @@ impl Store {
         Ok(out)
     }
 
+    /// Calls `each` with the position and canonical bytes of the events from
+    /// `from` (inclusive), at most `limit`, in position order, straight from
+    /// sled's buffers: for readers that need neither the hash nor a copy (a
+    /// rebuild decodes every event once and keeps only the decoded form).
+    /// Returns how many it saw.
+    pub fn scan_from(
+        &self,
+        from: u64,
+        limit: usize,
+        mut each: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
+        let mut seen = 0;
+        for item in self
+            .shared
+            .log
+            .range(keys::event(from.max(1))..=keys::event(u64::MAX))
+            .take(limit)
+        {
+            let (key, value) = item?;
+            let position = keys::event_position(&key);
+            if value.len() <= 32 {
+                return Err(StoreError::Corrupt {
+                    position,
+                    reason: "event record too short".into(),
+                });
+            }
+            each(position, &value[32..])?;
+            seen += 1;
+        }
+        Ok(seen)
+    }
+
     /// Iterates every event from `from` (inclusive) in position order.
     pub fn iter_from(&self, from: u64) -> impl Iterator<Item = Result<StoredEvent, StoreError>> {
         self.shared
