@@ -53,6 +53,7 @@ impl Cli {
             "TOKENLEDGER_NATS",
             "TOKENLEDGER_ACCESS_TOKEN",
             "TOKENLEDGER_REFRESH_TOKEN",
+            "TOKENLEDGER_SNAPSHOT_MIN_EVENTS",
             "RUST_LOG",
         ] {
             c.env_remove(var);
@@ -662,6 +663,61 @@ impl Drop for KillOnDrop {
 }
 
 /// Reads a child's stdout lines on a thread, so the test can wait with a deadline.
+/// The header line of a data dir's state snapshot.
+fn snapshot_header(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("state.snapshot")).expect("a snapshot");
+    serde_json::from_str(text.lines().next().expect("a header")).expect("JSON header")
+}
+
+#[test]
+fn a_clean_stop_leaves_a_state_snapshot_that_the_next_command_starts_from() {
+    let cli = Cli::new();
+    let snapshot = cli.data_dir().join("state.snapshot");
+    // Below the default threshold (10k events) a small ledger keeps none.
+    cli.issue("first");
+    assert!(!snapshot.exists());
+
+    let run = Run::from(
+        cli.command()
+            .args([
+                "--snapshot-min-events",
+                "0",
+                "--json",
+                "issue",
+                "--name",
+                "second",
+            ])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(snapshot_header(cli.data_dir())["position"], 2);
+
+    // The next command opens from it (it says so at info level), and
+    // decides on that state: the names taken before it still are.
+    let run = Run::from(
+        cli.command()
+            .env("TOKENLEDGER_SNAPSHOT_MIN_EVENTS", "0")
+            .env("RUST_LOG", "info")
+            .args(["--json", "issue", "--name", "FIRST"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 1, "a rule refused it: {}", run.stderr);
+    assert!(
+        run.stderr.contains("state recovered from the snapshot"),
+        "{}",
+        run.stderr
+    );
+    let code = serde_json::from_str::<Value>(run.stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(code["error"]["code"], "name_taken");
+    // A rejection appended nothing, so the snapshot stands.
+    assert_eq!(snapshot_header(cli.data_dir())["position"], 2);
+    // And appends after it, gap-free.
+    let third = cli.json(&["issue", "--name", "third"]);
+    assert_eq!(third["positions"], serde_json::json!([3]));
+}
+
 fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::channel();

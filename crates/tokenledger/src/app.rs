@@ -27,6 +27,18 @@ pub struct Ctx {
     pub actor: Option<String>,
     /// `--nats`: the server URLs; commands and queries then go over NATS.
     pub nats: Option<Vec<String>>,
+    /// `--snapshot-min-events`.
+    pub snapshot_min_events: u64,
+}
+
+impl Ctx {
+    /// How every subcommand opens the store on the data dir.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            snapshot_min_events: Some(self.snapshot_min_events),
+            ..StoreConfig::default()
+        }
+    }
 }
 
 impl Ctx {
@@ -67,7 +79,7 @@ impl Ledger {
         ctx: &Ctx,
         work: impl FnOnce(&mut Ledger) -> Result<T, Failure>,
     ) -> Result<T, Failure> {
-        let store = Store::open(&ctx.data_dir, StoreConfig::default())?;
+        let store = Store::open(&ctx.data_dir, ctx.store_config())?;
         let projector = match Projector::open(store.db()) {
             Ok(p) => p,
             Err(e) => {

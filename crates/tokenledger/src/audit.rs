@@ -27,7 +27,7 @@ use ledger_audit::{
     AuditError, CheckpointKey, Finding, LogReader, Plan, SignedCheckpoint, VerifierKey,
 };
 use ledger_core::{validate, Envelope, Timestamp};
-use ledger_store::{Store, StoreConfig};
+use ledger_store::Store;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -654,7 +654,7 @@ fn finish_verify(
 }
 
 fn checkpoint(ctx: &Ctx) -> Result<(), Failure> {
-    let store = Store::open(&ctx.data_dir, StoreConfig::default())?;
+    let store = Store::open(&ctx.data_dir, ctx.store_config())?;
     let made = ledger_audit::make_checkpoint(&store, ctx.now());
     let closed = store.shutdown();
     let signed = made.map_err(fail)?;

@@ -66,6 +66,17 @@ pub struct GlobalArgs {
         value_delimiter = ','
     )]
     pub nats: Option<Vec<String>>,
+    /// Write a state snapshot at a clean stop once the log grew by this many
+    /// events since the last one, so the next open replays only what follows
+    /// it (0: at every clean stop that appended; see docs/format.md)
+    #[arg(
+        long,
+        global = true,
+        value_name = "EVENTS",
+        env = "TOKENLEDGER_SNAPSHOT_MIN_EVENTS",
+        default_value_t = 10_000
+    )]
+    pub snapshot_min_events: u64,
 }
 
 /// Every subcommand.

@@ -11,7 +11,7 @@ use crate::failure::Failure;
 use clap::Args;
 use ledger_core::command::parse_value;
 use ledger_core::CommandName;
-use ledger_store::{Store, StoreConfig};
+use ledger_store::Store;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -41,7 +41,7 @@ pub fn run(args: DebugLoadArgs, ctx: &Ctx) -> Result<(), Failure> {
         None => DEFAULT_WORKSPACE.to_owned(),
     };
     let actor = ctx.actor_json()?;
-    let store = Store::open(&ctx.data_dir, StoreConfig::default())?;
+    let store = Store::open(&ctx.data_dir, ctx.store_config())?;
     let claimed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let first_failure: Arc<Mutex<Option<Failure>>> = Arc::new(Mutex::new(None));

@@ -526,6 +526,7 @@ mod tests {
             workspace: Some("acme".into()),
             actor: Some("user:tester".into()),
             nats: None,
+            snapshot_min_events: 10_000,
         }
     }
 

@@ -14,7 +14,7 @@ use crate::output::{print_json, print_text};
 use clap::{Args, Subcommand, ValueEnum};
 use ledger_core::Agent;
 use ledger_crypto::jwt::SigningAlg;
-use ledger_store::{Store, StoreConfig};
+use ledger_store::Store;
 use serde_json::{json, Value};
 
 /// `--alg`.
@@ -78,7 +78,7 @@ pub fn run(args: KeysArgs, ctx: &Ctx) -> Result<(), Failure> {
 /// the JWKS, `{"history"}`.
 fn local(cmd: &KeysCommand, ctx: &Ctx) -> Result<Value, Failure> {
     let actor = actor(ctx)?;
-    let store = Store::open(&ctx.data_dir, StoreConfig::default())?;
+    let store = Store::open(&ctx.data_dir, ctx.store_config())?;
     let result = (|| -> Result<Value, Failure> {
         let ring = || store.key_ring().read().expect("key ring lock");
         Ok(match cmd {

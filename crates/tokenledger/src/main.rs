@@ -42,6 +42,7 @@ fn main() -> ExitCode {
         workspace: cli.global.workspace,
         actor: cli.global.actor,
         nats: cli.global.nats,
+        snapshot_min_events: cli.global.snapshot_min_events,
     };
     match run(cli.command, &ctx) {
         Ok(()) => ExitCode::from(EXIT_OK),

@@ -14,7 +14,7 @@ use crate::app::Ctx;
 use crate::failure::Failure;
 use clap::Args;
 use ledger_nats::ServeConfig;
-use ledger_store::{Store, StoreConfig};
+use ledger_store::Store;
 use std::time::Duration;
 
 /// Where `serve` listens when `--nats` (global) is not given.
@@ -42,7 +42,7 @@ pub struct ServeArgs {
 
 /// Runs the server until a termination signal.
 pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
-    let store = Store::open(&ctx.data_dir, StoreConfig::default())?;
+    let store = Store::open(&ctx.data_dir, ctx.store_config())?;
     let config = ServeConfig {
         nats_urls: ctx
             .nats

@@ -11,7 +11,7 @@ use crate::app::Ctx;
 use crate::failure::Failure;
 use crate::output::{print_json, print_text};
 use clap::Args;
-use ledger_store::{Store, StoreConfig, Verifier};
+use ledger_store::{Store, Verifier};
 use ledger_verify::Introspection;
 
 /// `verify`.
@@ -40,7 +40,7 @@ pub fn run(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
                 .map_err(|e| crate::remote::failure(e, urls, None))
         })?,
         None => {
-            let store = Store::open(&ctx.data_dir, StoreConfig::default())?;
+            let store = Store::open(&ctx.data_dir, ctx.store_config())?;
             let answer = Verifier::new(store.clone()).introspect(&token, chrono::Utc::now());
             store.shutdown()?;
             answer
