@@ -82,19 +82,29 @@ impl StoredEvent {
 
     /// Checks the stored hash, the link to `prev_hash` and the position, then decodes.
     pub fn check(&self, position: u64, prev_hash: &str) -> Result<Envelope, StoreError> {
+        let env = self.checked(position)?;
+        if env.prev_hash != prev_hash {
+            return Err(StoreError::Corrupt {
+                position,
+                reason: "prevHash does not link to the previous event".into(),
+            });
+        }
+        Ok(env)
+    }
+
+    /// Checks the stored hash against the bytes and the envelope's position
+    /// against `position`, and decodes (the link to the event before is the
+    /// caller's to check).
+    pub(crate) fn checked(&self, position: u64) -> Result<Envelope, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt { position, reason };
         if hash_hex(&self.bytes) != self.hash {
             return Err(corrupt("hash does not match the event's bytes".into()));
         }
-        let env = self.envelope()?;
+        let mut env = Envelope::from_json(&self.bytes).map_err(|e| corrupt(e.to_string()))?;
         if env.position != position {
             return Err(corrupt(format!("envelope says position {}", env.position)));
         }
-        if env.prev_hash != prev_hash {
-            return Err(corrupt(
-                "prevHash does not link to the previous event".into(),
-            ));
-        }
+        env.hash.clone_from(&self.hash);
         Ok(env)
     }
 

@@ -135,17 +135,19 @@ pub(crate) fn recover(
         ),
     };
     let snapshot = state.position;
-    let tail = keys::event(state.position + 1)..=keys::event(u64::MAX);
-    for item in log.range(tail) {
-        let (key, value) = item?;
-        let position = keys::event_position(&key);
-        let stored = StoredEvent::from_record(position, &value)?;
-        let env = stored.check(position, &prev)?;
+    replay_tail(log, state.position + 1, |env| {
+        if env.prev_hash != prev {
+            return Err(StoreError::Corrupt {
+                position: env.position,
+                reason: "prevHash does not link to the previous event".into(),
+            });
+        }
         check_order(&state, &env)?;
-        prev = env.hash.clone();
         remember(&mut idempotency, &mut streams, &env, None);
         state.evolve(&env);
-    }
+        prev = env.hash;
+        Ok(())
+    })?;
     for item in log.scan_prefix([keys::COMMAND]) {
         let (key, value) = item?;
         let record: NoEventRecord =
@@ -178,6 +180,89 @@ pub(crate) fn recover(
         idempotency,
         streams,
         snapshot,
+    })
+}
+
+/// Events per chunk a replay worker reads, hashes and decodes.
+const REPLAY_CHUNK: u64 = 2048;
+/// Replay workers, at most.
+const REPLAY_WORKERS_MAX: usize = 4;
+
+/// Feeds `fold` every event from `from` to the log's end, in position order,
+/// each with its stored hash checked against its bytes, decoded, and its
+/// envelope's position checked against its key; what needs the events
+/// before it (the link, the order, the state) is `fold`'s.
+///
+/// Hashing and decoding are most of a replay's cost and need no state, so
+/// worker threads do them chunk by chunk (worker `w` of `k` takes chunks
+/// `w`, `w + k`, …) while this thread folds the chunks in order. A chunk
+/// stops at its first bad record and `fold` sees everything before it, so
+/// the first problem reported is the one at the lowest position, as in a
+/// plain loop.
+fn replay_tail(
+    log: &sled::Tree,
+    from: u64,
+    mut fold: impl FnMut(Envelope) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let last = match log.range(keys::event(from)..=keys::event(u64::MAX)).next_back() {
+        Some(item) => keys::event_position(&item?.0),
+        None => return Ok(()),
+    };
+    let chunks = (last - from + 1).div_ceil(REPLAY_CHUNK);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, REPLAY_WORKERS_MAX)
+        .min(usize::try_from(chunks).unwrap_or(usize::MAX));
+    let read = |chunk: u64| -> Vec<Result<Envelope, StoreError>> {
+        let start = from + chunk * REPLAY_CHUNK;
+        let end = (start + REPLAY_CHUNK).min(last + 1);
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for item in log.range(keys::event(start)..keys::event(end)) {
+            let checked = item.map_err(StoreError::from).and_then(|(key, value)| {
+                let position = keys::event_position(&key);
+                StoredEvent::from_record(position, &value)?.checked(position)
+            });
+            let failed = checked.is_err();
+            out.push(checked);
+            if failed {
+                break;
+            }
+        }
+        out
+    };
+    if workers <= 1 {
+        for chunk in 0..chunks {
+            for env in read(chunk) {
+                fold(env?)?;
+            }
+        }
+        return Ok(());
+    }
+    std::thread::scope(|scope| {
+        let mut from_workers = Vec::with_capacity(workers);
+        for worker in 0..workers as u64 {
+            let (tx, rx) = std::sync::mpsc::sync_channel(2);
+            let read = &read;
+            scope.spawn(move || {
+                for chunk in (worker..chunks).step_by(workers) {
+                    if tx.send(read(chunk)).is_err() {
+                        return;
+                    }
+                }
+            });
+            from_workers.push(rx);
+        }
+        for chunk in 0..chunks {
+            let worker = (chunk % workers as u64) as usize;
+            let events = from_workers[worker]
+                .recv()
+                .expect("a replay worker sends every chunk it owns");
+            for env in events {
+                fold(env?)?;
+            }
+        }
+        // On an error the receivers drop here, which stops the workers.
+        Ok(())
     })
 }
 

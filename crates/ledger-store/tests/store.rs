@@ -421,3 +421,102 @@ fn a_retry_answers_the_token_as_its_first_run_left_it_even_within_one_group() {
         assert_eq!(retry.view, a.view, "the retry shows the first run's result");
     }
 }
+
+/// A log of `n` issues, written by 16 threads (several replay chunks long).
+fn long_log(dir: &Path, master: &MasterKey, n: usize) {
+    let store = open(dir, master);
+    std::thread::scope(|scope| {
+        for t in 0..16 {
+            let store = &store;
+            scope.spawn(move || {
+                for i in (t..n).step_by(16) {
+                    store
+                        .execute_blocking(cmd(
+                            CommandName::IssueClientToken,
+                            json!({"name": format!("n{i}")}),
+                        ))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    store.shutdown().unwrap();
+}
+
+/// Rewrites the log tree of a closed data dir.
+fn tamper(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
+    let db = sled::open(dir.join("ledger.sled")).unwrap();
+    let log = db.open_tree("log").unwrap();
+    edit(&log);
+    db.flush().unwrap();
+}
+
+fn flip(log: &sled::Tree, position: u64) {
+    let key = keys::event(position);
+    let mut value = log.get(key).unwrap().unwrap().to_vec();
+    let last = value.len() - 3;
+    value[last] ^= 0x01;
+    log.insert(key, value).unwrap();
+}
+
+fn corrupt_at(dir: &Path, master: &MasterKey) -> (u64, String) {
+    let no_snapshot = StoreConfig {
+        snapshot_min_events: None,
+        ..config(master)
+    };
+    match Store::open(dir, no_snapshot) {
+        Err(StoreError::Corrupt { position, reason }) => (position, reason),
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("a tampered log must not open"),
+    }
+}
+
+#[test]
+fn a_replay_over_many_chunks_reports_the_lowest_bad_position() {
+    // Long enough for the replay's worker threads (2048 events a chunk).
+    const N: usize = 7_000;
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    long_log(dir.path(), &master, N);
+    {
+        let store = Store::open(
+            dir.path(),
+            StoreConfig {
+                snapshot_min_events: None,
+                ..config(&master)
+            },
+        )
+        .unwrap();
+        assert_eq!(store.opened().snapshot, 0);
+        assert_eq!(store.head_position(), N as u64);
+        // The replayed state holds every name.
+        let taken = store
+            .execute_blocking(cmd(
+                CommandName::IssueClientToken,
+                json!({"name": "N6999"}),
+            ))
+            .unwrap_err();
+        assert_eq!(taken.code, ErrorCode::NameTaken);
+        store.shutdown().unwrap();
+    }
+    // Two flipped bytes in different chunks (so different workers): the
+    // lower one is reported, whichever worker finishes first.
+    tamper(dir.path(), |log| {
+        flip(log, 5_000);
+        flip(log, 2_500);
+    });
+    let (position, reason) = corrupt_at(dir.path(), &master);
+    assert_eq!(position, 2_500, "{reason}");
+    assert!(reason.contains("hash does not match"), "{reason}");
+
+    // A record missing from a later chunk: the event after the gap no
+    // longer links.
+    let dir = tempfile::tempdir().unwrap();
+    long_log(dir.path(), &master, N);
+    tamper(dir.path(), |log| {
+        log.remove(keys::event(4_200)).unwrap();
+    });
+    let (position, reason) = corrupt_at(dir.path(), &master);
+    assert_eq!(position, 4_201, "{reason}");
+    assert!(reason.contains("does not link"), "{reason}");
+}
