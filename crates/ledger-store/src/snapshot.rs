@@ -166,6 +166,24 @@ struct Lines<R> {
 }
 
 impl<R: BufRead> Lines<R> {
+    /// Appends the next line, hashed, to `out`.
+    fn append(&mut self, out: &mut Vec<u8>, what: &str) -> Result<(), String> {
+        self.number += 1;
+        let start = out.len();
+        let n = self
+            .reader
+            .read_until(b'\n', out)
+            .map_err(|e| format!("line {}: {e}", self.number))?;
+        if n == 0 || out.last() != Some(&b'\n') {
+            return Err(format!(
+                "line {}: the file ends before its {what}",
+                self.number
+            ));
+        }
+        self.hash.update(&out[start..]);
+        Ok(())
+    }
+
     /// The next line parsed as `T`, hashed unless it is the trailer.
     fn next<T: for<'de> Deserialize<'de>>(&mut self, what: &str, hash: bool) -> Result<T, String> {
         self.buf.clear();
@@ -185,6 +203,128 @@ impl<R: BufRead> Lines<R> {
         }
         serde_json::from_slice(&self.buf).map_err(|e| format!("line {} ({what}): {e}", self.number))
     }
+}
+
+/// Lines per batch a parser thread takes.
+const BATCH_LINES: u64 = 1024;
+/// Parser threads, at most.
+const PARSERS_MAX: usize = 4;
+
+/// A run of whole lines of one section, with the number of its first line.
+struct Batch {
+    tokens: bool,
+    first_line: u64,
+    bytes: Vec<u8>,
+}
+
+/// A batch parsed.
+enum Parsed {
+    Tokens(Vec<(TokenState, Vec<u64>)>),
+    Commands(Vec<(Uuid, Idempotency)>),
+}
+
+fn parse_batch(batch: &Batch) -> Result<Parsed, String> {
+    let lines = batch.bytes.split_inclusive(|&b| b == b'\n');
+    let at = |i: usize, e: serde_json::Error| {
+        let what = if batch.tokens { "tokens" } else { "commands" };
+        format!("line {} ({what}): {e}", batch.first_line + i as u64)
+    };
+    if batch.tokens {
+        let parsed = lines
+            .enumerate()
+            .map(|(i, line)| serde_json::from_slice(line).map_err(|e| at(i, e)))
+            .collect::<Result<_, _>>()?;
+        Ok(Parsed::Tokens(parsed))
+    } else {
+        let parsed = lines
+            .enumerate()
+            .map(|(i, line)| serde_json::from_slice(line).map_err(|e| at(i, e)))
+            .collect::<Result<_, _>>()?;
+        Ok(Parsed::Commands(parsed))
+    }
+}
+
+type Sections = (
+    Vec<TokenState>,
+    HashMap<Uuid, Vec<u64>>,
+    HashMap<Uuid, Idempotency>,
+);
+
+/// Reads and hashes the token and command lines on this thread while
+/// parser threads parse them batch by batch: parsing the JSON is most of a
+/// load, and open has the cores to itself.
+fn parse_sections<R: BufRead>(lines: &mut Lines<R>, header: &Header) -> Result<Sections, String> {
+    let batches = header.tokens.div_ceil(BATCH_LINES) + header.commands.div_ceil(BATCH_LINES);
+    let parsers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, PARSERS_MAX)
+        .min(usize::try_from(batches).unwrap_or(usize::MAX))
+        .max(1);
+    let mut tokens = Vec::with_capacity(header.tokens as usize);
+    let mut streams = HashMap::with_capacity(header.tokens as usize);
+    let mut idempotency = HashMap::with_capacity(header.commands as usize);
+    let mut take = |parsed: Parsed| -> Result<(), String> {
+        match parsed {
+            Parsed::Tokens(parsed) => {
+                for (token, positions) in parsed {
+                    if positions.len() as u64 != token.version {
+                        return Err(format!(
+                            "token {} has a stream of another length than its version",
+                            token.id
+                        ));
+                    }
+                    streams.insert(token.id, positions);
+                    tokens.push(token);
+                }
+            }
+            Parsed::Commands(parsed) => idempotency.extend(parsed),
+        }
+        Ok(())
+    };
+    std::thread::scope(|scope| {
+        let mut to_parsers = Vec::with_capacity(parsers);
+        let mut from_parsers = Vec::with_capacity(parsers);
+        for _ in 0..parsers {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(2);
+            let (parsed_tx, parsed_rx) = std::sync::mpsc::channel();
+            scope.spawn(move || {
+                for batch in rx {
+                    if parsed_tx.send(parse_batch(&batch)).is_err() {
+                        return;
+                    }
+                }
+            });
+            to_parsers.push(tx);
+            from_parsers.push(parsed_rx);
+        }
+        let mut sent = 0usize;
+        for (tokens, count) in [(true, header.tokens), (false, header.commands)] {
+            let mut left = count;
+            while left > 0 {
+                let n = left.min(BATCH_LINES);
+                let mut batch = Batch {
+                    tokens,
+                    first_line: lines.number + 1,
+                    bytes: Vec::new(),
+                };
+                for _ in 0..n {
+                    lines.append(&mut batch.bytes, if tokens { "tokens" } else { "commands" })?;
+                }
+                to_parsers[sent % parsers]
+                    .send(batch)
+                    .map_err(|_| "a snapshot parser stopped".to_owned())?;
+                sent += 1;
+                left -= n;
+            }
+        }
+        // Closing the batches' channels ends the parsers once they are done.
+        drop(to_parsers);
+        for parsed in from_parsers.iter().flatten() {
+            take(parsed?)?;
+        }
+        Ok::<(), String>(())
+    })?;
+    Ok((tokens, streams, idempotency))
 }
 
 /// The snapshot in `dir`, if there is one and it is a prefix of `log`.
@@ -234,24 +374,7 @@ pub(crate) fn load(dir: &Path, log: &sled::Tree) -> Result<Option<Start>, String
         }
         Some(_) => {}
     }
-    let mut tokens = Vec::with_capacity(header.tokens as usize);
-    let mut streams = HashMap::with_capacity(header.tokens as usize);
-    for _ in 0..header.tokens {
-        let (token, positions): (TokenState, Vec<u64>) = lines.next("tokens", true)?;
-        if positions.len() as u64 != token.version {
-            return Err(format!(
-                "token {} has a stream of another length than its version",
-                token.id
-            ));
-        }
-        streams.insert(token.id, positions);
-        tokens.push(token);
-    }
-    let mut idempotency = HashMap::with_capacity(header.commands as usize);
-    for _ in 0..header.commands {
-        let (id, first): (Uuid, Idempotency) = lines.next("commands", true)?;
-        idempotency.insert(id, first);
-    }
+    let (tokens, streams, idempotency) = parse_sections(&mut lines, &header)?;
     let expected = hex::encode(lines.hash.clone().finalize());
     let trailer: Trailer = lines.next("trailer", false)?;
     if trailer.sha256 != expected {
@@ -469,15 +592,22 @@ mod tests {
             store.shutdown().unwrap();
         }
         let good = std::fs::read(path(short.path())).unwrap();
+        // The first token line starts `[{"id":"<uuid>`: its first digit.
+        let digit = good.iter().position(|&b| b == b'\n').unwrap() + 9;
         let flipped = {
             let mut bytes = good.clone();
-            // A byte inside the first token's line, after the header.
-            let at = bytes.iter().position(|&b| b == b'\n').unwrap() + 20;
-            bytes[at] ^= 0x01;
+            // Still a valid id, only another one: the checksum tells.
+            bytes[digit] = if bytes[digit] == b'0' { b'1' } else { b'0' };
             bytes
         };
-        let cases: [(&str, Vec<u8>, &str); 5] = [
+        let garbled = {
+            let mut bytes = good.clone();
+            bytes[digit] = b'g';
+            bytes
+        };
+        let cases: [(&str, Vec<u8>, &str); 6] = [
             ("flipped", flipped, "checksum"),
+            ("garbled", garbled, "line 2 (tokens)"),
             ("truncated", good[..good.len() / 2].to_vec(), "ends before"),
             (
                 "trailing",

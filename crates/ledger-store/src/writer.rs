@@ -204,7 +204,10 @@ fn replay_tail(
     from: u64,
     mut fold: impl FnMut(Envelope) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let last = match log.range(keys::event(from)..=keys::event(u64::MAX)).next_back() {
+    let last = match log
+        .range(keys::event(from)..=keys::event(u64::MAX))
+        .next_back()
+    {
         Some(item) => keys::event_position(&item?.0),
         None => return Ok(()),
     };

@@ -491,10 +491,7 @@ fn a_replay_over_many_chunks_reports_the_lowest_bad_position() {
         assert_eq!(store.head_position(), N as u64);
         // The replayed state holds every name.
         let taken = store
-            .execute_blocking(cmd(
-                CommandName::IssueClientToken,
-                json!({"name": "N6999"}),
-            ))
+            .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "N6999"})))
             .unwrap_err();
         assert_eq!(taken.code, ErrorCode::NameTaken);
         store.shutdown().unwrap();
