@@ -121,6 +121,10 @@ struct Shared {
     master: MasterKey,
     ring: RwLock<KeyRing>,
     head: watch::Sender<u64>,
+    /// How far the log found at open has had its hashes and links checked:
+    /// its head once the replay, and the background check of the part a
+    /// state snapshot stood in for, are done.
+    verified: std::sync::atomic::AtomicU64,
     dir: PathBuf,
     clock: Clock,
 }
@@ -172,6 +176,13 @@ impl Store {
             master,
             ring: RwLock::new(ring),
             head: head_tx,
+            // Without a snapshot the replay checked the whole log; with one,
+            // the writer checks the part before it in the background.
+            verified: std::sync::atomic::AtomicU64::new(if recovered.snapshot == 0 {
+                recovered.head.position
+            } else {
+                0
+            }),
             dir: dir.to_path_buf(),
             clock: config.clock.clone(),
         });
@@ -191,6 +202,17 @@ impl Store {
     /// How open rebuilt the state: from which snapshot, replaying how much.
     pub fn opened(&self) -> Opened {
         self.opened
+    }
+
+    /// How far the log found at open has had every hash and link checked:
+    /// its head at open, once done. Opened from a state snapshot, the events
+    /// before it are checked in the background after open; a problem there
+    /// stops the writer (every later command is refused with the reason)
+    /// and deletes the snapshot, so the next open replays and names it.
+    pub fn verified_position(&self) -> u64 {
+        self.shared
+            .verified
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The data dir.

@@ -194,20 +194,29 @@ pub(crate) fn token_events(
 }
 
 impl Store {
-    /// Events from `from` (inclusive), at most `limit`, in position order.
-    pub fn read_from(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut out = Vec::with_capacity(limit.min(4096));
-        for item in self
-            .shared
+    /// The event records from `from` (inclusive), at most `limit`, in
+    /// position order, as sled holds them.
+    fn records(
+        &self,
+        from: u64,
+        limit: usize,
+    ) -> impl Iterator<Item = Result<(u64, sled::IVec), StoreError>> + '_ {
+        self.shared
             .log
             .range(keys::event(from.max(1))..=keys::event(u64::MAX))
             .take(limit)
-        {
-            let (key, value) = item?;
-            out.push(StoredEvent::from_record(
-                keys::event_position(&key),
-                &value,
-            )?);
+            .map(|item| {
+                let (key, value) = item?;
+                Ok((keys::event_position(&key), value))
+            })
+    }
+
+    /// Events from `from` (inclusive), at most `limit`, in position order.
+    pub fn read_from(&self, from: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for record in self.records(from, limit) {
+            let (position, value) = record?;
+            out.push(StoredEvent::from_record(position, &value)?);
         }
         Ok(out)
     }
@@ -224,21 +233,18 @@ impl Store {
         mut each: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
     ) -> Result<usize, StoreError> {
         let mut seen = 0;
-        for item in self
-            .shared
-            .log
-            .range(keys::event(from.max(1))..=keys::event(u64::MAX))
-            .take(limit)
-        {
-            let (key, value) = item?;
-            let position = keys::event_position(&key);
-            if value.len() <= 32 {
-                return Err(StoreError::Corrupt {
-                    position,
-                    reason: "event record too short".into(),
-                });
-            }
-            each(position, &value[32..])?;
+        for record in self.records(from, limit) {
+            let (position, value) = record?;
+            // The record is the 32-byte hash, then the canonical bytes.
+            let bytes =
+                value
+                    .get(32..)
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| StoreError::Corrupt {
+                        position,
+                        reason: "event record too short".into(),
+                    })?;
+            each(position, bytes)?;
             seen += 1;
         }
         Ok(seen)

@@ -716,6 +716,81 @@ mod tests {
         assert_eq!(store.head_position(), renamed.positions[0]);
     }
 
+    /// Waits, up to a minute, until `done` holds.
+    fn wait_until(mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "not within a minute");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn the_log_under_a_snapshot_is_checked_after_open_and_a_bad_event_stops_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let store = open(dir.path(), &master);
+        workload(&store, 0);
+        let head = store.head_position();
+        store.shutdown().unwrap();
+        drop(store);
+
+        // Healthy: the check of positions 1..=head completes after open.
+        let store = open(dir.path(), &master);
+        assert_eq!(store.opened().snapshot, head);
+        wait_until(|| store.verified_position() == head);
+        store.shutdown().unwrap();
+        drop(store);
+
+        // One byte of event 3 flipped under the snapshot: open itself does
+        // not look there, the background check does.
+        {
+            let db = open_db(dir.path()).unwrap();
+            let log = db.open_tree("log").unwrap();
+            let mut value = log.get(keys::event(3)).unwrap().unwrap().to_vec();
+            let at = value.len() - 3;
+            value[at] ^= 0x01;
+            log.insert(keys::event(3), value).unwrap();
+            db.flush().unwrap();
+        }
+        let store = open(dir.path(), &master);
+        assert_eq!(store.opened().snapshot, head);
+        let refused = {
+            let mut refused = None;
+            wait_until(|| {
+                let attempt = store.execute_blocking(cmd(
+                    CommandName::IssueClientToken,
+                    json!({"name": format!("probe-{}", Uuid::new_v4())}),
+                ));
+                refused = attempt.err();
+                refused.is_some()
+            });
+            refused.unwrap()
+        };
+        assert_eq!(refused.code, ErrorCode::Unavailable);
+        assert!(
+            refused.message.contains("position 3"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(store.verified_position(), 0);
+        store.shutdown().unwrap();
+        drop(store);
+        // The snapshot is gone, so the next open replays and names the event.
+        assert!(!path(dir.path()).exists());
+        match Store::open(
+            dir.path(),
+            StoreConfig {
+                master_key: Some(master),
+                ..StoreConfig::default()
+            },
+        ) {
+            Err(StoreError::Corrupt { position, .. }) => assert_eq!(position, 3),
+            Err(other) => panic!("expected corruption at 3, got {other}"),
+            Ok(_) => panic!("a tampered log must not open"),
+        }
+    }
+
     #[test]
     fn a_small_growth_writes_no_snapshot() {
         let dir = tempfile::tempdir().unwrap();

@@ -183,6 +183,63 @@ pub(crate) fn recover(
     })
 }
 
+/// Checks the events a state snapshot stood in for at open (positions 1 to
+/// `upto`): each hash against its bytes, each position, each link. Runs on
+/// its own thread while the writer serves, and stops early when `stop` is
+/// set. A problem stops the writer as a failed flush does, and deletes the
+/// snapshot, so the next open replays the whole log and refuses it by name.
+fn verify_before_snapshot(
+    shared: &Shared,
+    progress: &Progress,
+    stop: &std::sync::atomic::AtomicBool,
+    upto: u64,
+    head: u64,
+) {
+    let mut prev = GENESIS_HASH.to_owned();
+    let mut expected = 1u64;
+    let checked = (|| {
+        for record in shared.log.range(keys::event(1)..=keys::event(upto)) {
+            if stop.load(Ordering::Acquire) {
+                return Ok(false);
+            }
+            let (key, value) = record?;
+            let position = keys::event_position(&key);
+            let corrupt = |reason: String| StoreError::Corrupt { position, reason };
+            if position != expected {
+                return Err(corrupt(format!("expected position {expected}")));
+            }
+            let env = StoredEvent::from_record(position, &value)?.checked(position)?;
+            if env.prev_hash != prev {
+                return Err(corrupt(
+                    "prevHash does not link to the previous event".into(),
+                ));
+            }
+            prev = env.hash;
+            expected += 1;
+        }
+        if expected != upto + 1 {
+            return Err(StoreError::Corrupt {
+                position: expected,
+                reason: "the log ends before the state snapshot".into(),
+            });
+        }
+        Ok(true)
+    })();
+    match checked {
+        Ok(true) => {
+            shared.verified.store(head, Ordering::Release);
+            tracing::info!(upto, "the log before the state snapshot verifies");
+        }
+        Ok(false) => {}
+        Err(e) => {
+            let reason = format!("the log before the state snapshot does not verify: {e}");
+            tracing::error!(%reason, "the writer stops");
+            *progress.failed.lock().expect("lock") = Some(reason);
+            let _ = std::fs::remove_file(shared.dir.join(crate::snapshot::FILE));
+        }
+    }
+}
+
 /// Events per chunk a replay worker reads, hashes and decodes.
 const REPLAY_CHUNK: u64 = 2048;
 /// Replay workers, at most.
@@ -374,6 +431,8 @@ pub(crate) struct Writer {
     head_hash: String,
     /// Position of the state snapshot in the data dir (0: none usable).
     snapshot_at: u64,
+    /// The head of the log at open.
+    opened_head: u64,
     last_now: Timestamp,
     config: StoreConfig,
 }
@@ -390,6 +449,7 @@ impl Writer {
             progress: Arc::new(Progress::default()),
             head_hash: recovered.head.hash,
             snapshot_at: recovered.snapshot,
+            opened_head: recovered.head.position,
             last_now,
             config,
         }
@@ -418,6 +478,18 @@ impl Writer {
                 return;
             }
         };
+        let verifier_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let verifier = (self.snapshot_at > 0).then(|| {
+            let (shared, progress, stop) = (
+                self.shared.clone(),
+                self.progress.clone(),
+                verifier_stop.clone(),
+            );
+            let (upto, head) = (self.snapshot_at, self.opened_head);
+            std::thread::Builder::new()
+                .name("ledger-verify".into())
+                .spawn(move || verify_before_snapshot(&shared, &progress, &stop, upto, head))
+        });
         let mut failed: Option<String> = None;
         let mut stop = None;
         while let Ok(first) = rx.recv() {
@@ -466,6 +538,10 @@ impl Writer {
         drop(rx);
         let _ = to_flusher.send(Flush::Stop);
         let _ = flusher.join();
+        verifier_stop.store(true, Ordering::Release);
+        if let Some(Ok(verifier)) = verifier {
+            let _ = verifier.join();
+        }
         // Every group is durable now, unless a write or flush failed, when
         // the state in memory may be ahead of the disk.
         if failed.is_none() && self.progress.failed.lock().expect("lock").is_none() {

@@ -285,17 +285,7 @@ fn reservations_are_rebuilt_from_the_log_on_open() {
 fn one_record_per_command_so_a_group_is_atomic() {
     let dir = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
-    let store = open(dir.path(), &master);
-    for i in 0..10 {
-        store
-            .execute_blocking(cmd(
-                CommandName::IssueClientToken,
-                json!({"name": format!("n{i}")}),
-            ))
-            .unwrap();
-    }
-    store.shutdown().unwrap();
-    drop(store);
+    long_log(dir.path(), &master, 10);
     let db = sled::open(dir.path().join("ledger.sled")).unwrap();
     let log = db.open_tree("log").unwrap();
     assert_eq!(log.len(), 10, "one event record per command, nothing else");
@@ -305,28 +295,8 @@ fn one_record_per_command_so_a_group_is_atomic() {
 fn a_flipped_byte_is_detected_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
-    {
-        let store = open(dir.path(), &master);
-        for i in 0..5 {
-            store
-                .execute_blocking(cmd(
-                    CommandName::IssueClientToken,
-                    json!({"name": format!("n{i}")}),
-                ))
-                .unwrap();
-        }
-        store.shutdown().unwrap();
-    }
-    {
-        let db = sled::open(dir.path().join("ledger.sled")).unwrap();
-        let log = db.open_tree("log").unwrap();
-        let key = keys::event(3);
-        let mut value = log.get(key).unwrap().unwrap().to_vec();
-        let last = value.len() - 3;
-        value[last] ^= 0x01;
-        log.insert(key, value).unwrap();
-        db.flush().unwrap();
-    }
+    long_log(dir.path(), &master, 5);
+    tamper(dir.path(), |log| flip(log, 3));
     match Store::open(dir.path(), config(&master)) {
         Err(StoreError::Corrupt { position, .. }) => assert_eq!(position, 3),
         Err(other) => panic!("expected corruption at 3, got {other}"),
