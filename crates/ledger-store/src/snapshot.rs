@@ -166,8 +166,8 @@ struct Lines<R> {
 }
 
 impl<R: BufRead> Lines<R> {
-    /// Appends the next line, hashed, to `out`.
-    fn append(&mut self, out: &mut Vec<u8>, what: &str) -> Result<(), String> {
+    /// Appends the next whole line to `out`, unhashed; returns where it starts.
+    fn read(&mut self, out: &mut Vec<u8>, what: &str) -> Result<usize, String> {
         self.number += 1;
         let start = out.len();
         let n = self
@@ -180,28 +180,30 @@ impl<R: BufRead> Lines<R> {
                 self.number
             ));
         }
+        Ok(start)
+    }
+
+    /// Appends the next line, hashed, to `out`.
+    fn append(&mut self, out: &mut Vec<u8>, what: &str) -> Result<(), String> {
+        let start = self.read(out, what)?;
         self.hash.update(&out[start..]);
         Ok(())
     }
 
     /// The next line parsed as `T`, hashed unless it is the trailer.
     fn next<T: for<'de> Deserialize<'de>>(&mut self, what: &str, hash: bool) -> Result<T, String> {
-        self.buf.clear();
-        self.number += 1;
-        let n = self
-            .reader
-            .read_until(b'\n', &mut self.buf)
-            .map_err(|e| format!("line {}: {e}", self.number))?;
-        if n == 0 || self.buf.last() != Some(&b'\n') {
-            return Err(format!(
-                "line {}: the file ends before its {what}",
-                self.number
-            ));
-        }
-        if hash {
-            self.hash.update(&self.buf);
-        }
-        serde_json::from_slice(&self.buf).map_err(|e| format!("line {} ({what}): {e}", self.number))
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let read = if hash {
+            self.append(&mut buf, what)
+        } else {
+            self.read(&mut buf, what).map(|_| ())
+        };
+        let parsed = read.and_then(|()| {
+            serde_json::from_slice(&buf).map_err(|e| format!("line {} ({what}): {e}", self.number))
+        });
+        self.buf = buf;
+        parsed
     }
 }
 
@@ -491,6 +493,19 @@ mod tests {
         (issue, bot)
     }
 
+    /// A data dir whose store ran round 0 of the workload and stopped
+    /// cleanly, leaving a snapshot: with its master key, its head and the
+    /// token the round issued first.
+    fn stopped_after_workload() -> (tempfile::TempDir, MasterKey, u64, Uuid) {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let store = open(dir.path(), &master);
+        let (_, bot) = workload(&store, 0);
+        let head = store.head_position();
+        store.shutdown().unwrap();
+        (dir, master, head, bot)
+    }
+
     /// What open rebuilds from the snapshot, and what a whole replay does.
     fn both(dir: &Path) -> (Recovered, Recovered) {
         let db = open_db(dir).unwrap();
@@ -548,13 +563,7 @@ mod tests {
 
     #[test]
     fn an_old_snapshot_is_a_prefix_and_open_replays_what_follows_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let master = MasterKey::generate();
-        let store = open(dir.path(), &master);
-        workload(&store, 0);
-        let at = store.head_position();
-        store.shutdown().unwrap();
-        drop(store);
+        let (dir, master, at, _) = stopped_after_workload();
         let old = std::fs::read(path(dir.path())).unwrap();
 
         let store = open(dir.path(), &master);
@@ -664,12 +673,7 @@ mod tests {
 
     #[test]
     fn a_snapshot_the_log_after_it_contradicts_is_dropped_for_a_whole_replay() {
-        let dir = tempfile::tempdir().unwrap();
-        let master = MasterKey::generate();
-        let store = open(dir.path(), &master);
-        let (_, bot) = workload(&store, 0);
-        store.shutdown().unwrap();
-        drop(store);
+        let (dir, master, _, bot) = stopped_after_workload();
         // One more event on a token, with no new snapshot after it.
         let store = Store::open(
             dir.path(),
@@ -727,13 +731,7 @@ mod tests {
 
     #[test]
     fn the_log_under_a_snapshot_is_checked_after_open_and_a_bad_event_stops_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let master = MasterKey::generate();
-        let store = open(dir.path(), &master);
-        workload(&store, 0);
-        let head = store.head_position();
-        store.shutdown().unwrap();
-        drop(store);
+        let (dir, master, head, _) = stopped_after_workload();
 
         // Healthy: the check of positions 1..=head completes after open.
         let store = open(dir.path(), &master);
