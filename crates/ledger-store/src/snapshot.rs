@@ -126,7 +126,7 @@ pub(crate) fn write(
     };
     let commands: Vec<(&Uuid, &Idempotency)> = idempotency
         .iter()
-        .filter(|(_, first)| !first.positions.is_empty())
+        .filter(|(_, first)| first.appended())
         .collect();
     line(
         &mut out,

@@ -55,7 +55,12 @@ struct NoEventRecord {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct Idempotency {
     token: Uuid,
-    pub(crate) positions: Vec<u64>,
+    /// The command's events are at `first`, `first + 1`, … `count` of them
+    /// (a command's events are appended together); none when `count` is 0.
+    /// Two integers rather than a `Vec`: one entry stays for every command
+    /// the log holds, and a vector's heap block doubled its size.
+    first: u64,
+    count: u32,
     version: u64,
     /// The command, when known; after a restart it is inferred from the event type.
     #[serde(skip)]
@@ -64,6 +69,16 @@ pub(crate) struct Idempotency {
 }
 
 impl Idempotency {
+    /// The positions of the command's events.
+    fn positions(&self) -> Vec<u64> {
+        (self.first..self.first + u64::from(self.count)).collect()
+    }
+
+    /// Whether the command appended events.
+    pub(crate) fn appended(&self) -> bool {
+        self.count > 0
+    }
+
     fn accepts(&self, name: CommandName) -> Result<(), Rejection> {
         let ok = match (self.command, self.first_event) {
             (Some(c), _) => c == name,
@@ -143,7 +158,7 @@ pub(crate) fn recover(
             });
         }
         check_order(&state, &env)?;
-        remember(&mut idempotency, &mut streams, &env, None);
+        remember(&mut idempotency, &mut streams, &env)?;
         state.evolve(&env);
         prev = env.hash;
         Ok(())
@@ -163,7 +178,8 @@ pub(crate) fn recover(
             id,
             Idempotency {
                 token: record.t,
-                positions: Vec::new(),
+                first: 0,
+                count: 0,
                 version: record.v,
                 command: Some(record.c),
                 first_event: None,
@@ -349,24 +365,36 @@ fn check_order(state: &LedgerState, env: &Envelope) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Adds an event to the stream index and to its command's idempotency entry.
 fn remember(
     idempotency: &mut HashMap<Uuid, Idempotency>,
     streams: &mut HashMap<Uuid, Vec<u64>>,
     env: &Envelope,
-    command: Option<CommandName>,
-) {
+) -> Result<(), StoreError> {
     streams.entry(env.token_id).or_default().push(env.position);
     let entry = idempotency
         .entry(env.command_id)
         .or_insert_with(|| Idempotency {
             token: env.token_id,
-            positions: Vec::new(),
+            first: env.position,
+            count: 0,
             version: env.version,
-            command,
+            command: None,
             first_event: Some(env.event_type()),
         });
-    entry.positions.push(env.position);
+    // The writer appends a command's events together, under one id.
+    if env.position != entry.first + u64::from(entry.count) || env.token_id != entry.token {
+        return Err(StoreError::Corrupt {
+            position: env.position,
+            reason: format!(
+                "command {} has events apart from each other or on two tokens",
+                env.command_id
+            ),
+        });
+    }
+    entry.count += 1;
     entry.version = env.version;
+    Ok(())
 }
 
 /// What one group of commands writes, gathered before the single commit.
@@ -678,7 +706,7 @@ impl Writer {
                 .map_err(|e| e.to_rejection())?;
             return Ok(Committed {
                 token_id: first.token,
-                positions: first.positions,
+                positions: first.positions(),
                 view,
                 replayed: true,
             });
@@ -744,7 +772,8 @@ impl Writer {
             cmd.command_id,
             Idempotency {
                 token: token_id,
-                positions: positions.clone(),
+                first: positions.first().copied().unwrap_or(0),
+                count: u32::try_from(positions.len()).expect("a command appends a few events"),
                 version: token.version,
                 command: Some(name),
                 first_event,
