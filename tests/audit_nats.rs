@@ -35,7 +35,8 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const EXIT_FINDING: i32 = 5;
 /// The server signs a checkpoint after this many new events.
 const EVERY: u64 = 4;
-/// Commands (one event each) sent to the server.
+/// Commands (one event each) sent to the server: more than EVERY, fewer
+/// than twice as many.
 const COMMANDS: u64 = 6;
 
 impl Run {
@@ -170,17 +171,20 @@ async fn a_served_ledger_verifies_from_its_stream_and_publishes_checkpoints() {
 
     let mut server = serve(&data, &url);
     assert!(ready(&client).await, "the server did not become ready");
-    for i in 1..=COMMANDS {
+    for i in 1..=EVERY {
         assert_eq!(issue(&client, i).await, i);
     }
-
-    // A note once EVERY events are in (the head may have moved on by then).
+    // A note once EVERY events are in, and of exactly those: nothing else
+    // is sent until it arrives. (Sending all the commands first let the
+    // note cover all of them now and then, and then no note was due at
+    // SIGTERM, which the end of this test waits for.)
     let first = next_note(&mut notes).await;
     let size = first.checkpoint.size;
-    assert!(
-        (EVERY..=COMMANDS).contains(&size),
-        "first checkpoint of {size} events"
-    );
+    assert_eq!(size, EVERY, "first checkpoint of {size} events");
+    // Fewer than EVERY more: the next note is the one made at SIGTERM.
+    for i in EVERY + 1..=COMMANDS {
+        assert_eq!(issue(&client, i).await, i);
+    }
     assert_eq!(
         std::fs::read_to_string(note_file(&data, size)).unwrap(),
         first.note,
