@@ -447,41 +447,7 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ledger_core::event::{TokenRestored, TokenTrashed, GENESIS_HASH};
-    use ledger_core::{Agent, EventData, EventDraft, StampMeta, Timestamp, TokenKind};
-
-    /// A chain of `n` events on one token (versions 1..=n, positions 1..=n).
-    fn chain(n: u64) -> Vec<Envelope> {
-        let token = Uuid::new_v4();
-        let mut prev = GENESIS_HASH.to_owned();
-        (1..=n)
-            .map(|p| {
-                let data = if p % 2 == 1 {
-                    EventData::TokenTrashed(TokenTrashed::default())
-                } else {
-                    EventData::TokenRestored(TokenRestored {})
-                };
-                let (env, _) = EventDraft {
-                    token_id: token,
-                    token_kind: TokenKind::Client,
-                    workspace_id: "acme".into(),
-                    version: p,
-                    data,
-                }
-                .stamp(StampMeta {
-                    event_id: Uuid::now_v7(),
-                    position: p,
-                    occurred_at: Timestamp::from_millis(1_700_000_000_000).unwrap(),
-                    actor: Agent::system(),
-                    command_id: Uuid::new_v4(),
-                    correlation_id: None,
-                    prev_hash: prev.clone(),
-                });
-                prev = env.hash.clone();
-                env
-            })
-            .collect()
-    }
+    use ledger_testkit::trash_restore_chain;
 
     fn feed(c: &mut Cursor, seq: u64, e: &Envelope) -> Option<Result<Envelope, ClientError>> {
         c.check(
@@ -494,7 +460,7 @@ mod tests {
 
     #[test]
     fn redeliveries_and_repeated_versions_are_dropped() {
-        let events = chain(4);
+        let events = trash_restore_chain(4);
         let mut c = Cursor::new(1, true);
         assert_eq!(feed(&mut c, 1, &events[0]).unwrap().unwrap(), events[0]);
         assert_eq!(feed(&mut c, 2, &events[1]).unwrap().unwrap(), events[1]);
@@ -516,7 +482,7 @@ mod tests {
 
     #[test]
     fn a_start_position_drops_what_comes_before_it() {
-        let events = chain(3);
+        let events = trash_restore_chain(3);
         let mut c = Cursor::new(3, true);
         assert!(feed(&mut c, 1, &events[0]).is_none());
         assert!(feed(&mut c, 2, &events[1]).is_none());
@@ -525,7 +491,7 @@ mod tests {
 
     #[test]
     fn bad_messages_become_one_error_item_each() {
-        let events = chain(3);
+        let events = trash_restore_chain(3);
         let code = |r: Option<Result<Envelope, ClientError>>| r.unwrap().unwrap_err().code();
 
         // A changed body whose hash was not recomputed.
@@ -575,7 +541,7 @@ mod tests {
         );
 
         // A broken link: event 3 after a different event 2.
-        let other = chain(3);
+        let other = trash_restore_chain(3);
         let mut c = Cursor::new(1, true);
         feed(&mut c, 1, &events[0]).unwrap().unwrap();
         let mut c2 = Cursor::new(2, true);
@@ -630,7 +596,7 @@ mod tests {
                 .code(),
             "invalid_input"
         );
-        let e = &chain(1)[0];
+        let e = &trash_restore_chain(1)[0];
         assert!(EventFilter::all().workspace("acme").matches(e));
         assert!(!EventFilter::all().workspace("other").matches(e));
         assert!(!EventFilter::all()

@@ -16,8 +16,8 @@ use ledger_client::{
     RotateClientToken, StartFrom, Subscription, TrashToken, TypedCommand, UnassignPermissionGroups,
     UpdateAccessToken, UpdateClientToken,
 };
-use ledger_core::event::{TokenRestored, TokenTrashed, GENESIS_HASH};
-use ledger_core::{Agent, Envelope, EventData, EventDraft, StampMeta, Timestamp, TokenKind};
+use ledger_core::Envelope;
+use ledger_testkit::trash_restore_chain;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -464,39 +464,6 @@ async fn resumes_across_a_nats_server_restart() {
     assert!(between.is_empty(), "{between:?}");
 }
 
-/// A chain of `n` well-formed envelopes on one token, positions 1..=n.
-fn chain(n: u64) -> Vec<Envelope> {
-    let token = Uuid::new_v4();
-    let mut prev = GENESIS_HASH.to_owned();
-    (1..=n)
-        .map(|p| {
-            let data = if p % 2 == 1 {
-                EventData::TokenTrashed(TokenTrashed::default())
-            } else {
-                EventData::TokenRestored(TokenRestored {})
-            };
-            let (env, _) = EventDraft {
-                token_id: token,
-                token_kind: TokenKind::Client,
-                workspace_id: WS.into(),
-                version: p,
-                data,
-            }
-            .stamp(StampMeta {
-                event_id: Uuid::now_v7(),
-                position: p,
-                occurred_at: Timestamp::from_millis(1_700_000_000_000).unwrap(),
-                actor: Agent::system(),
-                command_id: Uuid::new_v4(),
-                correlation_id: None,
-                prev_hash: prev.clone(),
-            });
-            prev = env.hash.clone();
-            env
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_event_is_an_error_item_and_the_rest_still_flows() {
     // A stream written by hand (no ledger server): the third event's body
@@ -509,7 +476,7 @@ async fn a_tampered_event_is_an_error_item_and_the_rest_still_flows() {
         duplicate_window: std::time::Duration::from_secs(120),
     };
     js.create_stream(settings.config()).await.unwrap();
-    let events = chain(4);
+    let events = trash_restore_chain(4);
     for (i, e) in events.iter().enumerate() {
         let mut body = e.to_json_value();
         if i == 2 {

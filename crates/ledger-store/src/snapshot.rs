@@ -409,6 +409,9 @@ mod tests {
     use ledger_crypto::MasterKey;
     use serde_json::{json, Value};
 
+    /// How long a test waits for the background check.
+    const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
     fn cmd(name: CommandName, mut body: Value) -> ParsedCommand {
         let obj = body.as_object_mut().unwrap();
         obj.entry("commandId")
@@ -720,15 +723,6 @@ mod tests {
         assert_eq!(store.head_position(), renamed.positions[0]);
     }
 
-    /// Waits, up to a minute, until `done` holds.
-    fn wait_until(mut done: impl FnMut() -> bool) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !done() {
-            assert!(std::time::Instant::now() < deadline, "not within a minute");
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
-
     #[test]
     fn the_log_under_a_snapshot_is_checked_after_open_and_a_bad_event_stops_the_writer() {
         let (dir, master, head, _) = stopped_after_workload();
@@ -736,7 +730,9 @@ mod tests {
         // Healthy: the check of positions 1..=head completes after open.
         let store = open(dir.path(), &master);
         assert_eq!(store.opened().snapshot, head);
-        wait_until(|| store.verified_position() == head);
+        assert!(ledger_testkit::wait_for(MINUTE, || store
+            .verified_position()
+            == head));
         store.shutdown().unwrap();
         drop(store);
 
@@ -755,7 +751,7 @@ mod tests {
         assert_eq!(store.opened().snapshot, head);
         let refused = {
             let mut refused = None;
-            wait_until(|| {
+            let refused_in_time = ledger_testkit::wait_for(MINUTE, || {
                 let attempt = store.execute_blocking(cmd(
                     CommandName::IssueClientToken,
                     json!({"name": format!("probe-{}", Uuid::new_v4())}),
@@ -763,6 +759,7 @@ mod tests {
                 refused = attempt.err();
                 refused.is_some()
             });
+            assert!(refused_in_time, "the writer still accepts commands");
             refused.unwrap()
         };
         assert_eq!(refused.code, ErrorCode::Unavailable);

@@ -490,57 +490,34 @@ fn a_replay_over_many_chunks_reports_the_lowest_bad_position() {
 
 #[test]
 fn a_command_whose_events_lie_apart_is_refused_on_open() {
-    use ledger_core::event::{ClientTokenIssued, JwtRef, GENESIS_HASH};
-    use ledger_core::{Agent, AgentType, EventData, EventDraft, StampMeta, Timestamp, TokenKind};
+    use ledger_core::{EventDraft, Timestamp, TokenKind};
     // A well-chained log whose events 1 and 3 carry one commandId: the
     // writer never appends that (a command's events go in together), so
     // the idempotency record open would derive from it means nothing.
     let dir = tempfile::tempdir().unwrap();
     let shared_command = Uuid::new_v4();
-    let commands = [shared_command, Uuid::new_v4(), shared_command];
-    let actor = Agent {
-        agent_id: "alice".into(),
-        agent_type: AgentType::User,
-    };
     let at = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+    let events = ledger_testkit::stamp_chain(
+        [shared_command, Uuid::new_v4(), shared_command]
+            .into_iter()
+            .enumerate()
+            .map(|(i, command)| {
+                let draft = EventDraft {
+                    token_id: Uuid::new_v4(),
+                    token_kind: TokenKind::Client,
+                    workspace_id: "acme".into(),
+                    version: 1,
+                    data: ledger_testkit::issued(&format!("n{i}"), at),
+                };
+                (draft, command)
+            }),
+    );
     let db = ledger_store::open_db(dir.path()).unwrap();
     let log = db.open_tree("log").unwrap();
-    let mut prev = GENESIS_HASH.to_owned();
-    for (i, command_id) in commands.into_iter().enumerate() {
-        let position = i as u64 + 1;
-        let draft = EventDraft {
-            token_id: Uuid::new_v4(),
-            token_kind: TokenKind::Client,
-            workspace_id: "acme".into(),
-            version: 1,
-            data: EventData::ClientTokenIssued(ClientTokenIssued {
-                expires: None,
-                import: None,
-                issued_at: at,
-                jwt: JwtRef {
-                    exp: None,
-                    iat: at.secs(),
-                    jti: Uuid::new_v4().to_string(),
-                    kid: "k1".into(),
-                },
-                name: Some(format!("n{position}")),
-                permission_groups: Vec::new(),
-                provided_resource_id: None,
-            }),
-        };
-        let (env, bytes) = draft.stamp(StampMeta {
-            event_id: Uuid::now_v7(),
-            position,
-            occurred_at: at,
-            actor: actor.clone(),
-            command_id,
-            correlation_id: None,
-            prev_hash: std::mem::take(&mut prev),
-        });
+    for env in &events {
         let mut value = hex::decode(&env.hash).unwrap();
-        value.extend_from_slice(&bytes);
-        log.insert(keys::event(position), value).unwrap();
-        prev = env.hash;
+        value.extend_from_slice(&env.canonical_bytes());
+        log.insert(keys::event(env.position), value).unwrap();
     }
     db.flush().unwrap();
     drop(log);

@@ -7,7 +7,9 @@
 //! * [`free_port`], [`wait_for`] and [`wait_for_async`] are small polling
 //!   helpers for tests that must wait for something without fixed sleeps.
 //! * [`renamed_chain`] crafts a legal, hash-chained history to verify or
-//!   tamper with.
+//!   tamper with; [`trash_restore_chain`] a chain for tests of stream
+//!   readers; [`stamp_chain`] chains any drafts, [`issued`] makes the data
+//!   of an issue.
 //!
 //! The `nats-server` binary is looked up, in order, through the environment
 //! variable [`NATS_SERVER_BIN_ENV`] (`NATS_SERVER_BIN`), then at
@@ -21,7 +23,7 @@
 
 mod chain;
 
-pub use chain::renamed_chain;
+pub use chain::{issued, renamed_chain, stamp_chain, trash_restore_chain};
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
