@@ -12,7 +12,7 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use futures_util::StreamExt;
 use ledger_audit::merkle::{leaf_hash, Accumulator};
 use ledger_audit::nats::{stream_records, verify_stream, ReadRange, StreamPlan};
@@ -112,16 +112,9 @@ fn report(label: &str, events: u64, t: Instant) {
 /// Creates `TOKENS` and publishes `events` chained events; returns the
 /// Merkle root over them and the bytes published.
 async fn publish(js: &jetstream::Context, events: u64) -> (ledger_audit::Hash, u64) {
-    js.create_stream(stream::Config {
-        name: "TOKENS".into(),
-        subjects: vec!["tokens.evt.>".into()],
-        storage: stream::StorageType::File,
-        deny_delete: true,
-        deny_purge: true,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    js.create_stream(ledger_nats::StreamSettings::default().config())
+        .await
+        .unwrap();
     let actor = Agent {
         agent_id: "bench".into(),
         agent_type: AgentType::Service,

@@ -1,7 +1,7 @@
 //! `audit verify --nats` checks each message's subject and `Nats-Msg-Id`
 //! against the event it carries (a real nats-server, via ledger-testkit).
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use async_nats::HeaderMap;
 use ledger_audit::nats::{verify_stream, StreamPlan};
 use ledger_audit::verify::{FindingKind, NoObserver, VerifyOptions};
@@ -39,16 +39,9 @@ fn verify_sent(events: &[Envelope], sent: Vec<Sent>) -> Option<(u64, FindingKind
     let js = runtime.block_on(async {
         let client = async_nats::connect(nats.url()).await.unwrap();
         let js = jetstream::new(client);
-        js.create_stream(stream::Config {
-            name: "TOKENS".into(),
-            subjects: vec!["tokens.evt.>".into()],
-            storage: stream::StorageType::File,
-            deny_delete: true,
-            deny_purge: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        js.create_stream(ledger_nats::StreamSettings::default().config())
+            .await
+            .unwrap();
         for (env, how) in events.iter().zip(sent) {
             let mut headers = HeaderMap::new();
             if let Some(id) = &how.msg_id {

@@ -471,11 +471,9 @@ async fn a_tampered_event_is_an_error_item_and_the_rest_still_flows() {
     let nats = nats_server().await;
     let raw = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(raw);
-    let settings = ledger_nats::StreamSettings {
-        replicas: 1,
-        duplicate_window: std::time::Duration::from_secs(120),
-    };
-    js.create_stream(settings.config()).await.unwrap();
+    js.create_stream(ledger_nats::StreamSettings::default().config())
+        .await
+        .unwrap();
     let events = trash_restore_chain(4);
     for (i, e) in events.iter().enumerate() {
         let mut body = e.to_json_value();

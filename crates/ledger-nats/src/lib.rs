@@ -94,10 +94,11 @@ pub struct ServeConfig {
 
 impl Default for ServeConfig {
     fn default() -> Self {
+        let stream = StreamSettings::default();
         ServeConfig {
             nats_urls: vec!["nats://127.0.0.1:4222".to_owned()],
-            stream_replicas: 1,
-            duplicate_window: Duration::from_secs(120),
+            stream_replicas: stream.replicas,
+            duplicate_window: stream.duplicate_window,
             max_payload_bytes: ledger_core::validate::COMMAND_BYTES_MAX,
             ack_window: 512,
             max_in_flight: 4096,

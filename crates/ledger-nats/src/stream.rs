@@ -16,6 +16,16 @@ pub struct StreamSettings {
     pub duplicate_window: Duration,
 }
 
+impl Default for StreamSettings {
+    /// One replica and JetStream's own two-minute deduplication window.
+    fn default() -> Self {
+        StreamSettings {
+            replicas: 1,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
 impl StreamSettings {
     /// The full config of a new stream.
     pub fn config(&self) -> stream::Config {
@@ -103,10 +113,7 @@ mod tests {
 
     #[test]
     fn apply_changes_only_what_the_ledger_owns() {
-        let s = StreamSettings {
-            replicas: 1,
-            duplicate_window: Duration::from_secs(120),
-        };
+        let s = StreamSettings::default();
         let mut c = s.config();
         c.max_age = Duration::from_secs(3600);
         assert!(!s.apply(&mut c));
