@@ -46,6 +46,17 @@ pub struct StoredEvent {
     pub bytes: Vec<u8>,
 }
 
+/// Checks that `env` names `prev_hash`, the hash of the event before it.
+pub(crate) fn links(env: &Envelope, prev_hash: &str) -> Result<(), StoreError> {
+    if env.prev_hash == prev_hash {
+        return Ok(());
+    }
+    Err(StoreError::Corrupt {
+        position: env.position,
+        reason: "prevHash does not link to the previous event".into(),
+    })
+}
+
 impl StoredEvent {
     /// The record value: raw 32-byte hash, then the canonical bytes.
     pub(crate) fn record(hash_hex_str: &str, bytes: &[u8]) -> Vec<u8> {
@@ -83,12 +94,7 @@ impl StoredEvent {
     /// Checks the stored hash, the link to `prev_hash` and the position, then decodes.
     pub fn check(&self, position: u64, prev_hash: &str) -> Result<Envelope, StoreError> {
         let env = self.checked(position)?;
-        if env.prev_hash != prev_hash {
-            return Err(StoreError::Corrupt {
-                position,
-                reason: "prevHash does not link to the previous event".into(),
-            });
-        }
+        links(&env, prev_hash)?;
         Ok(env)
     }
 

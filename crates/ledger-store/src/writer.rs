@@ -151,12 +151,7 @@ pub(crate) fn recover(
     };
     let snapshot = state.position;
     replay_tail(log, state.position + 1, |env| {
-        if env.prev_hash != prev {
-            return Err(StoreError::Corrupt {
-                position: env.position,
-                reason: "prevHash does not link to the previous event".into(),
-            });
-        }
+        crate::read::links(&env, &prev)?;
         check_order(&state, &env)?;
         remember(&mut idempotency, &mut streams, &env)?;
         state.evolve(&env);
@@ -220,16 +215,13 @@ fn verify_before_snapshot(
             }
             let (key, value) = record?;
             let position = keys::event_position(&key);
-            let corrupt = |reason: String| StoreError::Corrupt { position, reason };
             if position != expected {
-                return Err(corrupt(format!("expected position {expected}")));
+                return Err(StoreError::Corrupt {
+                    position,
+                    reason: format!("expected position {expected}"),
+                });
             }
-            let env = StoredEvent::from_record(position, &value)?.checked(position)?;
-            if env.prev_hash != prev {
-                return Err(corrupt(
-                    "prevHash does not link to the previous event".into(),
-                ));
-            }
+            let env = StoredEvent::from_record(position, &value)?.check(position, &prev)?;
             prev = env.hash;
             expected += 1;
         }
