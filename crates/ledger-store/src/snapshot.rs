@@ -211,6 +211,8 @@ impl<R: BufRead> Lines<R> {
 const BATCH_LINES: u64 = 1024;
 /// Parser threads, at most.
 const PARSERS_MAX: usize = 4;
+/// Entries allocated ahead from the header's counts, at most.
+const PREALLOCATE_MAX: u64 = 1 << 20;
 
 /// A run of whole lines of one section, with the number of its first line.
 struct Batch {
@@ -262,9 +264,13 @@ fn parse_sections<R: BufRead>(lines: &mut Lines<R>, header: &Header) -> Result<S
         .clamp(1, PARSERS_MAX)
         .min(usize::try_from(batches).unwrap_or(usize::MAX))
         .max(1);
-    let mut tokens = Vec::with_capacity(header.tokens as usize);
-    let mut streams = HashMap::with_capacity(header.tokens as usize);
-    let mut idempotency = HashMap::with_capacity(header.commands as usize);
+    // The counts are not trusted until the trailer's hash is checked: a
+    // garbled header must end as a refused snapshot, not as an allocation
+    // failure, so they only size the first allocation up to a bound.
+    let room = |count: u64| usize::try_from(count.min(PREALLOCATE_MAX)).unwrap_or(0);
+    let mut tokens = Vec::with_capacity(room(header.tokens));
+    let mut streams = HashMap::with_capacity(room(header.tokens));
+    let mut idempotency = HashMap::with_capacity(room(header.commands));
     let mut take = |parsed: Parsed| -> Result<(), String> {
         match parsed {
             Parsed::Tokens(parsed) => {
@@ -617,7 +623,7 @@ mod tests {
             bytes[digit] = b'g';
             bytes
         };
-        let cases: [(&str, Vec<u8>, &str); 6] = [
+        let cases: [(&str, Vec<u8>, &str); 7] = [
             ("flipped", flipped, "checksum"),
             ("garbled", garbled, "line 2 (tokens)"),
             ("truncated", good[..good.len() / 2].to_vec(), "ends before"),
@@ -632,6 +638,17 @@ mod tests {
                 "past the log's end",
             ),
             ("not json", b"garbage\n".to_vec(), "header"),
+            (
+                "counts garbled",
+                {
+                    let text = String::from_utf8(good.clone()).unwrap();
+                    let (header, rest) = text.split_once('\n').unwrap();
+                    let mut h: Value = serde_json::from_str(header).unwrap();
+                    h["tokens"] = json!(u64::MAX);
+                    format!("{h}\n{rest}").into_bytes()
+                },
+                "ends before",
+            ),
         ];
         let db = open_db(short.path()).unwrap();
         let log = db.open_tree("log").unwrap();
