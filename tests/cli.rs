@@ -321,6 +321,11 @@ fn client_token_commands_and_queries() {
     assert_eq!(e["code"], "not_found");
     let history = cli.json(&["history", &id]);
     assert_eq!(event_types(&history).last().unwrap(), "token_purged");
+    // Its string is gone with it: an earlier version still shows (history),
+    // but is never re-minted.
+    let old = cli.json(&["get", &id, "--as-of-version", "1", "--show-token-str"]);
+    assert_eq!(old["token"]["name"], "svc");
+    assert!(old["token"]["tokenStr"].is_null(), "{old}");
     // The name is free again.
     cli.issue("svc");
 }

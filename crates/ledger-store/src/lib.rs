@@ -341,11 +341,22 @@ impl Store {
         )?)
     }
 
-    /// Re-mints a client token's string from the claims recorded in its view.
+    /// Re-mints a client token's string from the claims recorded in its
+    /// view; `None` without claims, and once the token is purged.
+    ///
+    /// The string is deterministic, so it could be re-minted from an old
+    /// view forever: a purge must end that too, as it ends the sealed
+    /// secrets of an access token (crypto-shredding).
     pub fn token_str(&self, view: &TokenView) -> Result<Option<String>, StoreError> {
         let Some(jwt) = &view.jwt else {
             return Ok(None);
         };
+        // A view of the latest version is of a live token (a purge leaves
+        // none), which spares the issue and rotate replies a log read.
+        let id = view.token_id();
+        if self.token_version(&id) != view.version && self.purged(&id)? {
+            return Ok(None);
+        }
         let claims = JwtClaims {
             sub: view.token_id().to_string(),
             iat: jwt.iat,

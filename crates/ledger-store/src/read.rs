@@ -303,6 +303,22 @@ impl Store {
         }
     }
 
+    /// Whether a token's stream ends with its purge.
+    pub fn purged(&self, token: &Uuid) -> Result<bool, StoreError> {
+        let last = {
+            let streams = self.shared.streams.read().expect("streams lock poisoned");
+            streams.get(token).and_then(|s| s.last().copied())
+        };
+        let Some(position) = last else {
+            return Ok(false);
+        };
+        let event = self.event(position)?.ok_or_else(|| StoreError::Corrupt {
+            position,
+            reason: "stream index points at a missing event".into(),
+        })?;
+        Ok(event.envelope()?.event_type() == EventType::TokenPurged)
+    }
+
     /// The number of events in a token's stream.
     pub fn token_version(&self, token: &Uuid) -> u64 {
         let streams = self.shared.streams.read().expect("streams lock poisoned");

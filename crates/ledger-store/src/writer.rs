@@ -681,7 +681,35 @@ impl Writer {
         let cmd = &job.cmd;
         let name = cmd.command.name();
         if let Some(first) = self.idempotency.get(&cmd.command_id) {
+            // A commandId answers only in the workspace that first used it:
+            // the answer holds the token's view (and may re-mint its string),
+            // which must never cross tenants. The other workspace is not named.
+            let home = self
+                .state
+                .token(&first.token)
+                .map(|t| t.workspace_id.as_str());
+            if home != Some(cmd.workspace_id.as_str()) {
+                return Err(Rejection::invalid(
+                    "commandId",
+                    "commandId was already used in another workspace; use a new id",
+                ));
+            }
             first.accepts(name)?;
+            // Bodies are not compared (the id is the key, as an event id is
+            // in EventStoreDB and a Nats-Msg-Id in JetStream), but a retry
+            // naming another token is a reused id, not a retry: answering it
+            // with the first token's result would report a change that never
+            // happened to the token it names.
+            if cmd
+                .command
+                .token_id()
+                .is_some_and(|named| named != first.token)
+            {
+                return Err(Rejection::invalid(
+                    "commandId",
+                    "commandId was already used for another token; use a new id",
+                ));
+            }
             if let Some((_, answer)) = self.pending.get(&cmd.command_id) {
                 // Its first run is in this group or one still flushing: not
                 // in the stream index yet, and the token may have changed

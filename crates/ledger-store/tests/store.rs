@@ -132,6 +132,85 @@ fn same_command_id_returns_first_result_and_appends_nothing() {
     assert_eq!(store.head_position(), 2);
 }
 
+/// A commandId answers only in its own workspace: a retry from another
+/// tenant would otherwise be handed the first tenant's token (and its string).
+#[test]
+fn a_command_id_from_another_workspace_is_refused_and_reveals_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let first = cmd(CommandName::IssueClientToken, json!({"name": "mine"}));
+    let mut foreign = cmd(
+        CommandName::IssueClientToken,
+        json!({"name": "theirs", "workspaceId": "beta"}),
+    );
+    foreign.command_id = first.command_id;
+    let refused = |store: &Store| {
+        let err = store.execute_blocking(foreign.clone()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidInput);
+        assert_eq!(err.field.as_deref(), Some("commandId"));
+        assert!(!err.message.contains("acme"), "{}", err.message);
+        assert_eq!(store.head_position(), 1);
+    };
+    let store = open(dir.path(), &master);
+    store.execute_blocking(first.clone()).unwrap();
+    refused(&store);
+    store.shutdown().unwrap();
+    drop(store);
+    // After a restart: the answer comes from the replayed log.
+    let store = open(dir.path(), &master);
+    refused(&store);
+    drop(store);
+
+    // Sent together (one group, or the second while the first flushes):
+    // whichever runs first owns the id, and the other is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), &master);
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| store.execute_blocking(first.clone()));
+        let b = s.spawn(|| store.execute_blocking(foreign.clone()));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!(a.is_ok() as u8 + b.is_ok() as u8, 1, "{a:?} / {b:?}");
+    let err = a.err().or(b.err()).unwrap();
+    assert_eq!(err.field.as_deref(), Some("commandId"));
+    assert_eq!(store.head_position(), 1);
+}
+
+/// A retry that names another token than its first run is a reused id:
+/// refused, rather than answered with the first token's result as if the
+/// token it names had changed.
+#[test]
+fn a_command_id_reused_for_another_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let issue = |name: &str| {
+        store
+            .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": name})))
+            .unwrap()
+            .token_id
+    };
+    let (a, b) = (issue("a"), issue("b"));
+    let revoke = |token: Uuid| {
+        cmd(
+            CommandName::RevokeToken,
+            json!({"tokenId": token.to_string(), "commandId": "4f0c6a9e-3b1d-4c2e-8f7a-5d6e7f8a9b0c"}),
+        )
+    };
+    store.execute_blocking(revoke(b)).unwrap();
+    let err = store.execute_blocking(revoke(a)).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("commandId"));
+    assert_eq!(store.head_position(), 3);
+    // The same token: a retry, answered as before.
+    assert!(store.execute_blocking(revoke(b)).unwrap().replayed);
+    store.shutdown().unwrap();
+    drop(store);
+    let store = open(dir.path(), &master);
+    let err = store.execute_blocking(revoke(a)).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("commandId"));
+    assert_eq!(store.head_position(), 3);
+}
+
 #[test]
 fn same_command_id_twice_in_one_group_appends_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -525,4 +604,33 @@ fn a_command_whose_events_lie_apart_is_refused_on_open() {
     let (position, reason) = corrupt_at(dir.path(), &MasterKey::generate());
     assert_eq!(position, 3, "{reason}");
     assert!(reason.contains("apart"), "{reason}");
+}
+
+/// After a purge no path re-mints the token's string: not the retry of the
+/// command that issued it, not a view of an earlier version.
+#[test]
+fn a_purged_token_string_is_never_minted_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let issue = cmd(CommandName::IssueClientToken, json!({"name": "gone"}));
+    let issued = store.execute_blocking(issue.clone()).unwrap();
+    let view = issued.view.clone().expect("a view");
+    assert!(store.token_str(&view).unwrap().is_some());
+    store
+        .execute_blocking(cmd(
+            CommandName::PurgeToken,
+            json!({"tokenId": issued.token_id.to_string(), "force": true}),
+        ))
+        .unwrap();
+    assert!(store.purged(&issued.token_id).unwrap());
+    assert_eq!(store.token_str(&view).unwrap(), None);
+    let retried = store.execute_blocking(issue).unwrap();
+    assert!(retried.replayed);
+    assert_eq!(
+        store
+            .token_str(&retried.view.expect("the first answer's view"))
+            .unwrap(),
+        None
+    );
 }
