@@ -31,14 +31,16 @@ const MASTER_KEY_FILE_MAX_BYTES: u64 = 256;
 // two algorithms; the labels are versioned so a future scheme can coexist.
 const WRAP_LABEL: &[u8] = b"tokenledger wrap v1";
 const FINGERPRINT_LABEL: &[u8] = b"tokenledger fingerprint v1";
+const STATE_LABEL: &[u8] = b"tokenledger state snapshot v1";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The root secret of a ledger; only two keys derived from it are kept in memory.
+/// The root secret of a ledger; only keys derived from it are kept in memory.
 #[derive(Clone)]
 pub struct MasterKey {
     wrap_key: Zeroizing<[u8; KEY_LEN]>,
     fingerprint_key: Zeroizing<[u8; KEY_LEN]>,
+    state_key: Zeroizing<[u8; KEY_LEN]>,
 }
 
 impl MasterKey {
@@ -123,7 +125,17 @@ impl MasterKey {
         MasterKey {
             wrap_key: hmac_sha256(&master[..], WRAP_LABEL),
             fingerprint_key: hmac_sha256(&master[..], FINGERPRINT_LABEL),
+            state_key: hmac_sha256(&master[..], STATE_LABEL),
         }
+    }
+
+    /// A MAC over a state snapshot's bytes, so that only a holder of the
+    /// master key can write a snapshot that open trusts.
+    pub fn state_seal(&self) -> StateSeal {
+        StateSeal(
+            <HmacSha256 as Mac>::new_from_slice(&self.state_key[..])
+                .expect("HMAC accepts keys of any length"),
+        )
     }
 
     fn from_file_content(content: &[u8]) -> Result<MasterKey, CryptoError> {
@@ -196,6 +208,28 @@ pub fn open(key: &DataKey, aad: &[u8], sealed: &SealedSecret) -> Result<Secret, 
             // Authentic but not UTF-8 means something else sealed it: treat it as corrupt.
             Err(CryptoError::MalformedSealed("plaintext is not UTF-8"))
         }
+    }
+}
+
+/// HMAC-SHA256 of a state snapshot under the master key's state subkey.
+#[derive(Clone)]
+pub struct StateSeal(HmacSha256);
+
+impl StateSeal {
+    /// Adds bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The MAC, lowercase hex.
+    pub fn finalize_hex(self) -> String {
+        hex::encode(self.0.finalize().into_bytes())
+    }
+
+    /// Whether `hex_mac` is the MAC of the bytes added (in constant time).
+    pub fn verify_hex(self, hex_mac: &str) -> bool {
+        let mut mac = [0u8; KEY_LEN];
+        hex::decode_to_slice(hex_mac, &mut mac).is_ok() && self.0.verify_slice(&mac).is_ok()
     }
 }
 

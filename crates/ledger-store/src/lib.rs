@@ -153,7 +153,7 @@ impl Store {
         };
         let ring = KeyRing::load_or_create(dir, config.signing_alg, (config.clock)())?;
         key_history::reconcile(&db, &ring)?;
-        let mut recovered = recover(dir, &log)?;
+        let mut recovered = recover(dir, &master, &log)?;
         let mut data_keys = datakeys::DataKeys::open(&dir.join("datakeys.bin"))?;
         // Finish what a crash interrupted: keys of tokens that never committed
         // or were purged are zeroed now.
@@ -400,8 +400,12 @@ impl Store {
 
 /// Replays the log after the state snapshot, or the whole log when there is
 /// no usable snapshot.
-fn recover(dir: &Path, log: &sled::Tree) -> Result<writer::Recovered, StoreError> {
-    let start = match snapshot::load(dir, log) {
+fn recover(
+    dir: &Path,
+    master: &MasterKey,
+    log: &sled::Tree,
+) -> Result<writer::Recovered, StoreError> {
+    let start = match snapshot::load(dir, master, log) {
         Ok(start) => start,
         Err(reason) => {
             tracing::warn!(%reason, "state snapshot ignored; replaying the whole log");

@@ -13,8 +13,11 @@
 //!
 //! The file (`DIR/state.snapshot`, JSON Lines): a header line, one line per
 //! token (`[state, [positions of its events]]`), one per command that
-//! appended events (`[commandId, record]`), then a trailer with the SHA-256
-//! of every byte before it. Commands that appended
+//! appended events (`[commandId, record]`), then a trailer with the
+//! HMAC-SHA256 of every byte before it, keyed by a subkey of the master key:
+//! open acts on the states without re-deciding them, so a snapshot anyone
+//! who can write the data dir could forge (an unkeyed checksum) would let
+//! them revive a revoked token. Commands that appended
 //! nothing are not in it: their records are in the log tree, and open reads
 //! them either way. It is written to a temporary file, synced, and renamed
 //! over the old one, so a crash while writing leaves the old snapshot.
@@ -23,8 +26,8 @@ use crate::writer::Idempotency;
 use crate::{keys, StoreError, StoredEvent};
 use ledger_core::event::GENESIS_HASH;
 use ledger_core::{LedgerState, TokenState};
+use ledger_crypto::{MasterKey, StateSeal};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -35,7 +38,7 @@ use uuid::Uuid;
 pub const FILE: &str = "state.snapshot";
 /// Format tag of the header: a change of layout gets a new tag, and open
 /// ignores a snapshot whose tag it does not know (a replay is always right).
-const FORMAT: &str = "tokenledger-state/1";
+const FORMAT: &str = "tokenledger-state/2";
 
 /// The first line.
 #[derive(Serialize, Deserialize)]
@@ -54,8 +57,9 @@ struct Header {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Trailer {
-    /// SHA-256 of every byte before this line, lowercase hex.
-    sha256: String,
+    /// HMAC-SHA256 of every byte before this line, lowercase hex.
+    #[serde(rename = "hmacSha256")]
+    mac: String,
 }
 
 /// What a usable snapshot gives the replay to start from.
@@ -81,10 +85,10 @@ pub fn position(dir: &Path) -> Option<u64> {
         .map(|h| h.position)
 }
 
-/// A writer that hashes what goes through it.
+/// A writer that seals what goes through it.
 struct Hashing<W> {
     inner: W,
-    hash: Sha256,
+    hash: StateSeal,
 }
 
 impl<W: Write> Write for Hashing<W> {
@@ -107,6 +111,7 @@ fn line<T: Serialize>(out: &mut impl Write, value: &T) -> Result<(), StoreError>
 /// Writes the snapshot of a writer whose every group is durable.
 pub(crate) fn write(
     dir: &Path,
+    master: &MasterKey,
     state: &LedgerState,
     hash: &str,
     idempotency: &HashMap<Uuid, Idempotency>,
@@ -122,7 +127,7 @@ pub(crate) fn write(
     let file = options.open(&tmp)?;
     let mut out = Hashing {
         inner: BufWriter::with_capacity(1 << 20, file),
-        hash: Sha256::new(),
+        hash: master.state_seal(),
     };
     let commands: Vec<(&Uuid, &Idempotency)> = idempotency
         .iter()
@@ -145,9 +150,9 @@ pub(crate) fn write(
     for command in commands {
         line(&mut out, &command)?;
     }
-    let sha256 = hex::encode(out.hash.clone().finalize());
+    let mac = out.hash.clone().finalize_hex();
     let mut file = out.inner;
-    line(&mut file, &Trailer { sha256 })?;
+    line(&mut file, &Trailer { mac })?;
     let file = file.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     drop(file);
@@ -157,10 +162,10 @@ pub(crate) fn write(
     Ok(())
 }
 
-/// Reads lines and hashes them, for [`load`].
+/// Reads lines and seals them, for [`load`].
 struct Lines<R> {
     reader: R,
-    hash: Sha256,
+    hash: StateSeal,
     buf: Vec<u8>,
     number: u64,
 }
@@ -339,7 +344,11 @@ fn parse_sections<R: BufRead>(lines: &mut Lines<R>, header: &Header) -> Result<S
 ///
 /// `Ok(None)`: there is no snapshot. `Err(reason)`: there is one, unusable
 /// for `reason`; the caller replays the whole log.
-pub(crate) fn load(dir: &Path, log: &sled::Tree) -> Result<Option<Start>, String> {
+pub(crate) fn load(
+    dir: &Path,
+    master: &MasterKey,
+    log: &sled::Tree,
+) -> Result<Option<Start>, String> {
     let file = match File::open(path(dir)) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -347,7 +356,7 @@ pub(crate) fn load(dir: &Path, log: &sled::Tree) -> Result<Option<Start>, String
     };
     let mut lines = Lines {
         reader: BufReader::with_capacity(1 << 20, file),
-        hash: Sha256::new(),
+        hash: master.state_seal(),
         buf: Vec::new(),
         number: 0,
     };
@@ -383,10 +392,13 @@ pub(crate) fn load(dir: &Path, log: &sled::Tree) -> Result<Option<Start>, String
         Some(_) => {}
     }
     let (tokens, streams, idempotency) = parse_sections(&mut lines, &header)?;
-    let expected = hex::encode(lines.hash.clone().finalize());
+    let seal = lines.hash.clone();
     let trailer: Trailer = lines.next("trailer", false)?;
-    if trailer.sha256 != expected {
-        return Err("its checksum does not match its contents".into());
+    if !seal.verify_hex(&trailer.mac) {
+        return Err(
+            "its seal does not match its contents (edited, or written under another master key)"
+                .into(),
+        );
     }
     if lines
         .reader
@@ -516,10 +528,10 @@ mod tests {
     }
 
     /// What open rebuilds from the snapshot, and what a whole replay does.
-    fn both(dir: &Path) -> (Recovered, Recovered) {
+    fn both(dir: &Path, master: &MasterKey) -> (Recovered, Recovered) {
         let db = open_db(dir).unwrap();
         let log = db.open_tree("log").unwrap();
-        let start = load(dir, &log).expect("usable").expect("present");
+        let start = load(dir, master, &log).expect("usable").expect("present");
         let from_snapshot = recover(&log, Some(start)).unwrap();
         let whole = recover(&log, None).unwrap();
         (from_snapshot, whole)
@@ -543,7 +555,7 @@ mod tests {
         store.shutdown().unwrap();
         drop(store);
 
-        let (from_snapshot, whole) = both(dir.path());
+        let (from_snapshot, whole) = both(dir.path(), &master);
         assert_eq!(from_snapshot.snapshot, head);
         assert_eq!(from_snapshot.head.position, head);
         assert_same(&from_snapshot, &whole);
@@ -583,7 +595,7 @@ mod tests {
         // As if the process had crashed after the second round.
         std::fs::write(path(dir.path()), &old).unwrap();
 
-        let (from_snapshot, whole) = both(dir.path());
+        let (from_snapshot, whole) = both(dir.path(), &master);
         assert_eq!(from_snapshot.snapshot, at);
         assert_same(&from_snapshot, &whole);
         let store = open(dir.path(), &master);
@@ -624,7 +636,7 @@ mod tests {
             bytes
         };
         let cases: [(&str, Vec<u8>, &str); 7] = [
-            ("flipped", flipped, "checksum"),
+            ("flipped", flipped, "seal does not match"),
             ("garbled", garbled, "line 2 (tokens)"),
             ("truncated", good[..good.len() / 2].to_vec(), "ends before"),
             (
@@ -654,7 +666,7 @@ mod tests {
         let log = db.open_tree("log").unwrap();
         for (case, bytes, reason) in &cases {
             std::fs::write(path(short.path()), bytes).unwrap();
-            let err = load(short.path(), &log).err();
+            let err = load(short.path(), &master, &log).err();
             assert!(
                 err.as_deref().is_some_and(|e| e.contains(reason)),
                 "{case}: {err:?}"
@@ -673,7 +685,7 @@ mod tests {
         {
             let db = open_db(short.path()).unwrap();
             let log = db.open_tree("log").unwrap();
-            let err = load(short.path(), &log).err();
+            let err = load(short.path(), &master, &log).err();
             assert!(
                 err.as_deref().is_some_and(|e| e.contains("another log")),
                 "{err:?}"
@@ -728,12 +740,29 @@ mod tests {
         }
         let mut body = lines.join("\n");
         body.push('\n');
-        let sha256 = hex::encode(Sha256::digest(body.as_bytes()));
-        std::fs::write(
-            path(dir.path()),
-            format!("{body}{}\n", json!({ "sha256": sha256 })),
-        )
-        .unwrap();
+        let sealed = |master: &MasterKey| {
+            let mut seal = master.state_seal();
+            seal.update(body.as_bytes());
+            format!("{body}{}\n", json!({ "hmacSha256": seal.finalize_hex() }))
+        };
+
+        // Sealed by anyone without this ledger's master key: refused as it
+        // is, before any state in it is believed.
+        std::fs::write(path(dir.path()), sealed(&MasterKey::generate())).unwrap();
+        {
+            let db = open_db(dir.path()).unwrap();
+            let log = db.open_tree("log").unwrap();
+            let err = load(dir.path(), &master, &log).err();
+            assert!(
+                err.as_deref()
+                    .is_some_and(|e| e.contains("seal does not match")),
+                "{err:?}"
+            );
+        }
+
+        // Sealed with the master key (a bug, or its holder): the tail still
+        // contradicts it.
+        std::fs::write(path(dir.path()), sealed(&master)).unwrap();
 
         let store = open(dir.path(), &master);
         assert_eq!(store.opened().snapshot, 0, "the whole log was replayed");

@@ -585,6 +585,7 @@ impl Writer {
         let streams = self.shared.streams.read().expect("streams lock poisoned");
         let written = crate::snapshot::write(
             &self.shared.dir,
+            &self.shared.master,
             &self.state,
             &self.head_hash,
             &self.idempotency,
