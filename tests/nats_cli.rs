@@ -123,18 +123,29 @@ struct Stack {
 
 impl Stack {
     fn start() -> Stack {
+        Stack::start_logging(None)
+    }
+
+    /// With `Some(file)`, the server logs everything (`RUST_LOG=trace`) to it.
+    fn start_logging(log: Option<&std::path::Path>) -> Stack {
         let nats = NatsServer::start().expect("nats-server (run scripts/install-nats.sh)");
         let data = tempfile::tempdir().unwrap();
-        let serve = Command::new(BIN)
+        let mut serve = Command::new(BIN);
+        serve
             .arg("--data-dir")
             .arg(data.path().join("ledger"))
             .args(["serve", "--nats", &nats.url()])
             .env_remove("TOKENLEDGER_NATS")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn tokenledger serve");
+            .stderr(Stdio::null());
+        if let Some(log) = log {
+            serve
+                .env("RUST_LOG", "trace")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let serve = serve.spawn().expect("spawn tokenledger serve");
         let stack = Stack {
             serve,
             nats,
@@ -397,6 +408,58 @@ fn every_command_goes_over_nats() {
     ]);
     assert_eq!(ids(&list), vec![access.clone()]);
     cli.assert_no_local_data();
+}
+
+/// Even at `RUST_LOG=trace`, neither the server nor the CLI logs a provider
+/// secret or a token string (async-nats traces every payload).
+#[test]
+fn trace_logs_carry_no_secret_and_no_token_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let stack = Stack::start_logging(Some(&log));
+    let cli = stack.cli();
+    let secret = "ya29.trace-secret-5150";
+    let traced = |args: &[&str], secret_env: Option<&str>| {
+        let mut c = cli.command();
+        c.args(args).env("RUST_LOG", "trace");
+        if let Some(s) = secret_env {
+            c.env("TOKENLEDGER_ACCESS_TOKEN", s);
+        }
+        Run::from(c.output().unwrap())
+    };
+    let user = uuid::Uuid::new_v4().to_string();
+    let run = traced(
+        &[
+            "--json",
+            "register",
+            "--user",
+            &user,
+            "--provider",
+            "google",
+            "--account",
+            "t@example.com",
+        ],
+        Some(secret),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains(secret), "the CLI traced the secret");
+    let run = traced(&["--json", "issue", "--name", "traced"], None);
+    let token_str = run.json()["token"]["tokenStr"]
+        .as_str()
+        .expect("an issue reply carries its string")
+        .to_owned();
+    assert!(
+        !run.stderr.contains(&token_str),
+        "the CLI traced the string"
+    );
+    // The server answered both, so it has logged what it would about them.
+    let server = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        server.contains("TRACE") || server.contains("DEBUG"),
+        "trace logging is on"
+    );
+    assert!(!server.contains(secret), "the server traced the secret");
+    assert!(!server.contains(&token_str), "the server traced the string");
 }
 
 #[test]

@@ -70,9 +70,13 @@ fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
 /// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
 ///
 /// Nothing logged carries a secret or a token string: commands are logged by
-/// name, id and positions only.
+/// name, id and positions only. async-nats logs every message's payload at
+/// `trace` (commands with provider secrets, replies with token strings), so
+/// it is held at `debug` whatever `RUST_LOG` asks for.
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn"))
+        .add_directive("async_nats=debug".parse().expect("a valid directive"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
