@@ -796,3 +796,23 @@ fn debug_load_prints_one_line_per_acknowledged_command() {
     let list = cli.json(&["list"]);
     assert_eq!(list["items"].as_array().unwrap().len(), 10);
 }
+
+/// A reader that stops reading (`tokenledger get X | head -1`) is no error:
+/// the work is done, so the exit is 0 and nothing is said on stderr.
+#[test]
+fn a_closed_stdout_is_not_a_failure() {
+    let cli = Cli::new();
+    let id = cli.issue("piped");
+    let (reader, writer) = std::io::pipe().unwrap();
+    // Closed before the process starts: its first write fails with EPIPE.
+    drop(reader);
+    let out = cli
+        .command()
+        .args(["get", &id])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -376,9 +376,13 @@ impl<'a> Decider<'a> {
                 return Err(Rejection::invalid(
                     "tokenId",
                     format!(
-                        "{} applies to {} tokens; {id} is an {} token",
+                        "{} applies to {} tokens; {id} is {} {} token",
                         self.cmd.command.name(),
                         kind.as_str(),
+                        match token.kind() {
+                            TokenKind::Access => "an",
+                            TokenKind::Client => "a",
+                        },
                         token.kind().as_str()
                     ),
                 ));
@@ -415,6 +419,16 @@ impl<'a> Decider<'a> {
     /// with 0 (the version of a token that does not exist yet).
     fn new_token(&self, given: Option<Uuid>, field: &str) -> Result<Uuid, Rejection> {
         if let Some(existing) = given.and_then(|id| self.state.token(&id)) {
+            // Ids are global but workspaces are tenants: another workspace's
+            // token is only "taken", with nothing about it (its version would
+            // tell its history's length).
+            if existing.workspace_id != self.cmd.workspace_id {
+                return Err(Rejection::new(
+                    ErrorCode::Conflict,
+                    format!("token id {} is taken; choose another", existing.id),
+                )
+                .with_field(field));
+            }
             return Err(Rejection::new(
                 ErrorCode::Conflict,
                 format!("token {} already exists", existing.id),

@@ -286,6 +286,15 @@ fn register_with_an_existing_id_is_a_conflict_with_that_tokens_version() {
         .then_err(ErrorCode::Conflict, Some("id"))
         .clone();
     assert_eq!(r.current_version, Some(2));
+    // From another workspace the id is only taken: no version, no history.
+    let mut foreign = body.clone();
+    foreign["workspaceId"] = json!("other-ws");
+    let r = s
+        .when("register_access_token", foreign)
+        .then_err(ErrorCode::Conflict, Some("id"))
+        .clone();
+    assert_eq!(r.current_version, None);
+    assert!(r.message.contains("taken"), "{}", r.message);
     // A purged token's id stays taken: ids are never reused.
     s.on("purge_token", id, json!({ "force": true }));
     let r = s

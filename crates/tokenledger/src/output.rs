@@ -17,11 +17,17 @@ pub fn print_json(value: &Value) -> Result<(), Failure> {
 }
 
 /// Prints text on stdout, ending it with a newline.
+///
+/// A reader that closed the pipe early (`| head`) is no failure: the work is
+/// done, and whoever piped chose to read less of its result.
 pub fn print_text(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", text.trim_end())
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::internal(format!("cannot write to stdout: {e}")))
+    match writeln!(out, "{}", text.trim_end()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Failure::internal(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Prints a failure on stderr, as a line or (with `--json`) an object.
