@@ -526,8 +526,13 @@ fn an_export_of_a_later_range_verifies_on_its_own() {
     assert_eq!(e["inclusionProofs"], 1);
     let text = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    // Header, 6 envelopes exactly as chained, 1 proof.
-    assert_eq!(lines.len(), 8);
+    // Header, 6 envelopes exactly as chained, 1 proof, the manifest.
+    assert_eq!(lines.len(), 9);
+    let manifest: Value = serde_json::from_str(lines[8]).unwrap();
+    assert_eq!(
+        manifest["manifest"]["positions"],
+        serde_json::json!([[4, 6]])
+    );
     let first: Value = serde_json::from_str(lines[1]).unwrap();
     assert_eq!(first["position"], 4);
     assert_eq!(
@@ -614,6 +619,63 @@ fn a_workspace_export_carries_inclusion_proofs() {
         .report();
     assert_eq!(v["proofsVerified"], 10);
     assert_eq!(v["summary"]["events"], 10);
+}
+
+/// A workspace export lacks the other workspaces' events, so its links
+/// cannot show a dropped line; its manifest does, by position.
+#[test]
+fn a_line_dropped_from_a_workspace_export_is_named_by_its_manifest() {
+    let l = Ledger::new();
+    l.story();
+    l.run_env(&["--workspace", "globex", "issue", "--name", "other"], &[])
+        .ok();
+    l.run(&["issue", "--name", "delta"]).ok();
+    let out = l.file("acme.jsonl");
+    l.run(&[
+        "--workspace",
+        "acme",
+        "audit",
+        "export",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .ok();
+    let text = std::fs::read_to_string(&out).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    // Header, acme's 10 events (position 10 is globex's), the manifest.
+    assert_eq!(lines.len(), 12);
+    let manifest: Value = serde_json::from_str(&lines[11]).unwrap();
+    assert_eq!(
+        manifest["manifest"],
+        serde_json::json!({"events": 10, "positions": [[1, 9], [11, 1]]})
+    );
+    let elsewhere = Ledger::new();
+    let v = elsewhere
+        .verify(&["--file", out.to_str().unwrap()])
+        .ok()
+        .report();
+    assert_eq!(v["summary"]["events"], 10);
+    let verify_without = |name: &str, drop: usize| {
+        let mut edited = lines.clone();
+        edited.remove(drop);
+        let p = l.file(name);
+        std::fs::write(&p, edited.join("\n") + "\n").unwrap();
+        finding(&elsewhere.verify(&["--file", p.to_str().unwrap()]))
+    };
+    // A whole token (the access token registered at position 4), the last
+    // event, and the manifest itself.
+    assert_eq!(
+        verify_without("token.jsonl", 4),
+        (4, "missing_event".into())
+    );
+    assert_eq!(
+        verify_without("last.jsonl", 10),
+        (11, "missing_event".into())
+    );
+    assert_eq!(
+        verify_without("manifest.jsonl", 11),
+        (12, "truncated".into())
+    );
 }
 
 #[test]

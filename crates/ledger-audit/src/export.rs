@@ -12,7 +12,10 @@
 //!    chained (the published form: canonical JSON with `hash`), sealed
 //!    secrets still sealed;
 //! 3. with a checkpoint, inclusion proofs, one per line:
-//!    `{"inclusionProof": {"leafIndex", "treeSize", "hashes"}}`.
+//!    `{"inclusionProof": {"leafIndex", "treeSize", "hashes"}}`;
+//! 4. last, the manifest: `{"manifest": {"events": N, "positions": [[first,
+//!    count], ...]}}`, the positions the file holds as runs (format
+//!    `tokenledger-export/2`; a `/1` file has none and is read as before).
 //!
 //! What `verify_export` can prove:
 //!
@@ -31,9 +34,13 @@
 //!   versions are gap-free (a token lives in one workspace, so its whole
 //!   stream is there); the domain rules (uniqueness is per workspace, so from
 //!   position 1 they are checked completely); and every event up to the
-//!   checkpoint carries an inclusion proof against the signed root. What does
-//!   not: that no event of the workspace was left out at the end of a token's
-//!   stream or as a whole token (proving absence needs the whole log).
+//!   checkpoint carries an inclusion proof against the signed root; and the
+//!   file holds exactly the positions its manifest lists, so a line dropped
+//!   (a whole token, or the end of a token's stream, which the links cannot
+//!   show) is named by its position. The manifest is not signed: whoever
+//!   edits the manifest along with the events is not caught, as a rewrite
+//!   of a whole range is caught only by a checkpoint. Proving that the
+//!   workspace has no other events needs the whole log.
 
 use crate::checkpoints::CheckpointStore;
 use crate::merkle::{parse_hash, verify_inclusion, InclusionProofJson, ProofTree};
@@ -53,11 +60,15 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// The header's `format`.
-pub const FORMAT: &str = "tokenledger-export/1";
+pub const FORMAT: &str = "tokenledger-export/2";
+/// The format before the manifest, still read.
+pub const FORMAT_V1: &str = "tokenledger-export/1";
 /// A line's length, at most (events are at most 64 KiB of command plus envelope).
 pub const LINE_BYTES_MAX: usize = 1 << 20;
 /// The prefix of a proof line.
 const PROOF_PREFIX: &[u8] = b"{\"inclusionProof\":";
+/// The prefix of the manifest line.
+const MANIFEST_PREFIX: &[u8] = b"{\"manifest\":";
 
 /// The log's head, as an export header states it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +108,38 @@ struct ProofLine {
     inclusion_proof: InclusionProofJson,
 }
 
+/// What an export holds: its last line.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Event lines.
+    pub events: u64,
+    /// Their positions, as runs `[first, count]` in increasing order.
+    pub positions: Vec<(u64, u64)>,
+}
+
+impl Manifest {
+    fn push(&mut self, position: u64) {
+        self.events += 1;
+        match self.positions.last_mut() {
+            Some((first, count)) if *first + *count == position => *count += 1,
+            _ => self.positions.push((position, 1)),
+        }
+    }
+
+    fn listed(&self) -> impl Iterator<Item = u64> + '_ {
+        self.positions
+            .iter()
+            .flat_map(|&(first, count)| first..first.saturating_add(count))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestLine {
+    manifest: Manifest,
+}
+
 /// What to export.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportRequest {
@@ -125,7 +168,7 @@ struct Writer<'a> {
     header: ExportHeader,
     header_written: bool,
     workspace: Option<&'a str>,
-    events: u64,
+    manifest: Manifest,
     /// Positions to prove, with the checkpoint's size.
     prove: Option<(u64, Vec<u64>)>,
     error: Option<std::io::Error>,
@@ -171,7 +214,7 @@ impl Observer for Writer<'_> {
             return;
         }
         self.write_line(&event.published_bytes());
-        self.events += 1;
+        self.manifest.push(env.position);
         if let Some((size, positions)) = &mut self.prove {
             let wanted = if self.workspace.is_some() {
                 env.position <= *size
@@ -240,7 +283,7 @@ pub fn export(
         },
         header_written: false,
         workspace: request.workspace.as_deref(),
-        events: 0,
+        manifest: Manifest::default(),
         prove: checkpoint.as_ref().map(|c| (c.checkpoint.size, Vec::new())),
         error: None,
     };
@@ -274,6 +317,10 @@ pub fn export(
             proofs += 1;
         }
     }
+    let manifest = ManifestLine {
+        manifest: std::mem::take(&mut writer.manifest),
+    };
+    writer.write_line(&serde_json::to_vec(&manifest).expect("a manifest serializes"));
     if let Some(e) = writer.error.take() {
         return Err(fail(AuditError::io("write", out, e)));
     }
@@ -285,7 +332,7 @@ pub fn export(
         .map_err(|e| fail(AuditError::io("sync", out, e)))?;
     Ok(Ok(ExportOutcome {
         header: writer.header,
-        events: writer.events,
+        events: manifest.manifest.events,
         proofs,
     }))
 }
@@ -347,12 +394,13 @@ pub fn verify_export(
     }
     let header: ExportHeader = serde_json::from_slice(&line)
         .map_err(|e| invalid(format!("the first line is not an export header: {e}")))?;
-    if header.format != FORMAT {
+    if header.format != FORMAT && header.format != FORMAT_V1 {
         return Err(invalid(format!(
             "unknown export format {:?}",
             header.format
         )));
     }
+    let manifest_due = header.format == FORMAT;
     if header.from == 0 || header.from > header.to {
         return Err(invalid(format!(
             "the header's range {}..={} is empty",
@@ -423,15 +471,13 @@ pub fn verify_export(
         }),
     };
 
-    // Proof lines follow the events; the reader hands them over when it meets them.
-    let proof_lines: Arc<Mutex<Result<Vec<InclusionProofJson>, String>>> =
-        Arc::new(Mutex::new(Ok(Vec::new())));
-    let sink = proof_lines.clone();
+    // Proof lines and the manifest follow the events; the reader hands
+    // them over when it meets them.
+    let tail: Arc<Mutex<Tail>> = Arc::default();
     let records = LineRecords {
         input,
         line: Vec::new(),
-        proofs: sink,
-        in_proofs: false,
+        tail: tail.clone(),
         path: path.display().to_string(),
     };
     let mut report = verify(
@@ -441,9 +487,15 @@ pub fn verify_export(
         &mut crate::verify::NoObserver,
         progress,
     )?;
-    let proofs = std::mem::replace(&mut *proof_lines.lock().expect("lock"), Ok(Vec::new()))
-        .map_err(invalid)?;
+    let tail = std::mem::take(&mut *tail.lock().expect("lock"));
+    if let Some(e) = tail.error {
+        return Err(invalid(e));
+    }
+    let proofs = tail.proofs;
     let mut proofs_verified = 0;
+    if report.finding.is_none() && manifest_due {
+        report.finding = check_manifest(&report, tail.manifest.as_ref(), header.from, subset);
+    }
     if report.finding.is_none() {
         if let Some(c) = &embedded {
             let (finding, verified) = check_proofs(&report, &proofs, c, subset);
@@ -460,6 +512,66 @@ pub fn verify_export(
         embedded,
         report,
         proofs_verified,
+    })
+}
+
+/// Checks that the file holds exactly the positions its manifest lists.
+fn check_manifest(
+    report: &Report,
+    manifest: Option<&Manifest>,
+    from: u64,
+    subset: bool,
+) -> Option<Finding> {
+    let last = report.summary.head_position;
+    let Some(manifest) = manifest else {
+        return Some(Finding {
+            position: last + 1,
+            kind: FindingKind::Truncated,
+            message:
+                "the export ends without its manifest (its last line): lines were cut from its end"
+                    .into(),
+            until: None,
+        });
+    };
+    // A subset kept every hash; a whole range is gap-free from `from`.
+    let seen: Box<dyn Iterator<Item = u64>> = if subset {
+        Box::new(report.kept_hashes.keys().copied())
+    } else {
+        Box::new(from..=last)
+    };
+    let mut listed = manifest.listed();
+    let mut seen = seen.peekable();
+    loop {
+        match (listed.next(), seen.next()) {
+            (None, None) => break,
+            (Some(l), s) if s.is_none_or(|s| l < s) => {
+                return Some(Finding {
+                    position: l,
+                    kind: FindingKind::MissingEvent,
+                    message: format!("the export's manifest lists position {l}, but the file holds no event there: it was dropped"),
+                    until: None,
+                })
+            }
+            (Some(l), Some(s)) if l == s => {}
+            (_, Some(s)) => {
+                return Some(Finding {
+                    position: s,
+                    kind: FindingKind::HeaderMismatch,
+                    message: format!("the file holds an event at position {s}, which the export's manifest does not list"),
+                    until: None,
+                })
+            }
+            (Some(_), None) => unreachable!("handled by the first arm"),
+        }
+    }
+    (manifest.events != report.summary.events).then(|| Finding {
+        position: last,
+        kind: FindingKind::HeaderMismatch,
+        message: format!(
+            "the export's manifest counts {} events, the file holds {}",
+            manifest.events, report.summary.events
+        ),
+        until: None,
     })
 }
 
@@ -542,12 +654,20 @@ fn check_proofs(
     (None, verified)
 }
 
+/// What follows an export's events.
+#[derive(Default)]
+struct Tail {
+    proofs: Vec<InclusionProofJson>,
+    manifest: Option<Manifest>,
+    /// A line out of place or malformed.
+    error: Option<String>,
+}
+
 /// The event lines of an export, as published records.
 struct LineRecords<R> {
     input: R,
     line: Vec<u8>,
-    proofs: Arc<Mutex<Result<Vec<InclusionProofJson>, String>>>,
-    in_proofs: bool,
+    tail: Arc<Mutex<Tail>>,
     path: String,
 }
 
@@ -564,27 +684,36 @@ impl<R: BufRead> Iterator for LineRecords<R> {
             if self.line.is_empty() {
                 continue;
             }
-            if find(
-                &self.line[..self.line.len().min(PROOF_PREFIX.len())],
-                PROOF_PREFIX,
-            ) == Some(0)
-            {
-                self.in_proofs = true;
-                let mut proofs = self.proofs.lock().expect("lock");
-                let parsed = serde_json::from_slice::<ProofLine>(&self.line)
-                    .map_err(|e| format!("a malformed inclusion proof line: {e}"));
-                match (&mut *proofs, parsed) {
-                    (Ok(list), Ok(p)) => list.push(p.inclusion_proof),
-                    (slot @ Ok(_), Err(e)) => *slot = Err(e),
-                    (Err(_), _) => {}
+            let starts = |prefix: &[u8]| {
+                find(&self.line[..self.line.len().min(prefix.len())], prefix) == Some(0)
+            };
+            let mut tail = self.tail.lock().expect("lock");
+            if tail.error.is_some() {
+                return None;
+            }
+            if tail.manifest.is_some() {
+                tail.error = Some("a line after the manifest".into());
+                return None;
+            }
+            if starts(PROOF_PREFIX) {
+                match serde_json::from_slice::<ProofLine>(&self.line) {
+                    Ok(p) => tail.proofs.push(p.inclusion_proof),
+                    Err(e) => tail.error = Some(format!("a malformed inclusion proof line: {e}")),
                 }
                 continue;
             }
-            if self.in_proofs {
-                let mut proofs = self.proofs.lock().expect("lock");
-                *proofs = Err("an event line after the inclusion proofs".into());
+            if starts(MANIFEST_PREFIX) {
+                match serde_json::from_slice::<ManifestLine>(&self.line) {
+                    Ok(m) => tail.manifest = Some(m.manifest),
+                    Err(e) => tail.error = Some(format!("a malformed manifest line: {e}")),
+                }
+                continue;
+            }
+            if !tail.proofs.is_empty() {
+                tail.error = Some("an event line after the inclusion proofs".into());
                 return None;
             }
+            drop(tail);
             return Some(Ok(Record::Published {
                 sequence: None,
                 bytes: std::mem::take(&mut self.line),
