@@ -72,14 +72,22 @@ fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
 /// Nothing logged carries a secret or a token string: commands are logged by
 /// name, id and positions only. async-nats logs every message's payload at
 /// `trace` (commands with provider secrets, replies with token strings), so
-/// it is held at `debug` whatever `RUST_LOG` asks for.
+/// its trace events are dropped whatever `RUST_LOG` asks for.
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn"))
-        .add_directive("async_nats=debug".parse().expect("a valid directive"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
+    use tracing_subscriber::filter::{filter_fn, FilterExt};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let no_payloads = filter_fn(|meta| {
+        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("async_nats"))
+    });
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_filter(filter.and(no_payloads)),
+        )
         .init();
 }
