@@ -816,3 +816,32 @@ fn a_closed_stdout_is_not_a_failure() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+/// Moving `expires` later leaves the string capped by its signed `exp`: the
+/// update says so, and after a rotation the string lasts until the new expiry.
+#[test]
+fn an_update_that_outlives_the_string_says_to_rotate() {
+    let cli = Cli::new();
+    let id = cli.json(&["issue", "--name", "lasting", "--expires", "+1d"])["token"]["resourceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = cli.json(&["update", &id, "--expires", "+30d"]);
+    let notes = v["notes"].as_array().expect("a note");
+    assert!(notes[0].as_str().unwrap().contains("rotate"), "{notes:?}");
+    let human = cli.run(&["update", &id, "--expires", "+31d"]);
+    assert!(
+        human.stdout.contains("note: its current token string"),
+        "{}",
+        human.stdout
+    );
+    let rotated = cli.json(&["rotate", &id]);
+    let exp = rotated["token"]["jwt"]["exp"].as_i64().unwrap();
+    let expires = rotated["token"]["expires"].as_i64().unwrap();
+    assert!(
+        (0..1000).contains(&(exp * 1000 - expires)),
+        "exp {exp}, expires {expires}"
+    );
+    let v = cli.json(&["update", &id, "--name", "lasting-2"]);
+    assert!(v.get("notes").is_none(), "{v}");
+}

@@ -141,9 +141,32 @@ impl TokenView {
             .expect("a view always has an id")
     }
 
-    /// True when past `expires` at `now`.
+    /// True when past `expires` at `now`, or, for a client token, past its
+    /// current string's own `exp`.
+    ///
+    /// The string's `exp` is minted from `expires` (rounded up to the
+    /// second), so the two agree until an update moves `expires` later:
+    /// the signed `exp` still caps the string, and verification refuses it
+    /// from then on. Reporting the token as live would contradict that;
+    /// a rotation mints a string that lasts until the new expiry.
     pub fn is_expired_at(&self, now: Timestamp) -> bool {
-        self.expires.is_some_and(|e| e <= now.millis())
+        let now = now.millis();
+        self.expires.is_some_and(|e| e <= now)
+            || self
+                .jwt
+                .as_ref()
+                .and_then(|j| j.exp)
+                .is_some_and(|exp| exp.saturating_mul(1000) <= now)
+    }
+
+    /// Whether the current string expires before `expires` says the token
+    /// does (after an update moved `expires` later, or cleared it): a
+    /// rotation is needed for the new expiry to take effect.
+    pub fn string_expires_first(&self) -> bool {
+        match self.jwt.as_ref().and_then(|j| j.exp) {
+            None => false,
+            Some(exp) => self.expires.is_none_or(|e| exp.saturating_mul(1000) < e),
+        }
     }
 
     /// Fills the read-time `expired` flag.

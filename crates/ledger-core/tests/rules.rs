@@ -2077,6 +2077,38 @@ fn a_client_token_expires_when_read_without_an_event() {
     assert_eq!(s.log.len(), events);
 }
 
+/// An update that moves `expires` later leaves the current string capped by
+/// its own `exp`: the view says so (as verification does), and a rotation
+/// mints a string that lasts until the new expiry.
+#[test]
+fn a_later_expiry_takes_effect_for_the_string_at_its_rotation() {
+    let mut s = Scenario::new();
+    let first = T0_MS + 10 * TICK_MS;
+    let later = T0_MS + 100 * TICK_MS;
+    let id = s.issue(json!({ "expires": first }));
+    let at = |ms| Timestamp::from_millis(ms).unwrap();
+    assert!(!s.view(id).unwrap().string_expires_first());
+    s.on("update_client_token", id, json!({ "expires": later }));
+    let view = s.view(id).unwrap();
+    assert_eq!(view.expires, Some(later));
+    assert!(view.string_expires_first());
+    assert!(!view.is_expired_at(at(first - 1)));
+    assert!(
+        view.is_expired_at(at(first)),
+        "the string's exp still caps it"
+    );
+    s.on("rotate_client_token", id, json!({}));
+    let view = s.view(id).unwrap();
+    assert!(!view.string_expires_first());
+    assert!(!view.is_expired_at(at(later - 1)));
+    assert!(view.is_expired_at(at(later)));
+    // Cleared: the string expires, the token would not.
+    s.on("update_client_token", id, json!({ "expires": null }));
+    let view = s.view(id).unwrap();
+    assert!(view.string_expires_first());
+    assert!(view.is_expired_at(at(later)));
+}
+
 #[test]
 fn trashed_and_revoked_views_are_inactive() {
     let mut s = Scenario::new();

@@ -296,15 +296,34 @@ pub struct Reply<'a> {
 }
 
 impl Reply<'_> {
+    /// The caller's notes, and one of ours when an update left the token's
+    /// string expiring before the token (only a rotation changes its `exp`).
+    fn all_notes(&self) -> Vec<String> {
+        let mut notes = self.notes.to_vec();
+        if let Some(exp) = self
+            .view
+            .filter(|v| self.name == CommandName::UpdateClientToken && v.string_expires_first())
+            .and_then(|v| v.jwt.as_ref().and_then(|j| j.exp))
+        {
+            let when = Timestamp::from_millis(exp.saturating_mul(1000))
+                .map_or_else(|| exp.to_string(), |t| t.to_string());
+            notes.push(format!(
+                "its current token string still expires at {when} (its signed exp); `rotate` issues one that lasts until the new expiry"
+            ));
+        }
+        notes
+    }
+
     /// Prints the reply.
     pub fn print(&self, json_out: bool, now: Timestamp) -> Result<(), Failure> {
+        let notes = self.all_notes();
         if json_out {
             let mut v = json!({
                 "token": match self.view { Some(v) => view_json(v)?, None => Value::Null },
                 "positions": self.positions,
             });
-            if !self.notes.is_empty() {
-                v["notes"] = json!(self.notes);
+            if !notes.is_empty() {
+                v["notes"] = json!(notes);
             }
             return print_json(&v);
         }
@@ -351,7 +370,7 @@ impl Reply<'_> {
             text.push('\n');
             text.push_str(&view_detail(v, now));
         }
-        for note in self.notes {
+        for note in &notes {
             text.push_str(&format!("\nnote: {note}"));
         }
         print_text(&text)
