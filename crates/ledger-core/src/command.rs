@@ -500,7 +500,7 @@ pub fn parse_value(name: CommandName, value: Value) -> Result<ParsedCommand, Rej
 
     let command = match name {
         CommandName::IssueClientToken => Command::IssueClientToken {
-            name: f.optional_text("name", NAME_LEN_MAX)?,
+            name: f.optional_key_text("name", NAME_LEN_MAX)?,
             provided_resource_id: f.optional_text("providedResourceId", PROVIDED_ID_LEN_MAX)?,
             permission_group_ids: f.groups("permissionGroups", false)?.unwrap_or_default(),
             expires: f.optional_expiry("expires")?,
@@ -510,7 +510,7 @@ pub fn parse_value(name: CommandName, value: Value) -> Result<ParsedCommand, Rej
         CommandName::UpdateClientToken => {
             let cmd = Command::UpdateClientToken {
                 token_id: f.token_id()?,
-                name: f.patch_text("name", NAME_LEN_MAX)?,
+                name: f.patch_key_text("name", NAME_LEN_MAX)?,
                 expires: f.patch_expiry("expires")?,
                 permission_group_ids: f.groups("permissionGroups", false)?,
             };
@@ -548,8 +548,8 @@ pub fn parse_value(name: CommandName, value: Value) -> Result<ParsedCommand, Rej
             Command::RegisterAccessToken {
                 id,
                 user_id: validate::uuid("user.id", &user.id)?,
-                provider: f.required_text("provider", PROVIDER_LEN_MAX)?,
-                account_name: f.required_text("accountName", ACCOUNT_NAME_LEN_MAX)?,
+                provider: f.required_key_text("provider", PROVIDER_LEN_MAX)?,
+                account_name: f.required_key_text("accountName", ACCOUNT_NAME_LEN_MAX)?,
                 access_token: f.required_secret("accessToken")?,
                 refresh_token: f.optional_secret("refreshToken")?,
                 import: None,
@@ -562,8 +562,8 @@ pub fn parse_value(name: CommandName, value: Value) -> Result<ParsedCommand, Rej
         },
         CommandName::UpdateAccessToken => {
             let token_id = f.token_id()?;
-            let account_name = f.optional_text("accountName", ACCOUNT_NAME_LEN_MAX)?;
-            let provider = f.optional_text("provider", PROVIDER_LEN_MAX)?;
+            let account_name = f.optional_key_text("accountName", ACCOUNT_NAME_LEN_MAX)?;
+            let provider = f.optional_key_text("provider", PROVIDER_LEN_MAX)?;
             if account_name.is_none() && provider.is_none() {
                 return Err(Rejection::invalid(
                     "body",
@@ -687,6 +687,29 @@ impl Fields {
             validate::text(field, v, max)?;
         }
         Ok(v)
+    }
+
+    /// Text that is (part of) a uniqueness key: see [`validate::key_text`].
+    fn required_key_text(&mut self, field: &str, max: usize) -> Result<String, Rejection> {
+        let v = self.required_text(field, max)?;
+        validate::key_text(field, &v)?;
+        Ok(v)
+    }
+
+    fn optional_key_text(&mut self, field: &str, max: usize) -> Result<Option<String>, Rejection> {
+        let v = self.optional_text(field, max)?;
+        if let Some(v) = &v {
+            validate::key_text(field, v)?;
+        }
+        Ok(v)
+    }
+
+    fn patch_key_text(&mut self, field: &str, max: usize) -> Result<Patch<String>, Rejection> {
+        let p = self.patch_text(field, max)?;
+        if let Patch::Set(v) = &p {
+            validate::key_text(field, v)?;
+        }
+        Ok(p)
     }
 
     fn patch_text(&mut self, field: &str, max: usize) -> Result<Patch<String>, Rejection> {

@@ -4,6 +4,8 @@
 //! can refer to it.
 
 use crate::rejection::Rejection;
+use unicode_general_category::{get_general_category, GeneralCategory};
+use unicode_normalization::is_nfc;
 use uuid::Uuid;
 
 /// Largest accepted command body, in bytes.
@@ -73,6 +75,40 @@ pub fn text(field: &str, value: &str, max_chars: usize) -> Result<(), Rejection>
         return Err(Rejection::invalid(
             field,
             "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Text that is (part of) a uniqueness key (a client token's name, an access
+/// token's provider and account), on top of [`text`]: what looks alike must
+/// compare alike, so it must be in Unicode normalization form C (else "Café"
+/// composed and decomposed are two names), without surrounding whitespace,
+/// and without invisible format characters (zero-width spaces and joiners,
+/// bidirectional overrides: general category Cf).
+pub fn key_text(field: &str, value: &str) -> Result<(), Rejection> {
+    if value.trim() != value {
+        return Err(Rejection::invalid(
+            field,
+            "must not begin or end with whitespace",
+        ));
+    }
+    if let Some(c) = value
+        .chars()
+        .find(|c| get_general_category(*c) == GeneralCategory::Format)
+    {
+        return Err(Rejection::invalid(
+            field,
+            format!(
+                "must not contain invisible format characters (U+{:04X})",
+                u32::from(c)
+            ),
+        ));
+    }
+    if !is_nfc(value) {
+        return Err(Rejection::invalid(
+            field,
+            "must be in Unicode normalization form C (NFC), so that names that look alike compare alike",
         ));
     }
     Ok(())

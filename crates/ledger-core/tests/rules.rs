@@ -350,6 +350,53 @@ fn names_collide_under_unicode_case_folding() {
         .then_err(ErrorCode::NameTaken, Some("name"));
 }
 
+/// Names that look alike must compare alike: composed and decomposed forms,
+/// surrounding spaces and invisible characters would each make a second
+/// "Café" that no one can tell from the first. Such names are refused.
+#[test]
+fn a_name_that_would_look_like_another_is_refused() {
+    let mut s = Scenario::new();
+    let id = s.issue_named("Café");
+    s.when("issue_client_token", json!({ "name": "CAFÉ" }))
+        .then_err(ErrorCode::NameTaken, Some("name"));
+    let lookalikes = [
+        ("Cafe\u{301}", "normalization form C"),
+        (" Café", "whitespace"),
+        ("Café ", "whitespace"),
+        ("Ca\u{200b}fé", "U+200B"),
+        ("abc\u{202e}dcba", "U+202E"),
+        ("\u{feff}Café", "U+FEFF"),
+    ];
+    for (name, why) in lookalikes {
+        let r = s
+            .when("issue_client_token", json!({ "name": name }))
+            .then_err(ErrorCode::InvalidInput, Some("name"))
+            .clone();
+        assert!(r.message.contains(why), "{name:?}: {}", r.message);
+        s.when(
+            "update_client_token",
+            json!({ "tokenId": id.to_string(), "name": name }),
+        )
+        .then_err(ErrorCode::InvalidInput, Some("name"));
+        let r = s
+            .when(
+                "register_access_token",
+                json!({
+                    "user": { "id": user(1).to_string() },
+                    "provider": "google",
+                    "accountName": name,
+                    "accessToken": "at",
+                }),
+            )
+            .then_err(ErrorCode::InvalidInput, Some("accountName"))
+            .clone();
+        assert!(r.message.contains(why), "{name:?}: {}", r.message);
+    }
+    // Inner spaces and other scripts are fine.
+    s.issue_named("my token");
+    s.issue_named("σίσυφος 2");
+}
+
 #[test]
 fn the_same_name_is_free_in_another_workspace() {
     let mut s = Scenario::new();
