@@ -360,6 +360,24 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
     altered["hash"] = env.computed_hash().into();
     std::fs::write(&altered_file, altered.to_string()).unwrap();
     assert_eq!(check(&altered_file, &proof_file).code, EXIT_FINDING);
+    // Another event, intact, against this proof: not proven, a finding too.
+    let other_file = l.file("other-event.json");
+    std::fs::write(&other_file, history["events"][0].to_string()).unwrap();
+    let run = check(&other_file, &proof_file);
+    assert_eq!(run.code, EXIT_FINDING, "{}", run.stderr);
+    assert!(run.stderr.contains("proof_mismatch"), "{}", run.stderr);
+    // A checkpoint file that is not there is a usage error.
+    let run = elsewhere.run(&[
+        "audit",
+        "verify-proof",
+        "--event",
+        event_file.to_str().unwrap(),
+        "--proof",
+        proof_file.to_str().unwrap(),
+        "--checkpoint",
+        "/nonexistent/cp.note",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
     // A wrong key is refused.
     let other_key = Ledger::new();
     std::fs::create_dir_all(other_key.data()).unwrap();
@@ -409,6 +427,32 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
             &vkey,
         ])
         .ok();
+    // The printed answers themselves are proofs too: the `--json` one as it
+    // is, and the human one (a status line, then the proof). In a data dir
+    // its key checks the signatures.
+    let printed = l.run(&[
+        "audit",
+        "consistency",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
+    let human = l.file("consistency.txt");
+    std::fs::write(&human, printed.ok().stdout.as_bytes()).unwrap();
+    let wrapped = l.file("consistency-wrapped.json");
+    std::fs::write(&wrapped, c.to_string()).unwrap();
+    for proof in [&human, &wrapped] {
+        let run = l.run(&[
+            "audit",
+            "consistency",
+            old.to_str().unwrap(),
+            new.to_str().unwrap(),
+            "--proof",
+            proof.to_str().unwrap(),
+        ]);
+        let run = run.ok();
+        assert!(run.stdout.starts_with("consistent"), "{}", run.stdout);
+        assert!(!run.stderr.contains("NOT checked"), "{}", run.stderr);
+    }
     // Swapped, they are not consistent (OLD larger than NEW).
     assert_ne!(
         elsewhere

@@ -178,7 +178,7 @@ pub struct AuditHistoryArgs {
 /// `audit export`.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// First position [default: 1].
+    /// First position.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub from: u64,
     /// Last position [default: the head].
@@ -325,6 +325,18 @@ fn warn(warnings: &[String]) {
     }
 }
 
+/// A checkpoint file the caller named: one that is not there is a usage
+/// error (exit 2), not a storage failure.
+fn checkpoint_file(path: &Path) -> Result<SignedCheckpoint, Failure> {
+    if !path.is_file() {
+        return Err(Failure::invalid(
+            "checkpoint",
+            format!("{} is not a readable file", path.display()),
+        ));
+    }
+    read_checkpoint(path).map_err(fail)
+}
+
 fn load_checkpoint_arg(arg: &str, data_dir: &Path) -> Result<(String, SignedCheckpoint), Failure> {
     if arg == "latest" {
         let (path, signed) = CheckpointStore::new(data_dir)
@@ -339,7 +351,7 @@ fn load_checkpoint_arg(arg: &str, data_dir: &Path) -> Result<(String, SignedChec
         return Ok((path.display().to_string(), signed));
     }
     let path = PathBuf::from(arg);
-    let signed = read_checkpoint(&path).map_err(fail)?;
+    let signed = checkpoint_file(&path)?;
     Ok((path.display().to_string(), signed))
 }
 
@@ -739,6 +751,22 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// A consistency proof as `audit consistency` prints it: the bare proof,
+/// the `--json` answer around it, or the human answer (a status line, then
+/// the proof).
+fn read_consistency_proof(path: &Path) -> Result<ConsistencyProofJson, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid("proof", format!("cannot read {}: {e}", path.display())))?;
+    let json = text.find('{').map_or(&text[..], |start| &text[start..]);
+    let mut value: Value = serde_json::from_str(json)
+        .map_err(|e| Failure::invalid("proof", format!("{} is not JSON: {e}", path.display())))?;
+    if let Some(inner) = value.get("proof").cloned() {
+        value = inner;
+    }
+    serde_json::from_value(value)
+        .map_err(|e| Failure::invalid("proof", format!("not a consistency proof: {e}")))
+}
+
 fn read_json(path: &Path, what: &str) -> Result<Value, Failure> {
     let bytes = std::fs::read(path)
         .map_err(|e| Failure::invalid(what, format!("cannot read {}: {e}", path.display())))?;
@@ -783,7 +811,7 @@ fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
         "hashes": proof_json["hashes"],
     }))
     .map_err(|e| Failure::invalid("proof", format!("not an inclusion proof: {e}")))?;
-    let signed = read_checkpoint(&args.checkpoint).map_err(fail)?;
+    let signed = checkpoint_file(&args.checkpoint)?;
     let key = args.key.as_deref().map(parse_key).transpose()?;
     check_signature(
         &signed,
@@ -801,13 +829,17 @@ fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
         ));
     }
     if proof.leaf_index + 1 != env.position {
-        return Err(Failure::invalid(
-            "proof",
-            format!(
+        // Not proven: a finding, as a proof that fails to verify is.
+        return Err(Failure {
+            code: "proof_mismatch",
+            message: format!(
                 "the proof is for leaf {} but the event is at position {}",
                 proof.leaf_index, env.position
             ),
-        ));
+            field: Some("proof".into()),
+            current_version: None,
+            exit: EXIT_FINDING,
+        });
     }
     verify_inclusion(&leaf, &proof, &signed.checkpoint.root).map_err(|e| fail(e.into()))?;
     warn(&warnings);
@@ -835,11 +867,13 @@ fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
 
 fn consistency(args: ConsistencyArgs, ctx: &Ctx) -> Result<(), Failure> {
     let mut warnings = Vec::new();
-    let old = read_checkpoint(&args.old).map_err(fail)?;
-    let new = read_checkpoint(&args.new).map_err(fail)?;
+    let old = checkpoint_file(&args.old)?;
+    let new = checkpoint_file(&args.new)?;
+    // The data dir's key also checks a given proof's checkpoints, when there
+    // is a data dir (a proof can be checked far from any).
     let key = trusted_key(
         args.key.as_deref(),
-        args.proof.is_none().then_some(ctx.data_dir.as_path()),
+        (args.proof.is_none() || ctx.data_dir.is_dir()).then_some(ctx.data_dir.as_path()),
     )?;
     check_signature(
         &old,
@@ -873,8 +907,7 @@ fn consistency(args: ConsistencyArgs, ctx: &Ctx) -> Result<(), Failure> {
         ));
     }
     let proof = match &args.proof {
-        Some(path) => serde_json::from_value::<ConsistencyProofJson>(read_json(path, "proof")?)
-            .map_err(|e| Failure::invalid("proof", format!("not a consistency proof: {e}")))?,
+        Some(path) => read_consistency_proof(path)?,
         None => {
             let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
             let tree = ProofTree::new(reader.hashes(1, n.size).map_err(fail)?);
