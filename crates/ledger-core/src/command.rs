@@ -473,7 +473,7 @@ pub fn parse(name: CommandName, body: &[u8]) -> Result<ParsedCommand, Rejection>
             format!("command is larger than {COMMAND_BYTES_MAX} bytes"),
         ));
     }
-    let value: Value = serde_json::from_slice(body)
+    let value = crate::json::parse_strict(body)
         .map_err(|e| Rejection::invalid("body", format!("malformed JSON: {e}")))?;
     parse_value(name, value)
 }

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod command;
 pub mod decide;
 pub mod event;
+pub mod json;
 pub mod rejection;
 pub mod secret;
 pub mod state;

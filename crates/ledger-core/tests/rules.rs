@@ -1960,6 +1960,27 @@ fn malformed_json_and_non_objects_are_invalid_bodies() {
     }
 }
 
+/// A key given twice means one thing to a parser that keeps the last and
+/// another to one that keeps the first: refused, at any depth.
+#[test]
+fn a_key_given_twice_is_a_malformed_body() {
+    let mut s = Scenario::new();
+    let body = serde_json::to_string(&s.complete(json!({ "name": "a" }))).unwrap();
+    let twice = body.replacen("\"name\":\"a\"", "\"name\":\"a\",\"name\":\"MyToken\"", 1);
+    assert_ne!(body, twice);
+    let r = s
+        .when_bytes("issue_client_token", twice.as_bytes())
+        .then_invalid("body")
+        .clone();
+    assert!(r.message.contains("duplicate key \"name\""), "{r}");
+    let nested = body.replacen("\"agentId\":", "\"agentId\":\"x\",\"agentId\":", 1);
+    assert_ne!(body, nested);
+    s.when_bytes("issue_client_token", nested.as_bytes())
+        .then_invalid("body");
+    s.when_bytes("issue_client_token", body.as_bytes())
+        .then_events(&[E::ClientTokenIssued]);
+}
+
 #[test]
 fn bodies_are_bounded_in_bytes() {
     let mut s = Scenario::new();

@@ -232,7 +232,7 @@ pub(crate) fn body<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> 
     } else {
         payload
     };
-    let value: Value = serde_json::from_slice(payload)
+    let value = ledger_core::json::parse_strict(payload)
         .map_err(|e| Rejection::invalid("body", format!("malformed JSON: {e}")))?;
     if !value.is_object() {
         return Err(Rejection::invalid("body", "a query is a JSON object"));

@@ -115,7 +115,7 @@ pub fn body(raw: &str) -> Result<Map<String, Value>, Failure> {
         Some(path) => read_source("body", path)?,
         None => raw.to_owned(),
     };
-    match serde_json::from_str::<Value>(&text) {
+    match ledger_core::json::parse_strict(text.as_bytes()) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Failure::invalid("body", "a command body is a JSON object")),
         Err(e) => Err(Failure::invalid("body", format!("malformed JSON: {e}"))),
