@@ -93,6 +93,10 @@ pub fn key_text(field: &str, value: &str) -> Result<(), Rejection> {
             "must not begin or end with whitespace",
         ));
     }
+    // ASCII has no format characters and is always in NFC.
+    if value.is_ascii() {
+        return Ok(());
+    }
     if let Some(c) = value
         .chars()
         .find(|c| get_general_category(*c) == GeneralCategory::Format)
