@@ -845,3 +845,53 @@ fn an_update_that_outlives_the_string_says_to_rotate() {
     let v = cli.json(&["update", &id, "--name", "lasting-2"]);
     assert!(v.get("notes").is_none(), "{v}");
 }
+
+/// An import retried with its `--command-id` is answered as the first run,
+/// even for a primaERP record without an id (the token id is derived from
+/// the command id); another record under the same id is refused.
+#[test]
+fn an_import_retried_with_its_command_id_is_answered_and_another_record_is_refused() {
+    let cli = Cli::new();
+    let mut record: Value =
+        serde_json::from_str(&std::fs::read_to_string(PRIMAERP).unwrap()).unwrap();
+    record.as_object_mut().unwrap().remove("id");
+    let no_id = cli.data_dir().join("no-id.json");
+    std::fs::create_dir_all(cli.data_dir()).unwrap();
+    std::fs::write(&no_id, record.to_string()).unwrap();
+    let path = no_id.to_str().unwrap();
+    let cmd_id = "5d1f8e2a-3c4b-4d6e-8f7a-9b0c1d2e3f4a";
+    let first = cli.json(&["import", path, "--command-id", cmd_id]);
+    let again = cli.json(&["import", path, "--command-id", cmd_id]);
+    assert_eq!(first["token"]["id"], again["token"]["id"]);
+    assert_eq!(first["positions"], again["positions"]);
+
+    let cmd_id = "6e2f9a3b-4d5c-4e7f-9a8b-0c1d2e3f4a5b";
+    let a = cli.json(&[
+        "import",
+        FIMIDARA,
+        "--format",
+        "fimidara",
+        "--command-id",
+        cmd_id,
+    ]);
+    let mut other: Value =
+        serde_json::from_str(&std::fs::read_to_string(FIMIDARA).unwrap()).unwrap();
+    other["resourceId"] = "0f5c1a2b-3d4e-4f6a-8b7c-9d0e1f2a3b4c".into();
+    other["name"] = "another".into();
+    other["providedResourceId"] = "another-user".into();
+    let other_path = cli.data_dir().join("other.json");
+    std::fs::write(&other_path, other.to_string()).unwrap();
+    let e = cli.fails(
+        2,
+        &[
+            "import",
+            other_path.to_str().unwrap(),
+            "--format",
+            "fimidara",
+            "--command-id",
+            cmd_id,
+        ],
+    );
+    assert_eq!(e["field"], "commandId");
+    assert!(a["token"]["resourceId"].is_string());
+}

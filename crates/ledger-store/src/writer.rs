@@ -6,8 +6,8 @@ use crate::{Committed, Head, Shared, StoreConfig, StoreError};
 use ledger_core::command::SealedCommand;
 use ledger_core::event::GENESIS_HASH;
 use ledger_core::{
-    decide, CommandName, Context, Envelope, EventType, LedgerState, Rejection, StampMeta,
-    Timestamp, TokenView,
+    decide, Command, CommandName, Context, Envelope, EventType, LedgerState, Rejection, StampMeta,
+    Timestamp, TokenBody, TokenView,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -99,6 +99,26 @@ impl Idempotency {
             "commandId",
             format!("commandId was already used for {first}; use a new id for {name}"),
         ))
+    }
+}
+
+/// Whether a retried command names another token than its first run did:
+/// by `tokenId` (or a register's chosen `id`), an import's original id, or
+/// an issue's `providedResourceId` that the first token does not hold.
+fn names_another_token<S>(command: &Command<S>, first: Uuid, state: &LedgerState) -> bool {
+    match command {
+        Command::IssueClientToken {
+            import: Some(import),
+            ..
+        } => import.resource_id != first,
+        Command::IssueClientToken {
+            provided_resource_id: Some(wanted),
+            ..
+        } => !matches!(
+            state.token(&first).map(|t| &t.body),
+            Some(TokenBody::Client { provided_resource_id: Some(held), .. }) if held == wanted
+        ),
+        other => other.token_id().is_some_and(|named| named != first),
     }
 }
 
@@ -701,11 +721,7 @@ impl Writer {
             // naming another token is a reused id, not a retry: answering it
             // with the first token's result would report a change that never
             // happened to the token it names.
-            if cmd
-                .command
-                .token_id()
-                .is_some_and(|named| named != first.token)
-            {
+            if names_another_token(&cmd.command, first.token, &self.state) {
                 return Err(Rejection::invalid(
                     "commandId",
                     "commandId was already used for another token; use a new id",

@@ -109,7 +109,7 @@ pub fn run(args: ImportArgs, ctx: &Ctx) -> Result<(), Failure> {
         ));
     }
     let text = input::read_source("file", &args.file)?;
-    let record: Value = serde_json::from_str(&text)
+    let record: Value = ledger_core::json::parse_strict(text.as_bytes())
         .map_err(|e| Failure::invalid("file", format!("malformed JSON: {e}")))?;
     let command_id = args
         .command_id
@@ -225,6 +225,18 @@ fn source_version(map: &Map<String, Value>) -> Result<Option<u64>, Failure> {
     }
 }
 
+/// A token id that is a function of a command id (a random-looking v4 UUID).
+fn id_for_command(command_id: &str) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"tokenledger import token id\0")
+        .chain_update(command_id.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
 /// Common fields of the body every import sends.
 fn base_body(
     workspace_id: &str,
@@ -255,8 +267,10 @@ fn primaerp(map: &Map<String, Value>, ctx: &Ctx, command_id: &str) -> Result<Pla
         }
     }
     if !body.contains_key("id") {
-        // Known up front so that a follow-up trash can name the token.
-        body.insert("id".into(), json!(Uuid::new_v4().to_string()));
+        // Known up front so that a follow-up trash can name the token, and
+        // derived from the command id so that a retry (same --command-id)
+        // names the same token and is answered as one.
+        body.insert("id".into(), json!(id_for_command(command_id).to_string()));
     }
     // Only the user's id matters; the rest of the user object belongs to primaERP.
     match field(map, "user") {
