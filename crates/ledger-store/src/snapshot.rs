@@ -2,7 +2,7 @@
 //! replays only the events after it instead of the whole log.
 //!
 //! A snapshot is derived data, like the projector's views: the log stays the
-//! one source of truth. Open uses a snapshot only when its checksum holds and
+//! one source of truth. Open uses a snapshot only when its MAC holds and
 //! the log still has the snapshot's last event with the same hash, which
 //! makes the snapshot the fold of a prefix of *this* log (the hash chain
 //! covers every event before it). Anything else (no file, a torn or edited
@@ -15,9 +15,10 @@
 //! token (`[state, [positions of its events]]`), one per command that
 //! appended events (`[commandId, record]`), then a trailer with the
 //! HMAC-SHA256 of every byte before it, keyed by a subkey of the master key:
-//! open acts on the states without re-deciding them, so a snapshot anyone
-//! who can write the data dir could forge (an unkeyed checksum) would let
-//! them revive a revoked token. Commands that appended
+//! open acts on the states without re-deciding them, and with an unkeyed
+//! checksum an edited state (a token un-revoked) was believed. Defence in
+//! depth only: whoever writes the data dir can also cut the log's tail,
+//! which a signed checkpoint reveals, not open. Commands that appended
 //! nothing are not in it: their records are in the log tree, and open reads
 //! them either way. It is written to a temporary file, synced, and renamed
 //! over the old one, so a crash while writing leaves the old snapshot.
@@ -86,15 +87,15 @@ pub fn position(dir: &Path) -> Option<u64> {
 }
 
 /// A writer that seals what goes through it.
-struct Hashing<W> {
+struct Sealing<W> {
     inner: W,
-    hash: StateSeal,
+    seal: StateSeal,
 }
 
-impl<W: Write> Write for Hashing<W> {
+impl<W: Write> Write for Sealing<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
-        self.hash.update(&buf[..n]);
+        self.seal.update(&buf[..n]);
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -125,9 +126,9 @@ pub(crate) fn write(
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let file = options.open(&tmp)?;
-    let mut out = Hashing {
+    let mut out = Sealing {
         inner: BufWriter::with_capacity(1 << 20, file),
-        hash: master.state_seal(),
+        seal: master.state_seal(),
     };
     let commands: Vec<(&Uuid, &Idempotency)> = idempotency
         .iter()
@@ -150,7 +151,7 @@ pub(crate) fn write(
     for command in commands {
         line(&mut out, &command)?;
     }
-    let mac = out.hash.clone().finalize_hex();
+    let mac = out.seal.clone().finalize_hex();
     let mut file = out.inner;
     line(&mut file, &Trailer { mac })?;
     let file = file.into_inner().map_err(|e| e.into_error())?;
@@ -165,13 +166,13 @@ pub(crate) fn write(
 /// Reads lines and seals them, for [`load`].
 struct Lines<R> {
     reader: R,
-    hash: StateSeal,
+    seal: StateSeal,
     buf: Vec<u8>,
     number: u64,
 }
 
 impl<R: BufRead> Lines<R> {
-    /// Appends the next whole line to `out`, unhashed; returns where it starts.
+    /// Appends the next whole line to `out`, unsealed; returns where it starts.
     fn read(&mut self, out: &mut Vec<u8>, what: &str) -> Result<usize, String> {
         self.number += 1;
         let start = out.len();
@@ -188,14 +189,14 @@ impl<R: BufRead> Lines<R> {
         Ok(start)
     }
 
-    /// Appends the next line, hashed, to `out`.
+    /// Appends the next line, sealed, to `out`.
     fn append(&mut self, out: &mut Vec<u8>, what: &str) -> Result<(), String> {
         let start = self.read(out, what)?;
-        self.hash.update(&out[start..]);
+        self.seal.update(&out[start..]);
         Ok(())
     }
 
-    /// The next line parsed as `T`, hashed unless it is the trailer.
+    /// The next line parsed as `T`, sealed unless it is the trailer.
     fn next<T: for<'de> Deserialize<'de>>(&mut self, what: &str, hash: bool) -> Result<T, String> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
@@ -356,7 +357,7 @@ pub(crate) fn load(
     };
     let mut lines = Lines {
         reader: BufReader::with_capacity(1 << 20, file),
-        hash: master.state_seal(),
+        seal: master.state_seal(),
         buf: Vec::new(),
         number: 0,
     };
@@ -392,7 +393,7 @@ pub(crate) fn load(
         Some(_) => {}
     }
     let (tokens, streams, idempotency) = parse_sections(&mut lines, &header)?;
-    let seal = lines.hash.clone();
+    let seal = lines.seal.clone();
     let trailer: Trailer = lines.next("trailer", false)?;
     if !seal.verify_hex(&trailer.mac) {
         return Err(
@@ -626,7 +627,7 @@ mod tests {
         let digit = good.iter().position(|&b| b == b'\n').unwrap() + 9;
         let flipped = {
             let mut bytes = good.clone();
-            // Still a valid id, only another one: the checksum tells.
+            // Still a valid id, only another one: the MAC tells.
             bytes[digit] = if bytes[digit] == b'0' { b'1' } else { b'0' };
             bytes
         };
@@ -724,7 +725,7 @@ mod tests {
             .unwrap();
         store.shutdown().unwrap();
         drop(store);
-        // The snapshot edited (checksum recomputed, the stream as long as the
+        // The snapshot edited (MAC recomputed, the stream as long as the
         // version): that token one version on, which its next event denies.
         let text = std::fs::read_to_string(path(dir.path())).unwrap();
         let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
