@@ -720,6 +720,33 @@ fn a_line_dropped_from_a_workspace_export_is_named_by_its_manifest() {
         verify_without("manifest.jsonl", 11),
         (12, "truncated".into())
     );
+
+    let verify_edited = |name: &str, edit: &dyn Fn(&mut Vec<String>)| {
+        let mut edited = lines.clone();
+        edit(&mut edited);
+        let p = l.file(name);
+        std::fs::write(&p, edited.join("\n") + "\n").unwrap();
+        elsewhere.verify(&["--file", p.to_str().unwrap()])
+    };
+    // A manifest that leaves a held event out, or miscounts.
+    let run = verify_edited("unlisted.jsonl", &|e| {
+        e[11] = r#"{"manifest":{"events":9,"positions":[[1,9]]}}"#.into();
+    });
+    assert_eq!(finding(&run), (11, "header_mismatch".into()));
+    let run = verify_edited("miscounted.jsonl", &|e| {
+        e[11] = r#"{"manifest":{"events":11,"positions":[[1,9],[11,1]]}}"#.into();
+    });
+    assert_eq!(finding(&run), (11, "header_mismatch".into()));
+    // Anything after the manifest makes the file malformed.
+    let run = verify_edited("after.jsonl", &|e| e.push(e[5].clone()));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    // A /1 file (before manifests) still verifies, with a warning.
+    let run = verify_edited("v1.jsonl", &|e| {
+        e.pop();
+        e[0] = e[0].replace("tokenledger-export/2", "tokenledger-export/1");
+    });
+    let run = run.ok();
+    assert!(run.stderr.contains("no manifest"), "{}", run.stderr);
 }
 
 #[test]
@@ -827,4 +854,29 @@ fn history_shows_every_version_with_field_level_changes() {
             .code,
         1
     );
+}
+
+/// The audit commands that read a data dir refuse `--nats` (they would read,
+/// or for a checkpoint create, `./data` instead of the server's ledger), and
+/// a checkpoint of a data dir without a ledger creates nothing.
+#[test]
+fn audit_commands_that_read_a_data_dir_neither_take_nats_nor_create_one() {
+    let l = Ledger::new();
+    let run = l.run(&["--json", "audit", "checkpoint"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("not_found"), "{}", run.stderr);
+    assert!(!l.data().exists(), "a checkpoint created a ledger");
+    for args in [
+        &["audit", "checkpoint"][..],
+        &["audit", "history", "00000000-0000-4000-8000-000000000000"],
+        &["audit", "replay", "--position", "1"],
+        &["audit", "export", "--out", "x.jsonl"],
+    ] {
+        let mut all = vec!["--json", "--nats", "nats://127.0.0.1:1"];
+        all.extend_from_slice(args);
+        let run = l.run(&all);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains("\"field\":\"nats\""), "{}", run.stderr);
+    }
+    assert!(!l.data().exists());
 }

@@ -2,7 +2,7 @@
 //!
 //! An export file is, one JSON value per line:
 //!
-//! 1. a header: `{"format": "tokenledger-export/1", "from", "to",
+//! 1. a header: `{"format": "tokenledger-export/2", "from", "to",
 //!    "workspaceId"?, "prevHash", "head": {"position", "hash"}, "checkpoint"?}`:
 //!    the range, the hash of the event before `from` (so a range that does not
 //!    start at 1 still starts from a known link), the log's head when it was
@@ -357,6 +357,9 @@ pub struct ExportVerification {
     pub report: Report,
     /// Inclusion proofs that held.
     pub proofs_verified: u64,
+    /// Whether the file ended with a manifest (format `/2`); a `/1` file of
+    /// one workspace cannot show a dropped line.
+    pub manifest: bool,
 }
 
 fn read_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>) -> Result<bool, String> {
@@ -492,6 +495,7 @@ pub fn verify_export(
         return Err(invalid(e));
     }
     let proofs = tail.proofs;
+    let manifest = tail.manifest.is_some();
     let mut proofs_verified = 0;
     if report.finding.is_none() && manifest_due {
         report.finding = check_manifest(&report, tail.manifest.as_ref(), header.from, subset);
@@ -512,6 +516,7 @@ pub fn verify_export(
         embedded,
         report,
         proofs_verified,
+        manifest,
     })
 }
 

@@ -191,6 +191,29 @@ pub struct ExportArgs {
 
 /// Runs an `audit` subcommand.
 pub fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), Failure> {
+    // Only `verify` reads the stream; the others read the data dir, and with
+    // `--nats` given they would quietly read (or create) `./data` instead
+    // of the server's ledger.
+    let reads_data_dir = match &args.command {
+        AuditCommand::Verify(_) | AuditCommand::VerifyProof(_) => None,
+        AuditCommand::Consistency(a) if a.proof.is_some() => None,
+        AuditCommand::Checkpoint => Some("checkpoint"),
+        AuditCommand::Key => Some("key"),
+        AuditCommand::Prove(_) => Some("prove"),
+        AuditCommand::Consistency(_) => Some("consistency"),
+        AuditCommand::Replay(_) => Some("replay"),
+        AuditCommand::History(_) => Some("history"),
+        AuditCommand::Export(_) => Some("export"),
+    };
+    if let (Some(name), Some(_)) = (reads_data_dir, &ctx.nats) {
+        return Err(Failure::invalid(
+            "nats",
+            format!(
+                "audit {name} reads a data dir, not a server: stop the server and give its --data-dir \
+                 (with --nats, only `audit verify` works: it reads the stream)"
+            ),
+        ));
+    }
     match args.command {
         AuditCommand::Verify(a) => verify(a, ctx),
         AuditCommand::Checkpoint => checkpoint(ctx),
@@ -328,10 +351,10 @@ fn warn(warnings: &[String]) {
 /// A checkpoint file the caller named: one that is not there is a usage
 /// error (exit 2), not a storage failure.
 fn checkpoint_file(path: &Path) -> Result<SignedCheckpoint, Failure> {
-    if !path.is_file() {
+    if let Err(e) = std::fs::File::open(path) {
         return Err(Failure::invalid(
             "checkpoint",
-            format!("{} is not a readable file", path.display()),
+            format!("cannot read {}: {e}", path.display()),
         ));
     }
     read_checkpoint(path).map_err(fail)
@@ -406,7 +429,11 @@ fn verify(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
     }
     match &args.file {
         Some(file) => {
-            let key = args.key.as_deref().map(parse_key).transpose()?;
+            // As --help says: the data dir's key, when there is a data dir.
+            let key = trusted_key(
+                args.key.as_deref(),
+                ctx.data_dir.is_dir().then_some(ctx.data_dir.as_path()),
+            )?;
             let mut given = Vec::new();
             if let Some(arg) = &args.checkpoint {
                 if arg == "latest" {
@@ -423,6 +450,13 @@ fn verify(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
                 .map_err(fail)?;
             if let Some(c) = &outcome.embedded {
                 check_signature(c, key.as_ref(), "the export's checkpoint", &mut warnings)?;
+            }
+            if outcome.header.workspace_id.is_some() && !outcome.manifest {
+                warnings.push(format!(
+                    "{}: no manifest (format {}): a line dropped from this workspace export cannot be detected",
+                    file.display(),
+                    outcome.header.format
+                ));
             }
             warn(&warnings);
             let h = &outcome.header;
@@ -666,6 +700,10 @@ fn finish_verify(
 }
 
 fn checkpoint(ctx: &Ctx) -> Result<(), Failure> {
+    // A checkpoint of a ledger that is not there would create one.
+    if !ctx.data_dir.join("ledger.sled").is_dir() {
+        return Err(fail(AuditError::NoLedger(ctx.data_dir.clone())));
+    }
     let store = Store::open(&ctx.data_dir, ctx.store_config())?;
     let made = ledger_audit::make_checkpoint(&store, ctx.now());
     let closed = store.shutdown();
