@@ -5,6 +5,7 @@
 
 use crate::rejection::Rejection;
 use unicode_general_category::{get_general_category, GeneralCategory};
+use unicode_normalization::char::canonical_combining_class;
 use unicode_normalization::is_nfc;
 use uuid::Uuid;
 
@@ -85,7 +86,8 @@ pub fn text(field: &str, value: &str, max_chars: usize) -> Result<(), Rejection>
 /// compare alike, so it must be in Unicode normalization form C (else "Café"
 /// composed and decomposed are two names), without surrounding whitespace,
 /// and without invisible format characters (zero-width spaces and joiners,
-/// bidirectional overrides: general category Cf).
+/// bidirectional overrides: general category Cf; a joiner right after a
+/// virama is allowed, as Indic scripts need it) or spaces other than U+0020.
 pub fn key_text(field: &str, value: &str) -> Result<(), Rejection> {
     if value.trim() != value {
         return Err(Rejection::invalid(
@@ -97,17 +99,30 @@ pub fn key_text(field: &str, value: &str) -> Result<(), Rejection> {
     if value.is_ascii() {
         return Ok(());
     }
-    if let Some(c) = value
-        .chars()
-        .find(|c| get_general_category(*c) == GeneralCategory::Format)
-    {
-        return Err(Rejection::invalid(
-            field,
-            format!(
-                "must not contain invisible format characters (U+{:04X})",
-                u32::from(c)
-            ),
-        ));
+    let mut before: Option<char> = None;
+    for c in value.chars() {
+        let invisible = match get_general_category(c) {
+            // Zero-width (non-)joiners shape Indic scripts after a virama
+            // (the rule of RFC 5892's CONTEXTJ that needs no joining-type
+            // table); anywhere else they only hide.
+            GeneralCategory::Format if matches!(c, '\u{200C}' | '\u{200D}') => {
+                before.is_none_or(|b| canonical_combining_class(b) != VIRAMA)
+            }
+            GeneralCategory::Format => true,
+            // Spaces other than U+0020 look like it and compare unlike it.
+            GeneralCategory::SpaceSeparator => c != ' ',
+            _ => false,
+        };
+        if invisible {
+            return Err(Rejection::invalid(
+                field,
+                format!(
+                    "must not contain invisible format characters or spaces other than U+0020 (U+{:04X})",
+                    u32::from(c)
+                ),
+            ));
+        }
+        before = Some(c);
     }
     if !is_nfc(value) {
         return Err(Rejection::invalid(
@@ -117,6 +132,9 @@ pub fn key_text(field: &str, value: &str) -> Result<(), Rejection> {
     }
     Ok(())
 }
+
+/// The canonical combining class of a virama (killer) sign.
+const VIRAMA: u8 = 9;
 
 /// A secret: non-empty and bounded in bytes; any characters allowed.
 pub fn secret(field: &str, value: &str) -> Result<(), Rejection> {

@@ -180,7 +180,7 @@ impl TokenView {
         self.trash_item.is_none() && !self.revoked
     }
 
-    /// True when the token would verify at `now` (ignoring its string).
+    /// True when neither trashed, revoked nor expired at `now` (see [`TokenView::is_expired_at`]).
     pub fn is_active_at(&self, now: Timestamp) -> bool {
         self.trash_item.is_none() && !self.revoked && !self.is_expired_at(now)
     }

@@ -366,6 +366,8 @@ fn a_name_that_would_look_like_another_is_refused() {
         ("Ca\u{200b}fé", "U+200B"),
         ("abc\u{202e}dcba", "U+202E"),
         ("\u{feff}Café", "U+FEFF"),
+        ("Caf\u{e9}\u{a0}2", "U+00A0"),
+        ("a\u{200d}b", "U+200D"),
     ];
     for (name, why) in lookalikes {
         let r = s
@@ -392,9 +394,11 @@ fn a_name_that_would_look_like_another_is_refused() {
             .clone();
         assert!(r.message.contains(why), "{name:?}: {}", r.message);
     }
-    // Inner spaces and other scripts are fine.
+    // Inner spaces and other scripts are fine, and a joiner after a virama
+    // (Devanagari "क्‍ष").
     s.issue_named("my token");
     s.issue_named("σίσυφος 2");
+    s.issue_named("\u{915}\u{94d}\u{200d}\u{937}");
 }
 
 #[test]

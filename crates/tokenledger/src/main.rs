@@ -82,6 +82,12 @@ fn init_logging() {
     let no_payloads = filter_fn(|meta| {
         !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("async_nats"))
     });
+    // Without a hint the pair would leave the global level at TRACE, and
+    // every disabled callsite would be asked about.
+    let no_payloads = match filter.max_level_hint() {
+        Some(hint) => no_payloads.with_max_level_hint(hint),
+        None => no_payloads,
+    };
     tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()
