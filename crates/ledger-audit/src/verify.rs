@@ -665,6 +665,8 @@ struct Chain {
     prev: Hash,
     merkle: Option<Accumulator>,
     roots: VecDeque<ExpectedRoot>,
+    /// Signed trees of size 0.
+    empty_roots: Vec<ExpectedRoot>,
     last_matched_root: u64,
     root_checks: Vec<RootCheck>,
     keep: KeepHashes,
@@ -682,6 +684,9 @@ impl Chain {
         let whole = plan.from == 1 && !plan.subset;
         let mut roots: Vec<ExpectedRoot> = if whole { plan.roots } else { Vec::new() };
         roots.sort_by_key(|r| r.size);
+        // A tree of no events has no last event to be checked at (and at the
+        // front of the queue it would hold up the others): judged at the end.
+        let empty_roots: Vec<ExpectedRoot> = roots.extract_if(.., |r| r.size == 0).collect();
         let mut state = LedgerState::new();
         state.position = plan.from.saturating_sub(1);
         Chain {
@@ -694,6 +699,7 @@ impl Chain {
             prev: plan.prev_hash,
             merkle: whole.then(Accumulator::new),
             roots: roots.into(),
+            empty_roots,
             last_matched_root: 0,
             root_checks: Vec::new(),
             keep: plan.keep_hashes,
@@ -996,6 +1002,26 @@ impl Chain {
                     });
                 }
             }
+        }
+        for r in &self.empty_roots {
+            // Its root is the empty tree's, or it is not of this log.
+            let matches = r.root == Accumulator::new().root();
+            if !matches && self.finding.is_none() {
+                self.finding = Some(Finding {
+                    position: 1,
+                    kind: FindingKind::CheckpointMismatch,
+                    message: format!(
+                        "{} signs a tree of no events whose root is not the empty tree's",
+                        r.label
+                    ),
+                    until: Some(0),
+                });
+            }
+            self.root_checks.push(RootCheck {
+                size: 0,
+                label: r.label.clone(),
+                outcome: if matches { "matches" } else { "differs" },
+            });
         }
         for r in &self.roots {
             self.root_checks.push(RootCheck {

@@ -197,6 +197,47 @@ fn an_honest_log_verifies_with_and_without_threads() {
     }
 }
 
+/// A signed tree of no events matches the empty tree (it is checked at the
+/// end, since it has no last event), and does not hold up the others.
+#[test]
+fn a_checkpoint_of_no_events_matches_the_empty_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = build(dir.path());
+    checkpoint_at(dir.path(), [0, 5, head]);
+    let report = verify_dir(dir.path(), 0);
+    assert_eq!(report.finding, None);
+    let outcomes: Vec<(u64, &str)> = report
+        .summary
+        .checkpoints
+        .iter()
+        .map(|c| (c.size, c.outcome))
+        .collect();
+    assert_eq!(outcomes.len(), 3);
+    assert!(
+        outcomes.iter().all(|(_, o)| *o == "matches"),
+        "{outcomes:?}"
+    );
+    // Another root for size 0 is not of this (or any) log.
+    let reader = LogReader::open(dir.path()).unwrap();
+    let plan = Plan {
+        roots: vec![ExpectedRoot {
+            size: 0,
+            root: [7; 32],
+            label: "forged".into(),
+        }],
+        ..Plan::whole_log()
+    };
+    let report = ledger_audit::verify(
+        reader.all_records(),
+        plan,
+        &options(0),
+        &mut NoObserver,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(finding(&report), (1, FindingKind::CheckpointMismatch));
+}
+
 #[test]
 fn a_flipped_byte_is_named_at_its_position() {
     let dir = tempfile::tempdir().unwrap();
