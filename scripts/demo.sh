@@ -3,9 +3,17 @@
 # dir: issue, list, trash, list the trash, history. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA="${TOKENLEDGER_DATA_DIR:-$(mktemp -d)/data}"
+if [ -n "${TOKENLEDGER_DATA_DIR:-}" ]; then
+  DATA="$TOKENLEDGER_DATA_DIR"
+else
+  TMP=$(mktemp -d)
+  trap 'rm -rf "$TMP"' EXIT
+  DATA="$TMP/data"
+fi
 cargo build --quiet -p tokenledger
-tl() { ./target/debug/tokenledger --data-dir "$DATA" --workspace acme "$@"; }
+TARGET=$(cargo metadata --format-version 1 --no-deps \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+tl() { "$TARGET/debug/tokenledger" --data-dir "$DATA" --workspace acme "$@"; }
 echo "== data dir: $DATA"
 echo "== issue a client token named 'Deploy Bot'"
 ID=$(tl --json issue --name "Deploy Bot" --group readers --expires +30d \

@@ -167,14 +167,36 @@ fn print(cmd: &KeysCommand, v: &Value, json: bool) -> Result<(), Failure> {
 }
 
 fn key_table(keys: &Value) -> String {
-    let mut out = format!("{:<17} {:<6} {:<25} retired", "kid", "alg", "created");
-    for k in keys.as_array().into_iter().flatten() {
+    let rows: Vec<[&str; 4]> = keys
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|k| {
+            [
+                s(&k["kid"]),
+                s(&k["alg"]),
+                s(&k["createdAt"]),
+                k["retiredAt"].as_str().unwrap_or("- (active)"),
+            ]
+        })
+        .collect();
+    // Columns as wide as their widest cell (times carry nanoseconds).
+    let width = |i: usize, head: &str| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([head.len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let (w0, w1, w2) = (width(0, "kid"), width(1, "alg"), width(2, "created"));
+    let mut out = format!(
+        "{:<w0$}  {:<w1$}  {:<w2$}  retired",
+        "kid", "alg", "created"
+    );
+    for r in &rows {
         out.push_str(&format!(
-            "\n{:<17} {:<6} {:<25} {}",
-            s(&k["kid"]),
-            s(&k["alg"]),
-            s(&k["createdAt"]),
-            k["retiredAt"].as_str().unwrap_or("- (active)")
+            "\n{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            r[0], r[1], r[2], r[3]
         ));
     }
     out

@@ -60,7 +60,7 @@ pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure::internal(format!("tokio runtime: {e}")))?;
     eprintln!(
-        "tokenledger serving {} on {} (data dir {}, head position {})",
+        "tokenledger: serving the NATS service {:?} on {} (data dir {}, head position {})",
         config.service_name,
         config.nats_urls.join(","),
         ctx.data_dir.display(),
