@@ -14,9 +14,14 @@ use ledger_store::{Store, StoreConfig};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// One master key for the whole run: a reopened store must find its state
+/// snapshot sealed under the key it opens with.
 fn config() -> StoreConfig {
+    static KEY: std::sync::OnceLock<MasterKey> = std::sync::OnceLock::new();
     StoreConfig {
-        master_key: Some(MasterKey::generate()),
+        master_key: Some(KEY.get_or_init(MasterKey::generate).clone()),
+        // Every clean stop writes one, also in the quick (2k events) run.
+        snapshot_min_events: Some(1),
         ..StoreConfig::default()
     }
 }
