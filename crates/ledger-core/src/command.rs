@@ -769,6 +769,23 @@ impl Fields {
 
     /// `[{ "permissionGroupId": ... }]`, deduplicated, order kept.
     fn groups(&mut self, field: &str, non_empty: bool) -> Result<Option<Vec<String>>, Rejection> {
+        // The seed's groups carry assignedAt and assignedBy; a caller who
+        // sends them back is told they are the ledger's, not "unknown".
+        if let Some(Value::Array(given)) = self.map.get(field) {
+            for (i, g) in given.iter().enumerate() {
+                if let Some(key) = ["assignedAt", "assignedBy"]
+                    .into_iter()
+                    .find(|k| g.get(*k).is_some())
+                {
+                    return Err(Rejection::invalid(
+                        format!("{field}[{i}].{key}"),
+                        format!(
+                            "{key} is read-only: the ledger fills it when it assigns the group"
+                        ),
+                    ));
+                }
+            }
+        }
         let groups: Option<Vec<GroupInput>> = self.optional(field)?;
         let Some(groups) = groups else {
             if non_empty {

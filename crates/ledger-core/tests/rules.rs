@@ -1480,7 +1480,15 @@ fn nested_objects_refuse_unknown_fields() {
         )
         .then_invalid("permissionGroups[0].assignedAt")
         .clone();
-    assert!(r.message.contains("unknown field"), "{r}");
+    assert!(r.message.contains("read-only"), "{r}");
+    let r = s
+        .when(
+            "issue_client_token",
+            json!({ "permissionGroups": [{ "permissionGroupId": "g" }, { "permissionGroupId": "h", "assignedBy": { "agentId": "x", "agentType": "user" } }] }),
+        )
+        .then_invalid("permissionGroups[1].assignedBy")
+        .clone();
+    assert!(r.message.contains("read-only"), "{r}");
 }
 
 #[test]
