@@ -332,7 +332,7 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
     assert_eq!(p["leafIndex"], event["position"].as_u64().unwrap() - 1);
 
     let elsewhere = Ledger::new(); // no data dir: nothing but the files
-    let check = |event: &Path, proof: &Path| {
+    let verify_proof = |event: &Path, proof: &Path, checkpoint: &str, key: &str| {
         elsewhere.run(&[
             "audit",
             "verify-proof",
@@ -341,11 +341,13 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
             "--proof",
             proof.to_str().unwrap(),
             "--checkpoint",
-            new.to_str().unwrap(),
+            checkpoint,
             "--key",
-            &vkey,
+            key,
         ])
     };
+    let check =
+        |event: &Path, proof: &Path| verify_proof(event, proof, new.to_str().unwrap(), &vkey);
     let ok = check(&event_file, &proof_file).ok();
     assert!(ok.stdout.starts_with("verified:"), "{}", ok.stdout);
 
@@ -367,16 +369,7 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
     assert_eq!(run.code, EXIT_FINDING, "{}", run.stderr);
     assert!(run.stderr.contains("proof_mismatch"), "{}", run.stderr);
     // A checkpoint file that is not there is a usage error.
-    let run = elsewhere.run(&[
-        "audit",
-        "verify-proof",
-        "--event",
-        event_file.to_str().unwrap(),
-        "--proof",
-        proof_file.to_str().unwrap(),
-        "--checkpoint",
-        "/nonexistent/cp.note",
-    ]);
+    let run = verify_proof(&event_file, &proof_file, "/nonexistent/cp.note", &vkey);
     assert_eq!(run.code, 2, "{}", run.stderr);
     // A wrong key is refused.
     let other_key = Ledger::new();
@@ -387,18 +380,7 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
         .stdout
         .trim()
         .to_owned();
-    let run = elsewhere.run(&[
-        "audit",
-        "verify-proof",
-        "--event",
-        event_file.to_str().unwrap(),
-        "--proof",
-        proof_file.to_str().unwrap(),
-        "--checkpoint",
-        new.to_str().unwrap(),
-        "--key",
-        &wrong,
-    ]);
+    let run = verify_proof(&event_file, &proof_file, new.to_str().unwrap(), &wrong);
     assert_eq!(run.code, EXIT_FINDING);
 
     // Consistency: computed from the data dir, then checked from the printed proof alone.
