@@ -23,13 +23,18 @@ if (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null; then
   echo "== a NATS server already listens on ${URL}; using it (it must have JetStream)" >&2
 else
   echo "== starting $("$NATS_BIN" --version) with JetStream on ${URL} (store ${STORE})" >&2
-  "$NATS_BIN" -js -a 127.0.0.1 -p "$PORT" -sd "$STORE" >"$STORE/nats-server.log" 2>&1 &
+  # In a session of its own: a Ctrl-C in the terminal reaches the whole
+  # foreground process group, and nats-server must outlive the ledger's
+  # drain (the EXIT trap stops it afterwards).
+  setsid "$NATS_BIN" -js -a 127.0.0.1 -p "$PORT" -sd "$STORE" >"$STORE/nats-server.log" 2>&1 &
   NATS_PID=$!
+  listening=""
   for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null && break
+    (exec 3<>"/dev/tcp/127.0.0.1/${PORT}") 2>/dev/null && { listening=1; break; }
     kill -0 "$NATS_PID" 2>/dev/null || { cat "$STORE/nats-server.log" >&2; exit 1; }
     sleep 0.1
   done
+  [ -n "$listening" ] || { echo "nats-server is not listening on ${URL} after 10 s" >&2; cat "$STORE/nats-server.log" >&2; exit 1; }
 fi
 stop_nats() { [ -n "$NATS_PID" ] && kill "$NATS_PID" 2>/dev/null && wait "$NATS_PID" 2>/dev/null; true; }
 trap stop_nats EXIT

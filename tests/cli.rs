@@ -864,6 +864,20 @@ fn an_import_retried_with_its_command_id_is_answered_and_another_record_is_refus
     let again = cli.json(&["import", path, "--command-id", cmd_id]);
     assert_eq!(first["token"]["id"], again["token"]["id"]);
     assert_eq!(first["positions"], again["positions"]);
+    // Another id-less record (another account) under the same id: refused.
+    record["accountName"] = "someone-else@gmail.com".into();
+    let other_no_id = cli.data_dir().join("other-no-id.json");
+    std::fs::write(&other_no_id, record.to_string()).unwrap();
+    let e = cli.fails(
+        2,
+        &[
+            "import",
+            other_no_id.to_str().unwrap(),
+            "--command-id",
+            cmd_id,
+        ],
+    );
+    assert_eq!(e["field"], "commandId");
 
     let cmd_id = "6e2f9a3b-4d5c-4e7f-9a8b-0c1d2e3f4a5b";
     let a = cli.json(&[

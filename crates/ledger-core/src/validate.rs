@@ -87,7 +87,8 @@ pub fn text(field: &str, value: &str, max_chars: usize) -> Result<(), Rejection>
 /// composed and decomposed are two names), without surrounding whitespace,
 /// and without invisible format characters (zero-width spaces and joiners,
 /// bidirectional overrides: general category Cf; a joiner right after a
-/// virama is allowed, as Indic scripts need it) or spaces other than U+0020.
+/// virama is allowed, as Indic scripts need it), spaces other than U+0020,
+/// or line and paragraph separators.
 pub fn key_text(field: &str, value: &str) -> Result<(), Rejection> {
     if value.trim() != value {
         return Err(Rejection::invalid(
@@ -109,8 +110,10 @@ pub fn key_text(field: &str, value: &str) -> Result<(), Rejection> {
                 before.is_none_or(|b| canonical_combining_class(b) != VIRAMA)
             }
             GeneralCategory::Format => true,
-            // Spaces other than U+0020 look like it and compare unlike it.
+            // Spaces other than U+0020 look like it and compare unlike it;
+            // line and paragraph separators render as a break or nothing.
             GeneralCategory::SpaceSeparator => c != ' ',
+            GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => true,
             _ => false,
         };
         if invisible {

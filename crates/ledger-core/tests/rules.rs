@@ -368,6 +368,7 @@ fn a_name_that_would_look_like_another_is_refused() {
         ("\u{feff}Café", "U+FEFF"),
         ("Caf\u{e9}\u{a0}2", "U+00A0"),
         ("a\u{200d}b", "U+200D"),
+        ("a\u{2028}b", "U+2028"),
     ];
     for (name, why) in lookalikes {
         let r = s

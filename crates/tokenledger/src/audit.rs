@@ -90,7 +90,8 @@ pub struct VerifyArgs {
     /// every stored checkpoint is checked on a data dir anyway).
     #[arg(long, value_name = "FILE|latest")]
     pub checkpoint: Option<String>,
-    /// Verifier key to check checkpoint signatures with [default: the data dir's key].
+    /// Verifier key to check checkpoint signatures with [default: the data dir's key; with
+    /// --file, only for checkpoints of the data dir's own log].
     #[arg(long, value_name = "VERIFIER_KEY")]
     pub key: Option<String>,
     /// Worker threads for decoding, schema checks and hashing [default: 0, all on one thread].
@@ -205,12 +206,18 @@ pub fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), Failure> {
         AuditCommand::History(_) => Some("history"),
         AuditCommand::Export(_) => Some("export"),
     };
-    if let (Some(name), Some(_)) = (reads_data_dir, &ctx.nats) {
+    // A ledger in the data dir (given with --data-dir, say, while
+    // TOKENLEDGER_NATS is set) is what the caller means.
+    let no_ledger = !ctx.data_dir.join("ledger.sled").is_dir();
+    if let (Some(name), Some(_), true) = (reads_data_dir, &ctx.nats, no_ledger) {
         return Err(Failure::invalid(
             "nats",
             format!(
-                "audit {name} reads a data dir, not a server: stop the server and give its --data-dir \
-                 (with --nats, only `audit verify` works: it reads the stream)"
+                "audit {name} reads a data dir, not a server, and {} holds no ledger: stop the \
+                 server and give its --data-dir (over NATS, from --nats or TOKENLEDGER_NATS, \
+                 only `audit verify` reads the stream; verify-proof and consistency --proof \
+                 need neither)",
+                ctx.data_dir.display()
             ),
         ));
     }
@@ -351,7 +358,14 @@ fn warn(warnings: &[String]) {
 /// A checkpoint file the caller named: one that is not there is a usage
 /// error (exit 2), not a storage failure.
 fn checkpoint_file(path: &Path) -> Result<SignedCheckpoint, Failure> {
-    if let Err(e) = std::fs::File::open(path) {
+    let readable = std::fs::File::open(path)
+        .and_then(|f| f.metadata())
+        .and_then(|m| {
+            m.is_file()
+                .then_some(())
+                .ok_or_else(|| std::io::Error::other("not a file"))
+        });
+    if let Err(e) = readable {
         return Err(Failure::invalid(
             "checkpoint",
             format!("cannot read {}: {e}", path.display()),
@@ -429,11 +443,25 @@ fn verify(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
     }
     match &args.file {
         Some(file) => {
-            // As --help says: the data dir's key, when there is a data dir.
-            let key = trusted_key(
-                args.key.as_deref(),
-                ctx.data_dir.is_dir().then_some(ctx.data_dir.as_path()),
-            )?;
+            // --key, or the data dir's key, but only for checkpoints of its
+            // own log (its name is their origin): an export from elsewhere,
+            // checked in a directory that holds another ledger, is
+            // unchecked, not a bad signature.
+            let explicit = args.key.as_deref().map(parse_key).transpose()?;
+            let dir_key = match &explicit {
+                Some(_) => None,
+                None => trusted_key(
+                    None,
+                    ctx.data_dir.is_dir().then_some(ctx.data_dir.as_path()),
+                )?,
+            };
+            let key_for = |signed: &SignedCheckpoint| {
+                explicit.clone().or_else(|| {
+                    dir_key
+                        .clone()
+                        .filter(|k| k.name() == signed.checkpoint.origin)
+                })
+            };
             let mut given = Vec::new();
             if let Some(arg) = &args.checkpoint {
                 if arg == "latest" {
@@ -443,11 +471,12 @@ fn verify(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
                     ));
                 }
                 let (label, signed) = load_checkpoint_arg(arg, &ctx.data_dir)?;
-                check_signature(&signed, key.as_ref(), &label, &mut warnings)?;
+                check_signature(&signed, key_for(&signed).as_ref(), &label, &mut warnings)?;
                 given.push(GivenCheckpoint { signed, label });
             }
             let outcome = export::verify_export(file, &given, &opts, &mut |p| ticker.tick(p))
                 .map_err(fail)?;
+            let key = outcome.embedded.as_ref().and_then(key_for);
             if let Some(c) = &outcome.embedded {
                 check_signature(c, key.as_ref(), "the export's checkpoint", &mut warnings)?;
             }

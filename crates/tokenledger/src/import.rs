@@ -225,12 +225,15 @@ fn source_version(map: &Map<String, Value>) -> Result<Option<u64>, Failure> {
     }
 }
 
-/// A token id that is a function of a command id (a random-looking v4 UUID).
-fn id_for_command(command_id: &str) -> Uuid {
+/// A token id that is a function of a command id and a record's account (a
+/// random-looking v4 UUID).
+fn id_for_command(command_id: &str, account: &str) -> Uuid {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
         .chain_update(b"tokenledger import token id\0")
         .chain_update(command_id.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(account.as_bytes())
         .finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
@@ -268,9 +271,21 @@ fn primaerp(map: &Map<String, Value>, ctx: &Ctx, command_id: &str) -> Result<Pla
     }
     if !body.contains_key("id") {
         // Known up front so that a follow-up trash can name the token, and
-        // derived from the command id so that a retry (same --command-id)
-        // names the same token and is answered as one.
-        body.insert("id".into(), json!(id_for_command(command_id).to_string()));
+        // derived from the command id and the record's account so that a
+        // retry (same --command-id, same record) names the same token and
+        // is answered as one, while another record under that id names
+        // another token and is refused.
+        let account = [
+            field(map, "user").and_then(|u| u.get("id")),
+            field(map, "provider"),
+            field(map, "accountName"),
+        ]
+        .map(|v| v.map_or_else(String::new, Value::to_string))
+        .join("\0");
+        body.insert(
+            "id".into(),
+            json!(id_for_command(command_id, &account).to_string()),
+        );
     }
     // Only the user's id matters; the rest of the user object belongs to primaERP.
     match field(map, "user") {
