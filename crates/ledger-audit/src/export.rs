@@ -539,13 +539,12 @@ fn check_manifest(
         });
     };
     // A subset kept every hash; a whole range is gap-free from `from`.
-    let seen: Box<dyn Iterator<Item = u64>> = if subset {
+    let mut seen: Box<dyn Iterator<Item = u64>> = if subset {
         Box::new(report.kept_hashes.keys().copied())
     } else {
         Box::new(from..=last)
     };
     let mut listed = manifest.listed();
-    let mut seen = seen.peekable();
     loop {
         match (listed.next(), seen.next()) {
             (None, None) => break,

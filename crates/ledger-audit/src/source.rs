@@ -70,8 +70,7 @@ impl LogReader {
     /// Opens the ledger in `data_dir` for reading. Fails with
     /// [`AuditError::Locked`] while a server (or another command) holds it.
     pub fn open(data_dir: &Path) -> Result<LogReader, AuditError> {
-        let path = data_dir.join("ledger.sled");
-        if !path.is_dir() {
+        if !ledger_store::holds_ledger(data_dir) {
             return Err(AuditError::NoLedger(data_dir.to_path_buf()));
         }
         let db = ledger_store::open_db(data_dir).map_err(|e| match e {

@@ -437,6 +437,16 @@ fn recover(
 /// How long [`open_db`] keeps trying while the data dir's lock is held.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The sled database's directory in a data dir.
+fn db_path(dir: &Path) -> std::path::PathBuf {
+    dir.join("ledger.sled")
+}
+
+/// Whether `dir` holds a ledger (its sled database), without opening it.
+pub fn holds_ledger(dir: &Path) -> bool {
+    db_path(dir).is_dir()
+}
+
 /// Opens the sled database of a data dir (`DIR/ledger.sled`), as every tool
 /// that reads the log must: `locked` when another process holds it.
 ///
@@ -449,7 +459,7 @@ pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     let mut pause = std::time::Duration::from_millis(5);
     loop {
         let opened = sled::Config::new()
-            .path(dir.join("ledger.sled"))
+            .path(db_path(dir))
             .cache_capacity(256 * 1024 * 1024)
             .mode(sled::Mode::HighThroughput)
             .open();

@@ -208,7 +208,7 @@ pub fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), Failure> {
     };
     // A ledger in the data dir (given with --data-dir, say, while
     // TOKENLEDGER_NATS is set) is what the caller means.
-    let no_ledger = !ctx.data_dir.join("ledger.sled").is_dir();
+    let no_ledger = !ledger_store::holds_ledger(&ctx.data_dir);
     if let (Some(name), Some(_), true) = (reads_data_dir, &ctx.nats, no_ledger) {
         return Err(Failure::invalid(
             "nats",
@@ -730,7 +730,7 @@ fn finish_verify(
 
 fn checkpoint(ctx: &Ctx) -> Result<(), Failure> {
     // A checkpoint of a ledger that is not there would create one.
-    if !ctx.data_dir.join("ledger.sled").is_dir() {
+    if !ledger_store::holds_ledger(&ctx.data_dir) {
         return Err(fail(AuditError::NoLedger(ctx.data_dir.clone())));
     }
     let store = Store::open(&ctx.data_dir, ctx.store_config())?;
