@@ -546,6 +546,84 @@ mod tests {
     }
 
     #[test]
+    fn a_background_snapshot_is_the_fold_of_the_log_up_to_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let every = 30;
+        let rounds = 10;
+        // Four tokens per round (a purged one is still a state), so the
+        // gap between snapshots is the setting, then their token count:
+        // never more than 40.
+        let gap_max = 4 * rounds as u64;
+        let store = Store::open(
+            dir.path(),
+            StoreConfig {
+                master_key: Some(master.clone()),
+                // Only the background thread writes one here.
+                snapshot_min_events: None,
+                snapshot_every_events: Some(every),
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        for round in 0..rounds {
+            workload(&store, round);
+        }
+        let head = store.head_position();
+        assert!(
+            head > 3 * gap_max,
+            "history long enough for several snapshots"
+        );
+        // The flusher wakes the thread whenever the log is a gap ahead of
+        // the last snapshot, so the last one ends up less than that behind.
+        let caught_up = ledger_testkit::wait_for(MINUTE, || {
+            position(dir.path()).is_some_and(|p| head - p < gap_max)
+        });
+        assert!(caught_up, "no background snapshot near the head {head}");
+        store.shutdown().unwrap();
+        drop(store);
+
+        let db = open_db(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        let start = load(dir.path(), &master, &log)
+            .expect("the background snapshot is sound")
+            .expect("and there");
+        let at = start.state.position;
+        assert!(at > head - gap_max && at <= head, "at {at}, head {head}");
+        // Its contents are exactly the fold of the log's first `at` events.
+        let prefix = crate::writer::fold_log(&log, None, Some(at), 1, None).unwrap();
+        assert_eq!(start.state, prefix.state);
+        assert_eq!(start.hash, prefix.head.hash);
+        assert_eq!(start.idempotency, prefix.idempotency);
+        assert_eq!(start.streams, prefix.streams);
+        drop((log, db));
+        // And open from it reaches the state of a whole replay.
+        let (from_snapshot, whole) = both(dir.path(), &master);
+        assert_eq!(from_snapshot.snapshot, at);
+        assert_same(&from_snapshot, &whole);
+    }
+
+    #[test]
+    fn without_background_snapshots_only_a_clean_stop_writes_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let master = MasterKey::generate();
+        let config = StoreConfig {
+            master_key: Some(master.clone()),
+            snapshot_min_events: Some(0),
+            snapshot_every_events: None,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir.path(), config.clone()).unwrap();
+        workload(&store, 0);
+        workload(&store, 1);
+        assert_eq!(position(dir.path()), None);
+        let head = store.head_position();
+        store.shutdown().unwrap();
+        drop(store);
+        assert_eq!(position(dir.path()), Some(head));
+    }
+
+    #[test]
     fn a_snapshot_gives_what_a_whole_replay_gives() {
         let dir = tempfile::tempdir().unwrap();
         let master = MasterKey::generate();
