@@ -5,10 +5,6 @@
 //! stops the store cleanly, which writes a state snapshot: the next child
 //! opens from it, and the next check from it plus the tail the child wrote.
 //!
-//! The child also writes state snapshots in the background every
-//! [`SNAPSHOT_EVERY`] events, so kills land before, during and after them;
-//! an open may start from the child's newest one instead.
-//!
 //! The seed is printed; rerun one with `CRASH_SEED=<n>`.
 
 use ledger_crypto::MasterKey;
@@ -24,8 +20,6 @@ use uuid::Uuid;
 const ROUNDS: u64 = 20;
 /// One master key for every round, given to the child through the environment.
 const MASTER_HEX: &str = "0b30557a9fc4e9134e6388adf2173c61860baff4193e6d82a7cc11f65b80a5ca";
-/// The child's `--snapshot-every`.
-const SNAPSHOT_EVERY: u64 = 20;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,12 +53,26 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let mut acked: HashMap<Uuid, Ack> = HashMap::new();
     let mut checked = 0;
-    let mut from_background = 0;
 
     for round in 0..ROUNDS {
-        let previous = checked;
         let kill_after_acks = 1 + next(&mut seed) % 300;
-        let mut child = load(dir.path(), 16);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+            .args(["--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--workspace",
+                "crash",
+                "debug-load",
+                "--writers",
+                "16",
+                "--count",
+                "0",
+            ])
+            .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tokenledger");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut seen = 0;
@@ -86,82 +94,14 @@ fn sigkill_under_load_loses_nothing_acknowledged() {
                 acked.insert(ack.command_id, ack);
             }
         }
-        let opened;
-        (checked, opened) = check(dir.path(), &acked, round, checked);
-        if opened > previous {
-            from_background += 1;
-        }
+        checked = check(dir.path(), &acked, round, checked);
     }
     assert!(acked.len() as u64 >= ROUNDS);
-    eprintln!("{from_background} of {ROUNDS} reopens started from a snapshot the child wrote");
 }
 
-/// A child `debug-load` with `writers` threads on `dir`, until killed.
-fn load(dir: &std::path::Path, writers: u32) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_tokenledger"))
-        .args(["--data-dir"])
-        .arg(dir)
-        .args(["--workspace", "crash", "debug-load", "--writers"])
-        .arg(writers.to_string())
-        .args(["--count", "0"])
-        .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
-        .env("TOKENLEDGER_SNAPSHOT_EVERY", SNAPSHOT_EVERY.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tokenledger")
-}
-
-#[test]
-fn a_background_snapshot_bounds_the_replay_after_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = load(dir.path(), 4);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut acked: HashMap<Uuid, Ack> = HashMap::new();
-    // Enough acknowledged commands for many snapshots, then one that the
-    // child wrote well into the log: nothing but the background thread
-    // writes one, since the child never stops cleanly.
-    let want = 10 * SNAPSHOT_EVERY;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (acked.len() as u64) < want && Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        let ack: Ack = serde_json::from_str(&line).expect("ack line");
-        acked.insert(ack.command_id, ack);
-    }
-    assert_eq!(acked.len() as u64, want, "the child stopped acknowledging");
-    let snapshot = ledger_testkit::wait_for(Duration::from_secs(60), || {
-        ledger_store::snapshot::position(dir.path()).is_some_and(|p| p >= want / 2)
-    });
-    assert!(
-        snapshot,
-        "no background snapshot past position {}",
-        want / 2
-    );
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
-    for line in lines.map_while(Result::ok) {
-        if let Ok(ack) = serde_json::from_str::<Ack>(&line) {
-            acked.insert(ack.command_id, ack);
-        }
-    }
-    let (head, opened) = check(dir.path(), &acked, 0, want / 2);
-    assert!(
-        head - opened < head / 2,
-        "open replayed {} of {head} events",
-        head - opened
-    );
-}
-
-/// Checks the data dir after a kill; `snapshot` is the position of a state
-/// snapshot known to be there (the head the previous check stopped at, or
-/// one the child wrote). Returns this check's head and the position of the
-/// snapshot open started from.
-fn check(
-    dir: &std::path::Path,
-    acked: &HashMap<Uuid, Ack>,
-    round: u64,
-    snapshot: u64,
-) -> (u64, u64) {
+/// Checks the data dir after a kill; `snapshot` is the head the previous
+/// check left its state snapshot at. Returns this check's head.
+fn check(dir: &std::path::Path, acked: &HashMap<Uuid, Ack>, round: u64, snapshot: u64) -> u64 {
     let master = MasterKey::from_hex(MASTER_HEX).unwrap();
     let store = Store::open(
         dir,
@@ -173,14 +113,11 @@ fn check(
     )
     .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
     let head = store.head().unwrap();
-    let opened = store.opened();
-    assert!(
-        opened.snapshot >= snapshot && opened.snapshot <= head.position,
-        "round {round}: opened from the snapshot at {}, not from the newest one (at least {snapshot}) of the log to {}",
-        opened.snapshot,
-        head.position
+    assert_eq!(
+        store.opened().snapshot,
+        snapshot,
+        "round {round}: opened from the last clean stop's snapshot"
     );
-    assert_eq!(opened.replayed, head.position - opened.snapshot);
 
     // The chain verifies from genesis to head; collect what each command wrote.
     let mut prev = ledger_core::event::GENESIS_HASH.to_owned();
@@ -230,40 +167,6 @@ fn check(
         "round {round}: incremental views differ from a rebuild"
     );
     store.db().drop_tree("views.crash-check").unwrap();
-
-    // The writer's state (from the snapshot and the tail): a retry of an
-    // acknowledged command gets its first answer, and its token's name is
-    // still taken.
-    for ack in acked.values().take(20) {
-        let retry = store
-            .execute_blocking(issue(ack.command_id, &format!("load-{}", ack.command_id)))
-            .unwrap_or_else(|e| panic!("round {round}: retry refused: {e:?}"));
-        assert!(retry.replayed, "round {round}: a retry appended");
-        assert_eq!(retry.token_id, ack.token_id, "round {round}");
-        assert_eq!(retry.positions, ack.positions, "round {round}");
-        let taken = store
-            .execute_blocking(issue(Uuid::new_v4(), &format!("load-{}", ack.command_id)))
-            .expect_err("a taken name");
-        assert_eq!(
-            taken.code,
-            ledger_core::ErrorCode::NameTaken,
-            "round {round}"
-        );
-    }
     store.shutdown().unwrap();
-    (head.position, opened.snapshot)
-}
-
-/// The `issue_client_token` debug-load sends, under `command_id`.
-fn issue(command_id: Uuid, name: &str) -> ledger_core::command::ParsedCommand {
-    ledger_core::command::parse_value(
-        ledger_core::CommandName::IssueClientToken,
-        serde_json::json!({
-            "commandId": command_id.to_string(),
-            "workspaceId": "crash",
-            "actor": {"agentId": "tester", "agentType": "user"},
-            "name": name,
-        }),
-    )
-    .expect("valid command")
+    head.position
 }

@@ -61,12 +61,6 @@ pub struct StoreConfig {
     /// by at least this many events since the last one, so that the next
     /// open replays only what follows it; `None` never writes one.
     pub snapshot_min_events: Option<u64>,
-    /// While the store is open, a background thread writes a state snapshot
-    /// whenever the durable log has grown by this many events since the
-    /// last one (or by as many as that snapshot held tokens, when more), so
-    /// that open after a crash replays about that many at most; `None`:
-    /// only a clean stop writes one.
-    pub snapshot_every_events: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -80,9 +74,6 @@ impl Default for StoreConfig {
             // A replay of 10k events takes about 50 ms: below that a
             // snapshot saves nothing worth a write at every CLI command.
             snapshot_min_events: Some(10_000),
-            // A replay of 1M events takes a few seconds on open; a snapshot
-            // every 1M costs the background thread about as much once per 1M.
-            snapshot_every_events: Some(1_000_000),
         }
     }
 }
@@ -134,14 +125,6 @@ struct Shared {
     /// its head once the replay, and the background check of the part a
     /// state snapshot stood in for, are done.
     verified: std::sync::atomic::AtomicU64,
-    /// Position of the newest state snapshot written or opened from (0: none).
-    snapshot_position: std::sync::atomic::AtomicU64,
-    /// Events the log must grow by past it before a background snapshot:
-    /// the setting, or the last snapshot's token count when larger.
-    snapshot_gap: std::sync::atomic::AtomicU64,
-    /// Held while a state snapshot is written or deleted; `true` once a
-    /// failed check of the log deleted it, after which none is written.
-    snapshots: Mutex<bool>,
     dir: PathBuf,
     clock: Clock,
 }
@@ -200,9 +183,6 @@ impl Store {
             } else {
                 0
             }),
-            snapshot_position: std::sync::atomic::AtomicU64::new(recovered.snapshot),
-            snapshot_gap: std::sync::atomic::AtomicU64::new(u64::MAX),
-            snapshots: Mutex::new(false),
             dir: dir.to_path_buf(),
             clock: config.clock.clone(),
         });

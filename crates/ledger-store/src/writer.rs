@@ -11,7 +11,7 @@ use ledger_core::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -160,13 +160,24 @@ pub(crate) fn recover(
     log: &sled::Tree,
     start: Option<crate::snapshot::Start>,
 ) -> Result<Recovered, StoreError> {
-    let Recovered {
-        state,
-        head,
-        mut idempotency,
-        streams,
-        snapshot,
-    } = fold_log(log, start, None, REPLAY_WORKERS_MAX, None)?;
+    let (mut state, mut prev, mut idempotency, mut streams) = match start {
+        Some(s) => (s.state, s.hash, s.idempotency, s.streams),
+        None => (
+            LedgerState::new(),
+            GENESIS_HASH.to_owned(),
+            HashMap::new(),
+            HashMap::new(),
+        ),
+    };
+    let snapshot = state.position;
+    replay_tail(log, state.position + 1, |env| {
+        crate::read::links(&env, &prev)?;
+        check_order(&state, &env)?;
+        remember(&mut idempotency, &mut streams, &env)?;
+        state.evolve(&env);
+        prev = env.hash;
+        Ok(())
+    })?;
     for item in log.scan_prefix([keys::COMMAND]) {
         let (key, value) = item?;
         let record: NoEventRecord =
@@ -190,55 +201,6 @@ pub(crate) fn recover(
             },
         );
     }
-    Ok(Recovered {
-        state,
-        head,
-        idempotency,
-        streams,
-        snapshot,
-    })
-}
-
-/// The fold behind [`recover`] and the background snapshots: the events
-/// after `start` up to `upto` (the log's end when `None`), checked and
-/// folded into the state, the idempotency entries of the commands that
-/// appended them and the stream index; with `workers_max` replay workers.
-/// Gives up with [`StoreError::Unavailable`] once `stop` is set.
-pub(crate) fn fold_log(
-    log: &sled::Tree,
-    start: Option<crate::snapshot::Start>,
-    upto: Option<u64>,
-    workers_max: usize,
-    stop: Option<&AtomicBool>,
-) -> Result<Recovered, StoreError> {
-    let (mut state, mut prev, mut idempotency, mut streams) = match start {
-        Some(s) => (s.state, s.hash, s.idempotency, s.streams),
-        None => (
-            LedgerState::new(),
-            GENESIS_HASH.to_owned(),
-            HashMap::new(),
-            HashMap::new(),
-        ),
-    };
-    let snapshot = state.position;
-    let range = (state.position + 1, upto);
-    replay_tail(log, range, workers_max, |env| {
-        if stop.is_some_and(|stop| stop.load(Ordering::Relaxed)) {
-            return Err(StoreError::Unavailable("the store is stopping".into()));
-        }
-        crate::read::links(&env, &prev)?;
-        check_order(&state, &env)?;
-        remember(&mut idempotency, &mut streams, &env)?;
-        state.evolve(&env);
-        prev = env.hash;
-        Ok(())
-    })?;
-    if let Some(upto) = upto.filter(|upto| state.position < *upto) {
-        return Err(StoreError::Corrupt {
-            position: state.position + 1,
-            reason: format!("the log ends before position {upto}"),
-        });
-    }
     let head = Head {
         position: state.position,
         hash: prev,
@@ -260,7 +222,7 @@ pub(crate) fn fold_log(
 fn verify_before_snapshot(
     shared: &Shared,
     progress: &Progress,
-    stop: &AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
     upto: u64,
     head: u64,
 ) {
@@ -301,95 +263,9 @@ fn verify_before_snapshot(
             let reason = format!("the log before the state snapshot does not verify: {e}");
             tracing::error!(%reason, "the writer stops");
             *progress.failed.lock().expect("lock") = Some(reason);
-            // Under the snapshots' lock, which it leaves closed: no background
-            // snapshot may put back a state folded on top of this one.
-            let mut closed = shared.snapshots.lock().expect("snapshot lock poisoned");
-            *closed = true;
             let _ = std::fs::remove_file(shared.dir.join(crate::snapshot::FILE));
         }
     }
-}
-
-/// The background snapshots: on each wake-up from the flusher, a snapshot
-/// of the durable log's head, folded apart from the writer (see
-/// [`snapshot_upto`]), until the trigger is gone.
-fn snapshot_loop(shared: &Shared, trigger: &Receiver<()>, stop: &AtomicBool) {
-    while trigger.recv().is_ok() {
-        let upto = *shared.head.borrow();
-        // A wake-up queued while the last snapshot was written may be stale.
-        if stop.load(Ordering::Relaxed) || !snapshot_due(shared, upto) {
-            continue;
-        }
-        let started = std::time::Instant::now();
-        match snapshot_upto(shared, upto, stop) {
-            Ok(true) => tracing::info!(
-                position = upto,
-                ms = started.elapsed().as_millis() as u64,
-                "state snapshot written in the background"
-            ),
-            Ok(false) => {}
-            Err(_) if stop.load(Ordering::Relaxed) => {}
-            // The disk no longer holds what this process wrote and checked.
-            Err(e @ StoreError::Corrupt { .. }) => tracing::error!(
-                error = %e,
-                "the log does not verify; no background snapshot is written"
-            ),
-            Err(e) => tracing::warn!(
-                error = %e,
-                "cannot write a background state snapshot; open after a crash replays from the last one"
-            ),
-        }
-    }
-}
-
-/// Writes the snapshot of the log up to `upto`, a durable position: the
-/// last snapshot loaded and the events after it folded on this thread, as
-/// open would, never the writer's state (the writer does not pause). The
-/// fold checks each event's hash, link, position and version on the way.
-/// `false` when there was nothing to do: a snapshot at `upto` or later is
-/// there already, snapshots were closed, or `stop` was set.
-fn snapshot_upto(shared: &Shared, upto: u64, stop: &AtomicBool) -> Result<bool, StoreError> {
-    let start = crate::snapshot::load(&shared.dir, &shared.master, &shared.log).unwrap_or_else(|reason| {
-        tracing::warn!(%reason, "state snapshot ignored; the background snapshot folds the whole log");
-        None
-    });
-    if start.as_ref().is_some_and(|s| s.state.position >= upto) {
-        return Ok(false);
-    }
-    // One replay worker: this runs beside the writer, not instead of it.
-    let folded = fold_log(&shared.log, start, Some(upto), 1, Some(stop))?;
-    let closed = shared.snapshots.lock().expect("snapshot lock poisoned");
-    if *closed
-        || stop.load(Ordering::Relaxed)
-        || shared.snapshot_position.load(Ordering::Acquire) >= upto
-    {
-        return Ok(false);
-    }
-    crate::snapshot::write(
-        &shared.dir,
-        &shared.master,
-        &folded.state,
-        &folded.head.hash,
-        &folded.idempotency,
-        &folded.streams,
-    )?;
-    shared.snapshot_position.fetch_max(upto, Ordering::AcqRel);
-    shared
-        .snapshot_gap
-        .fetch_max(folded.state.token_count() as u64, Ordering::AcqRel);
-    drop(closed);
-    Ok(true)
-}
-
-/// Whether the durable log at `head` is far enough past the last snapshot
-/// for the next: at least the configured number of events, and at least
-/// as many as the last snapshot held tokens. Writing one costs about its
-/// token count, so the background work stays about one token written per
-/// event appended however large the state grows, and an open after a crash
-/// replays no more events than a snapshot holds tokens (or the setting).
-fn snapshot_due(shared: &Shared, head: u64) -> bool {
-    let last = shared.snapshot_position.load(Ordering::Acquire);
-    head.saturating_sub(last) >= shared.snapshot_gap.load(Ordering::Acquire)
 }
 
 /// Events per chunk a replay worker reads, hashes and decodes.
@@ -410,12 +286,11 @@ const REPLAY_WORKERS_MAX: usize = 4;
 /// plain loop.
 fn replay_tail(
     log: &sled::Tree,
-    (from, upto): (u64, Option<u64>),
-    workers_max: usize,
+    from: u64,
     mut fold: impl FnMut(Envelope) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
     let last = match log
-        .range(keys::event(from)..=keys::event(upto.unwrap_or(u64::MAX)))
+        .range(keys::event(from)..=keys::event(u64::MAX))
         .next_back()
     {
         Some(item) => keys::event_position(&item?.0),
@@ -424,7 +299,7 @@ fn replay_tail(
     let chunks = (last - from + 1).div_ceil(REPLAY_CHUNK);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .clamp(1, workers_max.max(1))
+        .clamp(1, REPLAY_WORKERS_MAX)
         .min(usize::try_from(chunks).unwrap_or(usize::MAX));
     let read = |chunk: u64| -> Vec<Result<Envelope, StoreError>> {
         let start = from + chunk * REPLAY_CHUNK;
@@ -629,34 +504,12 @@ impl Writer {
     /// the flushes of the groups before it, whose state it was decided on.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
         let (to_flusher, flusher_rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
-        // The flusher wakes the snapshotter once the durable log has grown
-        // enough; a wake-up while it works is dropped, the next flush repeats it.
-        let snapshotter_stop = Arc::new(AtomicBool::new(false));
-        let (trigger, snapshotter) = match self.config.snapshot_every_events {
-            Some(every) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
-                let (shared, stop) = (self.shared.clone(), snapshotter_stop.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("ledger-snapshot".into())
-                    .spawn(move || snapshot_loop(&shared, &rx, &stop));
-                let gap = every.max(1).max(self.state.token_count() as u64);
-                self.shared.snapshot_gap.store(gap, Ordering::Release);
-                match spawned {
-                    Ok(handle) => (Some(tx), Some(handle)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot start the snapshot thread; only a clean stop writes one");
-                        (None, None)
-                    }
-                }
-            }
-            None => (None, None),
-        };
         let flusher = {
             let shared = self.shared.clone();
             let progress = self.progress.clone();
             std::thread::Builder::new()
                 .name("ledger-flusher".into())
-                .spawn(move || flush_loop(&shared, &progress, flusher_rx, trigger))
+                .spawn(move || flush_loop(&shared, &progress, flusher_rx))
         };
         let flusher = match flusher {
             Ok(handle) => handle,
@@ -665,7 +518,7 @@ impl Writer {
                 return;
             }
         };
-        let verifier_stop = Arc::new(AtomicBool::new(false));
+        let verifier_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let verifier = (self.snapshot_at > 0).then(|| {
             let (shared, progress, stop) = (
                 self.shared.clone(),
@@ -725,12 +578,6 @@ impl Writer {
         drop(rx);
         let _ = to_flusher.send(Flush::Stop);
         let _ = flusher.join();
-        // The flusher held the only trigger: the snapshotter ends after the
-        // snapshot in hand, or at once when it is still folding.
-        snapshotter_stop.store(true, Ordering::Relaxed);
-        if let Some(snapshotter) = snapshotter {
-            let _ = snapshotter.join();
-        }
         verifier_stop.store(true, Ordering::Release);
         if let Some(Ok(verifier)) = verifier {
             let _ = verifier.join();
@@ -751,18 +598,7 @@ impl Writer {
             return;
         };
         let position = self.state.position;
-        let last = self
-            .snapshot_at
-            .max(self.shared.snapshot_position.load(Ordering::Acquire));
-        if position <= last || position - last < min {
-            return;
-        }
-        let closed = self
-            .shared
-            .snapshots
-            .lock()
-            .expect("snapshot lock poisoned");
-        if *closed {
+        if position <= self.snapshot_at || position - self.snapshot_at < min {
             return;
         }
         let started = std::time::Instant::now();
@@ -775,12 +611,6 @@ impl Writer {
             &self.idempotency,
             &streams,
         );
-        if written.is_ok() {
-            self.shared
-                .snapshot_position
-                .fetch_max(position, Ordering::AcqRel);
-        }
-        drop(closed);
         match written {
             Ok(()) => tracing::info!(
                 position,
@@ -1011,12 +841,7 @@ impl Writer {
 
 /// The flusher: makes each applied group durable, then publishes its effects
 /// and answers its callers, in group order.
-fn flush_loop(
-    shared: &Shared,
-    progress: &Progress,
-    rx: Receiver<Flush>,
-    snapshots: Option<std::sync::mpsc::SyncSender<()>>,
-) {
+fn flush_loop(shared: &Shared, progress: &Progress, rx: Receiver<Flush>) {
     let mut failed: Option<String> = None;
     for msg in rx {
         let Flush::Group(applied) = msg else {
@@ -1029,11 +854,6 @@ fn flush_loop(
         match outcome {
             Ok(()) => {
                 progress.flushed.store(applied.seq, Ordering::Release);
-                if let Some(trigger) = &snapshots {
-                    if snapshot_due(shared, applied.head) {
-                        let _ = trigger.try_send(());
-                    }
-                }
                 for (reply, answer) in applied.answers {
                     let _ = reply.send(answer);
                 }

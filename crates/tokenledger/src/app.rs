@@ -29,8 +29,6 @@ pub struct Ctx {
     pub nats: Option<Vec<String>>,
     /// `--snapshot-min-events`.
     pub snapshot_min_events: u64,
-    /// `--snapshot-every` (0: off).
-    pub snapshot_every: u64,
 }
 
 impl Ctx {
@@ -38,7 +36,6 @@ impl Ctx {
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
             snapshot_min_events: Some(self.snapshot_min_events),
-            snapshot_every_events: (self.snapshot_every > 0).then_some(self.snapshot_every),
             ..StoreConfig::default()
         }
     }

@@ -77,18 +77,6 @@ pub struct GlobalArgs {
         default_value_t = 10_000
     )]
     pub snapshot_min_events: u64,
-    /// While the data dir is open (serve, long imports), write a state
-    /// snapshot in the background each time the log grew by this many events,
-    /// so an open after a crash replays about this many at most (0: never;
-    /// only clean stops write one)
-    #[arg(
-        long,
-        global = true,
-        value_name = "EVENTS",
-        env = "TOKENLEDGER_SNAPSHOT_EVERY",
-        default_value_t = 1_000_000
-    )]
-    pub snapshot_every: u64,
 }
 
 /// Every subcommand.

@@ -556,7 +556,6 @@ mod tests {
             actor: Some("user:tester".into()),
             nats: None,
             snapshot_min_events: 10_000,
-            snapshot_every: 1_000_000,
         }
     }
 

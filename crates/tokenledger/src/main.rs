@@ -43,7 +43,6 @@ fn main() -> ExitCode {
         actor: cli.global.actor,
         nats: cli.global.nats,
         snapshot_min_events: cli.global.snapshot_min_events,
-        snapshot_every: cli.global.snapshot_every,
     };
     match run(cli.command, &ctx) {
         Ok(()) => ExitCode::from(EXIT_OK),
