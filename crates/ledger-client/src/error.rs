@@ -64,6 +64,18 @@ pub enum ClientError {
         /// What is wrong.
         reason: String,
     },
+    /// Events a subscription should have delivered are no longer in the
+    /// stream (an operator set `max_age`, `max_msgs` or `max_bytes` on it):
+    /// positions `from` to `to` were skipped, and some may have matched its
+    /// filter. It goes on with the next event kept; whoever keeps state from
+    /// the events must rebuild it (the local verifier takes a new snapshot).
+    #[error("events at positions {from} to {to} are no longer in the stream")]
+    EventsGone {
+        /// First position missed.
+        from: u64,
+        /// Last position missed.
+        to: u64,
+    },
     /// JetStream failed (stream missing, consumer not created, delivery
     /// interrupted). A subscription yields it and keeps trying to resume.
     #[error("JetStream: {0}")]
@@ -74,7 +86,7 @@ impl ClientError {
     /// A stable code: the ledger's error code for a rejection (`name_taken`,
     /// `conflict`, ...; `invalid_input` for [`ClientError::Invalid`]), else one of
     /// `no_responders`, `timeout`, `connect`, `transport`, `malformed_reply`,
-    /// `bad_event`, `jetstream`.
+    /// `bad_event`, `events_gone`, `jetstream`.
     pub fn code(&self) -> &'static str {
         match self {
             ClientError::Rejected(r) | ClientError::Invalid(r) => r.code.as_str(),
@@ -84,6 +96,7 @@ impl ClientError {
             ClientError::Transport { .. } => "transport",
             ClientError::MalformedReply { .. } => "malformed_reply",
             ClientError::BadEvent { .. } => "bad_event",
+            ClientError::EventsGone { .. } => "events_gone",
             ClientError::JetStream(_) => "jetstream",
         }
     }

@@ -202,6 +202,9 @@ impl Client {
 
     /// A token's events in version order, each checked: an event whose
     /// `hash` does not recompute fails the call with [`ClientError::BadEvent`].
+    ///
+    /// A long history comes in several replies (each fits in one NATS
+    /// message), which this follows.
     pub async fn history(
         &self,
         workspace: &str,
@@ -209,18 +212,35 @@ impl Client {
     ) -> Result<Vec<Envelope>, ClientError> {
         check_workspace(workspace)?;
         #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
         struct History {
             events: Vec<Box<RawValue>>,
+            next_version: Option<u64>,
         }
         let subject = format!("tokens.query.{workspace}.history");
-        let history: History = self
-            .request(
-                subject,
-                &serde_json::json!({ "tokenId": token.to_string() }),
-            )
-            .await?;
-        history
-            .events
+        let mut raw_events = Vec::new();
+        let mut from = 1u64;
+        loop {
+            let page: History = self
+                .request(
+                    subject.clone(),
+                    &serde_json::json!({ "tokenId": token.to_string(), "fromVersion": from }),
+                )
+                .await?;
+            raw_events.extend(page.events);
+            match page.next_version {
+                // Versions only go up: anything else would loop for ever.
+                Some(next) if next > from => from = next,
+                Some(next) => {
+                    return Err(ClientError::MalformedReply {
+                        subject,
+                        message: format!("the page from version {from} says next {next}"),
+                    })
+                }
+                None => break,
+            }
+        }
+        raw_events
             .iter()
             .map(|raw| {
                 let bad = |reason: String| ClientError::BadEvent {

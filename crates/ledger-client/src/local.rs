@@ -23,9 +23,11 @@
 //! as its key is in the key set (the cache is cleared when a refresh drops a
 //! key); `exp` and the token's status are re-checked on every call.
 //!
-//! An event that fails its checks (a tampered or undecodable message) makes
-//! the verifier start over from a fresh snapshot: it cannot know which token
-//! the bad event was about, and skipping it could skip a revocation.
+//! An event that fails its checks (a tampered or undecodable message), or
+//! events gone from the stream before it read them (an operator's retention
+//! limits on `TOKENS`), make the verifier start over from a fresh snapshot:
+//! it cannot know which tokens they were about, and skipping them could skip
+//! a revocation.
 //! Meanwhile, and while NATS is unreachable, it answers from what it has.
 
 use crate::subscribe::{EventFilter, StartFrom, Subscription};
@@ -358,13 +360,16 @@ async fn follow(
         .await
 }
 
-/// Applies the stream's events; starts over from a snapshot after a bad event.
+/// Applies the stream's events; starts over from a snapshot after a bad
+/// event or a gap.
 async fn run(inner: Arc<Inner>, mut subscription: Subscription) {
     loop {
         match subscription.next().await {
             Some(Ok(env)) => inner.apply(&env),
-            Some(Err(e @ ClientError::BadEvent { .. })) => {
-                tracing::error!(error = %e, "an event failed its checks: starting over from a snapshot");
+            // A bad event, or events gone from the stream (a revocation
+            // among them, maybe): only a fresh snapshot is right again.
+            Some(Err(e @ (ClientError::BadEvent { .. } | ClientError::EventsGone { .. }))) => {
+                tracing::error!(error = %e, "the stream cannot be applied as it is: starting over from a snapshot");
                 loop {
                     let restarted = async {
                         let position = inner.resync().await?;

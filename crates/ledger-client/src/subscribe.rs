@@ -21,6 +21,15 @@
 //!   stream instead of the requested start; those earlier messages are
 //!   dropped here too.)
 //!
+//! * events the subscription should have delivered but the stream no
+//!   longer holds (an operator's `max_age`, `max_msgs` or `max_bytes` on
+//!   `TOKENS` removed them; the ledger never does) are one
+//!   [`ClientError::EventsGone`] item naming the positions, never a silent
+//!   skip: found when a consumer starts (at or after the stream's first
+//!   sequence), and, without a filter, from a jump in the sequence. With a
+//!   filter, a removal that happens while the consumer runs can still pass
+//!   unseen, since filtered sequences jump anyway.
+//!
 //! After the NATS connection is re-established, the subscription replaces
 //! its consumer with a new one at its cursor (the old one may be gone with
 //! a restarted server). If the consumer fails in a way async-nats does not
@@ -207,9 +216,9 @@ pub(crate) async fn subscribe(
     };
     let stats = js.client().statistics();
     let connects = stats.connects.load(Ordering::Relaxed);
-    let ordered = open(&js, &subjects, start).await?;
+    let (ordered, first) = open(&js, &subjects, start).await?;
     let next = Arc::new(AtomicU64::new(start));
-    let state = State {
+    let mut state = State {
         js,
         stats,
         connects,
@@ -218,7 +227,10 @@ pub(crate) async fn subscribe(
         retry: None,
         cursor: Cursor::new(start, filter.is_everything()),
         next: next.clone(),
+        gone: None,
+        pending: None,
     };
+    state.note_first(first);
     let inner = futures_util::stream::unfold(state, |mut state| async move {
         let item = state.next_item().await;
         Some((item, state))
@@ -227,12 +239,14 @@ pub(crate) async fn subscribe(
     Ok(Subscription { inner, next })
 }
 
-/// Creates an ordered consumer on `TOKENS` starting at stream sequence `start`.
+/// Creates an ordered consumer on `TOKENS` starting at stream sequence
+/// `start`; with the stream's first sequence once it exists, so that the
+/// caller can tell whether events before it are gone.
 async fn open(
     js: &jetstream::Context,
     subjects: &[String],
     start: u64,
-) -> Result<Ordered, ClientError> {
+) -> Result<(Ordered, u64), ClientError> {
     let mut config = OrderedConfig {
         deliver_policy: DeliverPolicy::ByStartSequence {
             start_sequence: start,
@@ -249,10 +263,23 @@ async fn open(
         .map_err(|e| {
             ClientError::JetStream(format!("creating a consumer on {STREAM_NAME}: {e}"))
         })?;
-    consumer
+    let mut stream = js
+        .get_stream(STREAM_NAME)
+        .await
+        .map_err(|e| ClientError::JetStream(format!("reading the state of {STREAM_NAME}: {e}")))?;
+    // Read after the consumer exists: anything removed before it started
+    // shows here. (An empty stream's first sequence is its last + 1.)
+    let first = stream
+        .info()
+        .await
+        .map_err(|e| ClientError::JetStream(format!("reading the state of {STREAM_NAME}: {e}")))?
+        .state
+        .first_sequence;
+    let ordered = consumer
         .messages()
         .await
-        .map_err(|e| ClientError::JetStream(format!("consuming {STREAM_NAME}: {e}")))
+        .map_err(|e| ClientError::JetStream(format!("consuming {STREAM_NAME}: {e}")))?;
+    Ok((ordered, first))
 }
 
 struct State {
@@ -267,10 +294,34 @@ struct State {
     retry: Option<Duration>,
     cursor: Cursor,
     next: Arc<AtomicU64>,
+    /// Positions found gone when the consumer started, to report first.
+    gone: Option<(u64, u64)>,
+    /// A message held back while the gap before it is reported.
+    pending: Option<Message>,
 }
 
 impl State {
+    /// Notes the stream's first sequence after a consumer (re)start: the
+    /// positions from the cursor up to it are gone, and the cursor moves on.
+    fn note_first(&mut self, first: u64) {
+        if first > self.cursor.next {
+            self.gone = Some((self.cursor.next, first - 1));
+            self.cursor.skip_to(first);
+            self.next.store(self.cursor.next, Ordering::Release);
+        }
+    }
+
     async fn next_item(&mut self) -> Result<Envelope, ClientError> {
+        if let Some((from, to)) = self.gone.take() {
+            return Err(ClientError::EventsGone { from, to });
+        }
+        if let Some(message) = self.pending.take() {
+            let outcome = self.cursor.accept(&message);
+            self.next.store(self.cursor.next, Ordering::Release);
+            if let Some(item) = outcome {
+                return item;
+            }
+        }
         loop {
             let ordered = match &mut self.ordered {
                 Some(o) => o,
@@ -280,9 +331,14 @@ impl State {
                     }
                     let connects = self.stats.connects.load(Ordering::Relaxed);
                     match open(&self.js, &self.subjects, self.cursor.next).await {
-                        Ok(o) => {
+                        Ok((o, first)) => {
                             self.retry = None;
                             self.connects = connects;
+                            self.note_first(first);
+                            if let Some((from, to)) = self.gone.take() {
+                                self.ordered = Some(o);
+                                return Err(ClientError::EventsGone { from, to });
+                            }
                             self.ordered.insert(o)
                         }
                         Err(e) => {
@@ -331,6 +387,10 @@ impl State {
             let outcome = self.cursor.accept(&message);
             self.next.store(self.cursor.next, Ordering::Release);
             if let Some(item) = outcome {
+                if matches!(item, Err(ClientError::EventsGone { .. })) {
+                    // The message itself comes next, once the gap is told.
+                    self.pending = Some(message);
+                }
                 return item;
             }
         }
@@ -385,8 +445,16 @@ impl Cursor {
         self.check(sequence, message.subject.as_str(), msg_id, &message.payload)
     }
 
+    /// Moves past positions that will never come.
+    fn skip_to(&mut self, next: u64) {
+        self.next = self.next.max(next);
+        self.last = None;
+    }
+
     /// `None`: a redelivery or a duplicate, skipped. Otherwise the event or
-    /// why it is bad; either way the cursor moves past `sequence`.
+    /// why it is bad; either way the cursor moves past `sequence`. Without
+    /// a filter a jump past `next` is [`ClientError::EventsGone`] instead,
+    /// and the cursor moves up to `sequence` only: check it again.
     pub(crate) fn check(
         &mut self,
         sequence: u64,
@@ -396,6 +464,14 @@ impl Cursor {
     ) -> Option<Result<Envelope, ClientError>> {
         if sequence < self.next {
             return None;
+        }
+        if self.chain && sequence > self.next {
+            let from = self.next;
+            self.skip_to(sequence);
+            return Some(Err(ClientError::EventsGone {
+                from,
+                to: sequence - 1,
+            }));
         }
         let previous = self.last.take();
         self.next = sequence + 1;
@@ -481,6 +557,25 @@ mod tests {
     }
 
     #[test]
+    fn a_jump_in_an_unfiltered_stream_is_events_gone_then_the_event() {
+        let events = trash_restore_chain(4);
+        let mut c = Cursor::new(1, true);
+        assert_eq!(feed(&mut c, 1, &events[0]).unwrap().unwrap(), events[0]);
+        // Positions 2 and 3 were removed from the stream.
+        match feed(&mut c, 4, &events[3]) {
+            Some(Err(ClientError::EventsGone { from: 2, to: 3 })) => {}
+            other => panic!("{other:?}"),
+        }
+        // The same message again (the subscription holds it back) is the event.
+        assert_eq!(feed(&mut c, 4, &events[3]).unwrap().unwrap(), events[3]);
+        assert_eq!(c.next, 5);
+        // With a filter, sequences jump by design: no gap is claimed.
+        let mut c = Cursor::new(1, false);
+        assert_eq!(feed(&mut c, 1, &events[0]).unwrap().unwrap(), events[0]);
+        assert_eq!(feed(&mut c, 4, &events[3]).unwrap().unwrap(), events[3]);
+    }
+
+    #[test]
     fn a_start_position_drops_what_comes_before_it() {
         let events = trash_restore_chain(3);
         let mut c = Cursor::new(3, true);
@@ -515,7 +610,7 @@ mod tests {
         let mut c = Cursor::new(1, true);
         assert_eq!(code(c.check(1, "x", None, b"{}")), "bad_event");
         assert_eq!(
-            code(feed(&mut c, 5, &events[0])),
+            code(feed(&mut c, 2, &events[0])),
             "bad_event",
             "position != sequence"
         );

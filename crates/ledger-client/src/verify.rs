@@ -46,6 +46,11 @@ impl Client {
     /// `Inactive` for anything else (unknown, forged, malformed, expired,
     /// trashed, revoked, rotated out, purged: the ledger does not say which).
     pub async fn verify(&self, token_str: &str) -> Result<Introspection, ClientError> {
+        // No string the ledger signs is this long; sent, it would be refused
+        // as an oversized request rather than answered inactive.
+        if token_str.len() > ledger_verify::jwks::MAX_TOKEN_LEN_BYTES {
+            return Ok(Introspection::Inactive);
+        }
         self.request(VERIFY.to_owned(), &json!({ "tokenStr": token_str }))
             .await
     }

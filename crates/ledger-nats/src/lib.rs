@@ -229,6 +229,9 @@ async fn serve(
         c = connect(&config, epoch_tx.clone()) => c?,
         () = &mut shutdown => return Ok(()),
     };
+    shared
+        .queries
+        .set_reply_bytes_max(client.server_info().max_payload);
     let js = jetstream::new(client.clone());
     let settings = config.stream_settings();
 
@@ -521,7 +524,7 @@ async fn serve_endpoint(mut endpoint: Endpoint, route: Route, shared: Arc<Shared
                 (Ok(_), Route::Command(_)) => shared.metrics.command_accepted(),
                 (Ok(_), _) => shared.metrics.query_answered(),
             }
-            reply::send(&request, &outcome).await;
+            reply::send(&request, &outcome, shared.queries.reply_bytes_max()).await;
             drop(permit);
         });
     }

@@ -12,6 +12,7 @@ use ledger_store::Store;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -54,7 +55,15 @@ pub(crate) struct QueryContext {
     /// The projector's checkpoint, readable without its lock.
     applied: watch::Receiver<u64>,
     views: Views,
+    /// Largest message the NATS server takes (its `max_payload`), learned
+    /// at connect: pages are cut to fit in a reply.
+    reply_bytes_max: Arc<AtomicUsize>,
 }
+
+/// `max_payload` until the server says otherwise: NATS's default, 1 MiB.
+const REPLY_BYTES_DEFAULT: usize = 1 << 20;
+/// Room kept in a reply for what wraps a page (`ok`, `nextCursor`, …).
+const PAGE_HEADROOM: usize = 4096;
 
 impl QueryContext {
     pub fn new(store: Store) -> Result<QueryContext, NatsError> {
@@ -65,7 +74,27 @@ impl QueryContext {
             applied: projector.subscribe(),
             views: projector.views(),
             projector: Arc::new(tokio::sync::Mutex::new(projector)),
+            reply_bytes_max: Arc::new(AtomicUsize::new(REPLY_BYTES_DEFAULT)),
         })
+    }
+
+    /// Records the server's `max_payload` (at connect and reconnect).
+    pub(crate) fn set_reply_bytes_max(&self, max_payload: usize) {
+        if max_payload > 0 {
+            self.reply_bytes_max.store(max_payload, Ordering::Relaxed);
+        }
+    }
+
+    /// The largest reply body the server takes.
+    pub(crate) fn reply_bytes_max(&self) -> usize {
+        self.reply_bytes_max.load(Ordering::Relaxed)
+    }
+
+    /// Bytes a page's items may take so that its reply fits in one message.
+    pub(crate) fn page_bytes_max(&self) -> usize {
+        self.reply_bytes_max()
+            .saturating_sub(PAGE_HEADROOM)
+            .max(PAGE_HEADROOM)
     }
 
     /// Catches the views up to the head (as it is now), off the async runtime.
@@ -117,7 +146,8 @@ pub(crate) async fn handle(
     match query {
         Query::Get => get(ctx, workspace, body(payload)?).await,
         Query::List => {
-            let filter: ListFilter = body(payload)?;
+            let mut filter: ListFilter = body(payload)?;
+            filter.max_bytes = Some(ctx.page_bytes_max());
             if !(1..=LIST_LIMIT_MAX).contains(&filter.limit) {
                 return Err(Rejection::invalid(
                     "limit",
@@ -132,12 +162,29 @@ pub(crate) async fn handle(
         Query::History => {
             let q: HistoryQuery = body(payload)?;
             let token_id = validate::uuid("tokenId", &q.token_id)?;
+            let from = q.from_version.unwrap_or(1);
+            if from == 0 {
+                return Err(Rejection::invalid("fromVersion", "versions start at 1"));
+            }
             let store = ctx.store.clone();
             let events = blocking(move || store.token_events(&token_id, None)).await?;
             if events.is_empty() || events.iter().any(|e| e.workspace_id != workspace) {
                 return Err(not_found(&token_id.to_string()));
             }
-            Ok(json!({ "events": events }))
+            // A long history goes out in pages that each fit in a reply.
+            let mut left = ctx.page_bytes_max();
+            let mut page = Vec::new();
+            let mut next_version = None;
+            for event in events.iter().filter(|e| e.version >= from) {
+                let size = serde_json::to_vec(event).map_or(0, |b| b.len()) + 1;
+                if size > left && !page.is_empty() {
+                    next_version = Some(event.version);
+                    break;
+                }
+                left = left.saturating_sub(size);
+                page.push(event);
+            }
+            Ok(json!({ "events": page, "nextVersion": next_version }))
         }
     }
 }
@@ -223,6 +270,8 @@ async fn blocking_views<T: Send + 'static>(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct HistoryQuery {
     token_id: String,
+    /// The first version wanted (default 1): the previous page's `nextVersion`.
+    from_version: Option<u64>,
 }
 
 /// Decodes a query body strictly; an empty body is `{}`.

@@ -69,21 +69,48 @@ fn header_text(message: &str) -> String {
     out
 }
 
-/// Sends the reply for `outcome`; a request without a reply subject gets none.
-pub async fn send(request: &Request, outcome: &Result<Box<RawValue>, Rejection>) {
+async fn respond_error(
+    request: &Request,
+    rejection: &Rejection,
+) -> Result<(), async_nats::PublishError> {
+    request
+        .respond_with_headers(
+            Result::Ok(error_body(rejection).into()),
+            error_headers(rejection),
+        )
+        .await
+}
+
+/// The body of a success reply, or the rejection to send instead when that
+/// body is over `bytes_max`: NATS would drop it, and the caller would wait
+/// for nothing until its timeout.
+pub fn ok_body_within(result: &RawValue, bytes_max: usize) -> Result<Vec<u8>, Rejection> {
+    let body = ok_body(result);
+    if body.len() <= bytes_max {
+        return Result::Ok(body);
+    }
+    Result::Err(Rejection::new(
+        ledger_core::ErrorCode::Internal,
+        format!(
+            "the reply is {} bytes, more than the {bytes_max} bytes the NATS server takes \
+             in one message (its max_payload)",
+            body.len()
+        ),
+    ))
+}
+
+/// Sends the reply for `outcome`, no larger than `bytes_max`; a request
+/// without a reply subject gets none.
+pub async fn send(request: &Request, outcome: &Result<Box<RawValue>, Rejection>, bytes_max: usize) {
     if request.message.reply.is_none() {
         return;
     }
     let sent = match outcome {
-        Result::Ok(result) => request.respond(Result::Ok(ok_body(result).into())).await,
-        Result::Err(rejection) => {
-            request
-                .respond_with_headers(
-                    Result::Ok(error_body(rejection).into()),
-                    error_headers(rejection),
-                )
-                .await
-        }
+        Result::Ok(result) => match ok_body_within(result, bytes_max) {
+            Result::Ok(body) => request.respond(Result::Ok(body.into())).await,
+            Result::Err(rejection) => respond_error(request, &rejection).await,
+        },
+        Result::Err(rejection) => respond_error(request, rejection).await,
     };
     if let Result::Err(e) = sent {
         tracing::warn!(subject = %request.message.subject, error = %e, "could not send a reply");
@@ -95,6 +122,20 @@ mod tests {
     use super::*;
     use ledger_core::ErrorCode;
     use serde_json::Value;
+
+    #[test]
+    fn a_reply_over_the_servers_limit_becomes_an_error_reply() {
+        let result = serde_json::value::to_raw_value(&"x".repeat(100)).unwrap();
+        let fits = ok_body_within(&result, 200).unwrap();
+        assert_eq!(fits, ok_body(&result));
+        let refused = ok_body_within(&result, 100).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::Internal);
+        assert!(
+            refused.message.contains("max_payload"),
+            "{}",
+            refused.message
+        );
+    }
 
     #[test]
     fn error_replies_carry_code_message_field_and_version() {

@@ -145,6 +145,8 @@ pub(crate) async fn handle(
 /// position and skips events its statuses already cover misses nothing.
 async fn snapshot(queries: &QueryContext, b: SnapshotBody) -> Result<Value, Rejection> {
     let limit = b.limit.unwrap_or(LIST_LIMIT_MAX);
+    // Views are measured, and a status is a part of its view: pages fit.
+    let max_bytes = queries.page_bytes_max();
     if !(1..=LIST_LIMIT_MAX).contains(&limit) {
         return Err(Rejection::invalid(
             "limit",
@@ -168,14 +170,15 @@ async fn snapshot(queries: &QueryContext, b: SnapshotBody) -> Result<Value, Reje
                         trashed: TrashedFilter::Include,
                         limit,
                         cursor: b.cursor,
+                        max_bytes: Some(max_bytes),
                         ..ListFilter::default()
                     };
                     let page = views.list(&ws, &filter, now)?;
                     (page.items, page.next_cursor)
                 }
                 None => {
-                    let items = views.every_after(after, limit)?;
-                    let next = (items.len() == limit)
+                    let (items, more) = views.every_after(after, limit, Some(max_bytes))?;
+                    let next = more
                         .then(|| items.last().map(|v| v.token_id().to_string()))
                         .flatten();
                     (items, next)

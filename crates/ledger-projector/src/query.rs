@@ -64,6 +64,11 @@ pub struct ListFilter {
     pub limit: usize,
     /// Where the previous page ended.
     pub cursor: Option<String>,
+    /// The serving side's cap on a page's size: the items' JSON, in bytes.
+    /// A page ends early (with a `next_cursor`) rather than grow past it,
+    /// though its first item always goes in. Not part of the query body.
+    #[serde(skip)]
+    pub max_bytes: Option<usize>,
 }
 
 impl Default for ListFilter {
@@ -77,6 +82,7 @@ impl Default for ListFilter {
             expired: None,
             limit: LIST_LIMIT_DEFAULT,
             cursor: None,
+            max_bytes: None,
         }
     }
 }
@@ -225,6 +231,7 @@ impl Views {
         let mut last_tail: Option<Vec<u8>> = None;
         let mut next_cursor = None;
         let mut scanned = 0usize;
+        let mut budget = PageBudget::new(filter.max_bytes);
         // Entries are copied out a chunk at a time; the index may change
         // between chunks, as the tree could between the reads of a scan.
         'chunks: loop {
@@ -243,12 +250,13 @@ impl Views {
                 // leaves an entry without a view, which is simply gone now.
                 let view = self.view(&id)?;
                 if let Some(view) = view.filter(|v| matches(v, filter, provider.as_deref(), now)) {
-                    if items.len() == filter.limit {
+                    let item = view.with_expired(now);
+                    if items.len() == filter.limit || !budget.admits(&item, items.is_empty()) {
                         // One more match exists: the page ends at the last item.
                         next_cursor = last_tail.as_deref().map(|t| URL_SAFE_NO_PAD.encode(t));
                         break 'chunks;
                     }
-                    items.push(view.with_expired(now));
+                    items.push(item);
                     last_tail = Some(key_tail.to_vec());
                 } else if scanned >= LIST_SCAN_MAX {
                     next_cursor = Some(URL_SAFE_NO_PAD.encode(key_tail));
@@ -277,14 +285,19 @@ impl Views {
 
     /// Every token's view, of every workspace, in token id order: at most
     /// `limit` of those after the token `after` (from the first when `None`).
-    /// `expired` is not filled in. For snapshots of the whole ledger (a
+    /// Fewer when `max_bytes` (of views' JSON) would be passed, but
+    /// never none while one is left; with whether more views follow.
+    /// `expired` is not filled in. For
+    /// snapshots of the whole ledger (a
     /// gateway's verifier); a page is as consistent as the tree is while it
     /// is read, so hold the projector still to pair it with a checkpoint.
     pub fn every_after(
         &self,
         after: Option<Uuid>,
         limit: usize,
-    ) -> Result<Vec<TokenView>, ProjectorError> {
+        max_bytes: Option<usize>,
+    ) -> Result<(Vec<TokenView>, bool), ProjectorError> {
+        let mut budget = PageBudget::new(max_bytes);
         let start = match after {
             // Past every key of `id`: its prefix followed by the largest tail.
             Some(id) => {
@@ -301,14 +314,20 @@ impl Views {
             .range::<Vec<u8>, _>((start, Bound::Unbounded))
         {
             let (key, value) = entry?;
-            if out.len() == limit || key.first() != Some(&keys::VIEW) {
+            if key.first() != Some(&keys::VIEW) {
                 break;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
             }
             let view = decode_view(&value)
                 .map_err(|e| ProjectorError::Corrupt(format!("view at {key:?}: {e}")))?;
+            if !budget.admits(&view, out.is_empty()) {
+                return Ok((out, true));
+            }
             out.push(view);
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     fn index(&self, key: &[u8]) -> Result<Option<Uuid>, ProjectorError> {
@@ -370,4 +389,29 @@ fn decode_cursor(cursor: &str, tail: Tail) -> Result<Vec<u8>, ProjectorError> {
     tail.check(&bytes)
         .map_err(|reason| ProjectorError::InvalidCursor(reason.into()))?;
     Ok(bytes)
+}
+
+/// The bytes left in a page capped by [`ListFilter::max_bytes`].
+struct PageBudget {
+    left: Option<usize>,
+}
+
+impl PageBudget {
+    fn new(max_bytes: Option<usize>) -> PageBudget {
+        PageBudget { left: max_bytes }
+    }
+
+    /// Whether `item` still fits, taking its bytes (and a separating comma)
+    /// if so; the first item of a page always fits.
+    fn admits(&mut self, item: &TokenView, first: bool) -> bool {
+        let Some(left) = self.left else {
+            return true;
+        };
+        let size = serde_json::to_vec(item).map_or(0, |b| b.len()) + 1;
+        if size > left && !first {
+            return false;
+        }
+        self.left = Some(left.saturating_sub(size));
+        true
+    }
 }

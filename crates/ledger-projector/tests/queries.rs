@@ -592,17 +592,23 @@ fn every_after_pages_through_every_view_once_in_id_order() {
         .collect();
     let p = projector(&store);
     let views = p.views();
-    let mut seen = Vec::new();
-    let mut after = None;
-    loop {
-        let page = views.every_after(after, 3).unwrap();
-        if page.is_empty() {
-            break;
-        }
-        after = page.last().map(|v| v.token_id());
-        seen.extend(page.iter().map(|v| v.token_id()));
-    }
     ids.sort();
-    assert_eq!(seen, ids);
+    // By count, and by size: a budget of one byte still takes one view a page.
+    for (limit, max_bytes, pages) in [(3, None, 3), (100, Some(1), 7)] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        let mut taken = 0;
+        loop {
+            let (page, more) = views.every_after(after, limit, max_bytes).unwrap();
+            taken += 1;
+            after = page.last().map(|v| v.token_id());
+            seen.extend(page.iter().map(|v| v.token_id()));
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, ids);
+        assert_eq!(taken, pages, "limit {limit}, max_bytes {max_bytes:?}");
+    }
     store.shutdown().unwrap();
 }

@@ -54,6 +54,11 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// server's stdout and stderr.
 pub const LOG_FILE_NAME: &str = "nats-server.log";
 
+/// Name of the config file, inside [`NatsServer::store_dir`], that
+/// [`NatsServer::start_with_max_payload`] writes; every start of that
+/// server (restarts too) passes it with `-c`.
+pub const CONFIG_FILE_NAME: &str = "nats-server.conf";
+
 /// How many times [`NatsServer::start`] picks fresh ports when the chosen
 /// ones turn out to be taken by the time the server binds them.
 const START_ATTEMPTS: usize = 8;
@@ -102,11 +107,29 @@ impl NatsServer {
     /// created, if the server exits early or is not ready in time (the
     /// message includes its log), or if every attempt found its port taken.
     pub fn start() -> Result<Self> {
+        Self::start_configured(None)
+    }
+
+    /// [`NatsServer::start`] with `max_payload` (the largest message the
+    /// server takes) set to `bytes`, through a config file in its store dir.
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsServer::start`], or if the config file cannot be written.
+    pub fn start_with_max_payload(bytes: usize) -> Result<Self> {
+        Self::start_configured(Some(format!("max_payload: {bytes}\n")))
+    }
+
+    fn start_configured(config: Option<String>) -> Result<Self> {
         let binary = nats_server_binary()?;
         let dir = tempfile::Builder::new()
             .prefix("ledger-testkit-nats-")
             .tempdir()
             .context("creating a temporary store directory for nats-server")?;
+        if let Some(config) = config {
+            std::fs::write(dir.path().join(CONFIG_FILE_NAME), config)
+                .context("writing the nats-server config file")?;
+        }
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let [port, monitor_port] = free_ports();
@@ -466,7 +489,12 @@ fn spawn_until_ready(
     )?;
     let stderr = log.try_clone()?;
 
-    let mut child = Command::new(binary)
+    let mut command = Command::new(binary);
+    let config = store_dir.join(CONFIG_FILE_NAME);
+    if config.exists() {
+        command.arg("-c").arg(&config);
+    }
+    let mut child = command
         .arg("-js")
         .args(["-a", "127.0.0.1"])
         .args(["-p", &port.to_string()])

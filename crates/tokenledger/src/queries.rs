@@ -246,6 +246,8 @@ pub fn list_filter(args: &ListArgs) -> Result<ListFilter, Failure> {
         expired: args.expired,
         limit: args.limit.unwrap_or(LIST_LIMIT_DEFAULT),
         cursor: args.cursor.clone(),
+        // On the data dir nothing caps a page but its limit.
+        max_bytes: None,
     })
 }
 

@@ -30,7 +30,20 @@ pub struct Env {
 impl Env {
     /// A nats-server, a store and a ledger server, ready to answer.
     pub async fn start() -> Env {
-        let nats = nats_server().await;
+        Env::start_on(nats_server().await).await
+    }
+
+    /// [`Env::start`] on a nats-server whose `max_payload` is `bytes`.
+    pub async fn start_with_max_payload(bytes: usize) -> Env {
+        let nats = tokio::task::spawn_blocking(move || {
+            NatsServer::start_with_max_payload(bytes).expect("start nats-server")
+        })
+        .await
+        .unwrap();
+        Env::start_on(nats).await
+    }
+
+    async fn start_on(nats: NatsServer) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(
             dir.path(),
