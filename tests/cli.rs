@@ -5,7 +5,7 @@
 //! that needs another process to reach a state waits for that process to say
 //! so, with a deadline.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -256,6 +256,9 @@ fn client_token_commands_and_queries() {
         .map(|g| g["permissionGroupId"].as_str().unwrap())
         .collect();
     assert_eq!(groups, ["c"]);
+    let v = cli.json(&["update", &id, "--groups", ""]);
+    assert_eq!(v["token"]["permissionGroups"], json!([]), "'' is none: {v}");
+    cli.json(&["assign", &id, "--group", "c"]);
 
     // Rotation mints a new string; `get --show-token-str` re-mints the current one.
     let before = cli.json(&["get", &id, "--show-token-str"])["token"]["tokenStr"].clone();
@@ -284,6 +287,12 @@ fn client_token_commands_and_queries() {
     assert_eq!(t1["token"]["version"], 1);
     let e = cli.fails(1, &["get", &id, "--as-of-time", "2001-01-01T00:00:00Z"]);
     assert_eq!(e["code"], "not_found", "before its creation");
+    // `expired` is as at that time, not as now (as over NATS and in replay).
+    let soon = cli.json(&["issue", "--name", "expires-tomorrow", "--expires", "+1d"]);
+    let soon_id = soon["token"]["resourceId"].as_str().unwrap().to_owned();
+    let then = cli.json(&["get", &soon_id, "--as-of-time", "2999-01-01T00:00:00Z"]);
+    assert_eq!(then["token"]["expired"], true, "{then}");
+    assert_eq!(cli.json(&["get", &soon_id])["token"]["expired"], false);
     let e = cli.fails(2, &["get", &id, "--as-of-time", "last tuesday"]);
     assert_eq!(e["field"], "asOf.time");
 
@@ -497,6 +506,81 @@ fn exit_codes() {
     // A body gets workspace, command id, actor and token id filled in.
     let v = cli.json(&["trash", &id, "--body", r#"{"reason": "from a body"}"#]);
     assert_eq!(v["token"]["trashItem"]["reason"], "from a body");
+    // A body that says otherwise than the command line is refused, naming
+    // the field, and changes nothing: it never acts on another workspace
+    // or another token than the one the command line names.
+    let other = cli.json(&["--workspace", "other", "issue", "--name", "elsewhere"]);
+    let other_id = other["token"]["resourceId"].as_str().unwrap().to_owned();
+    let body = format!(r#"{{"workspaceId": "other", "tokenId": "{other_id}"}}"#);
+    let e = cli.fails(2, &["revoke", &other_id, "--body", &body]);
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("invalid_input"), Some("workspaceId")),
+        "{e}"
+    );
+    let body = format!(r#"{{"tokenId": "{other_id}"}}"#);
+    let e = cli.fails(2, &["revoke", &id, "--body", &body]);
+    assert_eq!(e["field"], "tokenId", "{e}");
+    for (flag, value, field) in [
+        (
+            "--command-id",
+            "6a3f1b4e-8a9b-4c5d-9e0f-112233445566",
+            "commandId",
+        ),
+        ("--expected-version", "2", "expectedVersion"),
+    ] {
+        let body = format!(
+            r#"{{"{field}": {}}}"#,
+            if field == "commandId" {
+                r#""0b2c7c9e-3f7d-4a8e-9a51-1c2d3e4f5a6b""#
+            } else {
+                "1"
+            }
+        );
+        let e = cli.fails(2, &["revoke", &id, flag, value, "--body", &body]);
+        assert_eq!(e["field"], field, "{e}");
+    }
+    let e = cli.fails(
+        2,
+        &[
+            "revoke",
+            &id,
+            "--body",
+            r#"{"actor": {"agentId": "mallory", "agentType": "user"}}"#,
+        ],
+    );
+    assert_eq!(e["field"], "actor", "{e}");
+    let still = cli.json(&["--workspace", "other", "get", &other_id]);
+    assert_eq!(still["token"]["revoked"], false, "{still}");
+    let still = cli.json(&["get", &id]);
+    assert_eq!(still["token"]["revoked"], false, "{still}");
+    // An empty group id is refused, not dropped; `update --groups ''` is "none".
+    let e = cli.fails(2, &["issue", "--name", "g", "--group", ""]);
+    assert_eq!(e["field"], "permissionGroups[0].permissionGroupId", "{e}");
+    let e = cli.fails(2, &["assign", &id, "--group", ""]);
+    assert_eq!(e["field"], "permissionGroups[0].permissionGroupId", "{e}");
+    // Query rejections name their field too.
+    let e = cli.fails(1, &["get", "0b2c7c9e-3f7d-4a8e-9a51-1c2d3e4f5a6b"]);
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("not_found"), Some("tokenId"))
+    );
+    let e = cli.fails(1, &["get", "--name", "nobody"]);
+    assert_eq!(e["field"], "name", "{e}");
+    let e = cli.fails(1, &["get", "--provided-id", "nobody"]);
+    assert_eq!(e["field"], "providedResourceId", "{e}");
+    let e = cli.fails(1, &["history", "0b2c7c9e-3f7d-4a8e-9a51-1c2d3e4f5a6b"]);
+    assert_eq!(e["field"], "tokenId", "{e}");
+    let e = cli.fails(2, &["get", &id, "--as-of-version", "0"]);
+    assert_eq!(e["field"], "asOf.version", "{e}");
+    let e = cli.fails(2, &["get", &id, "--as-of-position", "0"]);
+    assert_eq!(e["field"], "asOf.position", "{e}");
+    let e = cli.fails(2, &["list", "--cursor", ""]);
+    assert_eq!(e["field"], "cursor", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("empty"), "{e}");
+    // The same values twice are fine.
+    let body = format!(r#"{{"workspaceId": "{WS}", "tokenId": "{id}", "reason": "agreed"}}"#);
+    cli.json(&["revoke", &id, "--body", &body]);
     // Missing workspace, and clap's own usage errors.
     let run = Run::from(
         Command::new(BIN)

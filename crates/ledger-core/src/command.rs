@@ -804,11 +804,10 @@ impl Fields {
         }
         let mut ids: Vec<String> = Vec::with_capacity(groups.len());
         for (i, g) in groups.into_iter().enumerate() {
-            validate::text(
-                &format!("{field}[{i}].permissionGroupId"),
-                &g.permission_group_id,
-                PERMISSION_GROUP_ID_LEN_MAX,
-            )?;
+            let at = format!("{field}[{i}].permissionGroupId");
+            validate::text(&at, &g.permission_group_id, PERMISSION_GROUP_ID_LEN_MAX)?;
+            // A group id is a key too (" x " and "x" would be two groups).
+            validate::key_text(&at, &g.permission_group_id)?;
             if !ids.contains(&g.permission_group_id) {
                 ids.push(g.permission_group_id);
             }

@@ -1529,6 +1529,17 @@ fn wrong_types_name_the_field_path() {
             json!({ "permissionGroups": [{ "permissionGroupId": "a" }, { "permissionGroupId": " " }] }),
             "permissionGroups[1].permissionGroupId",
         ),
+        // " a " would be another group than "a".
+        (
+            "assign_permission_groups",
+            json!({ "tokenId": Uuid::nil().to_string(), "permissionGroups": [{ "permissionGroupId": " a " }] }),
+            "permissionGroups[0].permissionGroupId",
+        ),
+        (
+            "issue_client_token",
+            json!({ "permissionGroups": [{ "permissionGroupId": "" }] }),
+            "permissionGroups[0].permissionGroupId",
+        ),
         (
             "issue_client_token",
             json!({ "expectedVersion": "1" }),

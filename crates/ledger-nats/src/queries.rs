@@ -169,7 +169,7 @@ pub(crate) async fn handle(
             let store = ctx.store.clone();
             let events = blocking(move || store.token_events(&token_id, None)).await?;
             if events.is_empty() || events.iter().any(|e| e.workspace_id != workspace) {
-                return Err(not_found(&token_id.to_string()));
+                return Err(not_found(&token_id.to_string()).with_field("tokenId"));
             }
             // A long history goes out in pages that each fit in a reply.
             let mut left = ctx.page_bytes_max();
@@ -211,6 +211,7 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
             ))
         }
     };
+    let field = lookup.field();
     let described = match &lookup {
         Lookup::Id(id) => id.to_string(),
         Lookup::Name(n) => format!("named {n:?}"),
@@ -218,6 +219,7 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
     };
     let view = match q.as_of {
         Some(as_of) => {
+            as_of.check()?;
             let Lookup::Id(id) = lookup else {
                 return Err(Rejection::invalid(
                     "asOf",
@@ -237,7 +239,7 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
     };
     match view {
         Some(view) => Ok(json!({ "token": view })),
-        None => Err(not_found(&described)),
+        None => Err(not_found(&described).with_field(field)),
     }
 }
 

@@ -505,6 +505,14 @@ async fn get_and_list_read_the_views_with_their_own_writes() {
     assert_eq!(err["field"], "body");
     let err = query_error(c, "get", json!({"name": "nobody"})).await;
     assert_eq!(err["code"], "not_found");
+    assert_eq!(err["field"], "name", "the lookup is named");
+    let err = query_error(c, "get", json!({"tokenId": a, "asOf": {"version": 0}})).await;
+    assert_eq!(
+        (err["code"].as_str(), err["field"].as_str()),
+        (Some("invalid_input"), Some("asOf.version"))
+    );
+    let err = query_error(c, "history", json!({"tokenId": Uuid::new_v4().to_string()})).await;
+    assert_eq!(err["field"], "tokenId");
     let err = rejected(
         c,
         "tokens.query.elsewhere.get",

@@ -21,6 +21,24 @@ pub enum AsOf {
     Time(Timestamp),
 }
 
+impl AsOf {
+    /// Versions and positions count from 1: 0 names no point, and is
+    /// refused (`invalid_input` on `asOf.version` / `asOf.position`).
+    pub fn check(&self) -> Result<(), ledger_core::Rejection> {
+        match self {
+            AsOf::Version(0) => Err(ledger_core::Rejection::invalid(
+                "asOf.version",
+                "versions start at 1",
+            )),
+            AsOf::Position(0) => Err(ledger_core::Rejection::invalid(
+                "asOf.position",
+                "positions start at 1",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Replays a token's stream up to `as_of` and returns its view then.
 ///
 /// `None` before the token's creation, after its purge, and for a version it

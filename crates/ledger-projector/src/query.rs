@@ -31,6 +31,17 @@ pub enum Lookup {
     ProvidedId(String),
 }
 
+impl Lookup {
+    /// The query field it comes from, for a `not_found` naming it.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Lookup::Id(_) => "tokenId",
+            Lookup::Name(_) => "name",
+            Lookup::ProvidedId(_) => "providedResourceId",
+        }
+    }
+}
+
 /// Which trashed tokens a listing shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -383,6 +394,11 @@ fn matches(
 }
 
 fn decode_cursor(cursor: &str, tail: Tail) -> Result<Vec<u8>, ProjectorError> {
+    if cursor.is_empty() {
+        return Err(ProjectorError::InvalidCursor(
+            "empty: give the previous page's nextCursor, or no cursor for the first page".into(),
+        ));
+    }
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| ProjectorError::InvalidCursor("not base64url".into()))?;

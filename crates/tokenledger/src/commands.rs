@@ -5,7 +5,8 @@
 //! value is refused exactly as the same field would be over NATS. `--body`
 //! sends a raw body instead of flags; `workspaceId`, `commandId`, `actor` (and
 //! `tokenId`, `expectedVersion` when given as arguments) are filled in when the
-//! body lacks them.
+//! body lacks them, and a body that says otherwise than the command line is
+//! refused (`invalid_input` on that field), never silently preferred.
 
 use crate::app::{Ctx, Ledger};
 use crate::failure::Failure;
@@ -291,11 +292,11 @@ fn put(map: &mut Map<String, Value>, key: &str, value: impl Into<Value>) {
     map.insert(key.to_owned(), value.into());
 }
 
+/// The wire's group list; an empty id goes through, for the ledger to refuse.
 fn groups_json(groups: &[String]) -> Value {
     Value::Array(
         groups
             .iter()
-            .filter(|g| !g.is_empty())
             .map(|g| json!({ "permissionGroupId": g }))
             .collect(),
     )
@@ -350,7 +351,10 @@ impl TokenCommand {
                     put(&mut m, "expires", Value::Null);
                 }
                 if let Some(g) = a.groups {
-                    put(&mut m, "permissionGroups", groups_json(&g));
+                    // `--groups ''` (one empty value) is the documented "none".
+                    let none = g.len() == 1 && g[0].is_empty();
+                    let g: &[String] = if none { &[] } else { &g };
+                    put(&mut m, "permissionGroups", groups_json(g));
                 }
                 (CommandName::UpdateClientToken, m, a.token, a.common, None)
             }
@@ -454,29 +458,62 @@ pub fn build_body(
     if let Some(s) = secrets {
         s.fill(&mut body)?;
     }
-    if let Some(t) = token {
-        body.entry("tokenId").or_insert(Value::String(t));
-    }
+    agree(&mut body, "tokenId", token.map(Value::String))?;
+    let workspace = match &ctx.workspace {
+        Some(_) => Some(Value::String(ctx.workspace()?.to_owned())),
+        None => None,
+    };
+    agree(&mut body, "workspaceId", workspace)?;
     if !body.contains_key("workspaceId") {
+        // Required: this names the flag to give.
+        ctx.workspace()?;
+    }
+    agree(
+        &mut body,
+        "commandId",
+        common.command_id.clone().map(Value::String),
+    )?;
+    if !body.contains_key("commandId") {
         body.insert(
-            "workspaceId".into(),
-            Value::String(ctx.workspace()?.to_owned()),
+            "commandId".into(),
+            Value::String(Uuid::new_v4().to_string()),
         );
     }
-    if !body.contains_key("commandId") {
-        let id = common
-            .command_id
-            .clone()
-            .unwrap_or_else(|| Uuid::new_v4().to_string());
-        body.insert("commandId".into(), Value::String(id));
-    }
+    let actor = match &ctx.actor {
+        Some(_) => Some(ctx.actor_json()?),
+        None => None,
+    };
+    agree(&mut body, "actor", actor)?;
     if !body.contains_key("actor") {
         body.insert("actor".into(), ctx.actor_json()?);
     }
-    if let Some(v) = common.expected_version {
-        body.entry("expectedVersion").or_insert(json!(v));
-    }
+    agree(
+        &mut body,
+        "expectedVersion",
+        common.expected_version.map(|v| json!(v)),
+    )?;
     Ok(body)
+}
+
+/// Puts `given` (from a flag, an argument or `--workspace`) in `body` as
+/// `field`; a `--body` that already says otherwise is refused rather than
+/// silently overriding what the command line asked for (another workspace,
+/// another token).
+fn agree(body: &mut Map<String, Value>, field: &str, given: Option<Value>) -> Result<(), Failure> {
+    let Some(given) = given else {
+        return Ok(());
+    };
+    match body.get(field) {
+        None => {
+            body.insert(field.to_owned(), given);
+            Ok(())
+        }
+        Some(said) if *said == given => Ok(()),
+        Some(said) => Err(Failure::invalid(
+            field,
+            format!("--body says {said} but the command line says {given}: give it once"),
+        )),
+    }
 }
 
 /// Runs one command subcommand: on the data dir, or over NATS with `--nats`.

@@ -10,7 +10,7 @@ use crate::failure::Failure;
 use crate::input;
 use crate::output::{self, print_json, print_text, view_json};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use ledger_core::{validate, Envelope, Timestamp, TokenKind, TokenView};
+use ledger_core::{validate, Envelope, ErrorCode, Rejection, Timestamp, TokenKind, TokenView};
 use ledger_projector::{AsOf, ListFilter, Lookup, TrashedFilter, LIST_LIMIT_DEFAULT};
 use serde_json::json;
 use uuid::Uuid;
@@ -149,6 +149,9 @@ impl GetParts {
             (_, _, Some(t)) => Some(AsOf::Time(input::timestamp("asOf.time", t)?)),
             _ => None,
         };
+        if let Some(as_of) = &as_of {
+            as_of.check()?;
+        }
         let describe = match &lookup {
             Lookup::Id(id) => format!("token {id}"),
             Lookup::Name(n) => format!("token named {n:?}"),
@@ -163,7 +166,7 @@ impl GetParts {
 
     /// `not_found` for this lookup in `ws`.
     pub fn not_found(&self, ws: &str) -> Failure {
-        Failure::not_found(format!(
+        let message = format!(
             "no {} in workspace {ws}{}",
             self.describe,
             if self.as_of.is_some() {
@@ -171,7 +174,8 @@ impl GetParts {
             } else {
                 ""
             }
-        ))
+        );
+        Failure::from(Rejection::new(ErrorCode::NotFound, message).with_field(self.lookup.field()))
     }
 }
 
@@ -221,7 +225,13 @@ pub fn print_history(ctx: &Ctx, ws: &str, id: Uuid, events: &[Envelope]) -> Resu
 
 /// `not_found` for `history`.
 pub fn history_not_found(ws: &str, id: Uuid) -> Failure {
-    Failure::not_found(format!("no token {id} in workspace {ws}"))
+    Failure::from(
+        Rejection::new(
+            ErrorCode::NotFound,
+            format!("no token {id} in workspace {ws}"),
+        )
+        .with_field("tokenId"),
+    )
 }
 
 /// `list`'s flags as the projector's filter.
@@ -268,9 +278,10 @@ fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
                         .map(|v| v.token_id()),
                 };
                 match id {
+                    // `expired` as at that point (get_as_of's), as over NATS
+                    // and in `audit replay`, not as now.
                     Some(id) => ledger_projector::get_as_of(&ledger.store, id, as_of)?
-                        .filter(|v| v.workspace_id == ws)
-                        .map(|v| v.with_expired(now)),
+                        .filter(|v| v.workspace_id == ws),
                     None => None,
                 }
             }
