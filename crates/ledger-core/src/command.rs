@@ -197,8 +197,9 @@ pub enum Command<S> {
         name: Option<String>,
         /// The caller's own id.
         provided_resource_id: Option<String>,
-        /// Groups to assign.
-        permission_group_ids: Vec<String>,
+        /// Groups to assign; `None` when the body has no list (a re-issue
+        /// by provided id then keeps the token's, where `[]` replaces it).
+        permission_group_ids: Option<Vec<String>>,
         /// Expiry, epoch ms.
         expires: Option<i64>,
         /// Reuse or fail on a known provided id.
@@ -502,7 +503,7 @@ pub fn parse_value(name: CommandName, value: Value) -> Result<ParsedCommand, Rej
         CommandName::IssueClientToken => Command::IssueClientToken {
             name: f.optional_key_text("name", NAME_LEN_MAX)?,
             provided_resource_id: f.optional_text("providedResourceId", PROVIDED_ID_LEN_MAX)?,
-            permission_group_ids: f.groups("permissionGroups", false)?.unwrap_or_default(),
+            permission_group_ids: f.groups("permissionGroups", false)?,
             expires: f.optional_expiry("expires")?,
             if_exists: f.optional("ifExists")?.unwrap_or_default(),
             import: None,

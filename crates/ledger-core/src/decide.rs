@@ -78,8 +78,8 @@ pub fn decide(
                     let token = d.target(holder, Some(TokenKind::Client))?;
                     d.must_be_active(token)
                         .map_err(|r| r.with_field("providedResourceId"))?;
-                    let groups =
-                        (!permission_group_ids.is_empty()).then(|| permission_group_ids.clone());
+                    // A list given, even an empty one, replaces the token's
+                    // whole, as an update carrying it does; no list keeps it.
                     let name = match name {
                         Some(n) => Patch::Set(n.clone()),
                         None => Patch::Keep,
@@ -88,7 +88,12 @@ pub fn decide(
                         Some(e) => Patch::Set(*e),
                         None => Patch::Keep,
                     };
-                    return d.update_client(token, &name, &expires, groups.as_deref());
+                    return d.update_client(
+                        token,
+                        &name,
+                        &expires,
+                        permission_group_ids.as_deref(),
+                    );
                 }
             }
             let token_id = d.new_token(import.as_ref().map(|i| i.resource_id), "resourceId")?;
@@ -97,7 +102,7 @@ pub fn decide(
             }
             let permission_groups = match import {
                 Some(imp) => imp.permission_groups.clone(),
-                None => d.assign(permission_group_ids),
+                None => d.assign(permission_group_ids.as_deref().unwrap_or_default()),
             };
             let data = ClientTokenIssued {
                 expires: *expires,

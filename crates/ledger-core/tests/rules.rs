@@ -564,6 +564,15 @@ fn reissuing_with_differences_updates_only_the_changed_fields() {
         .collect();
     assert_eq!(ids, ["g-1", "g-3"]);
     assert_eq!(s.token(id).version, 4);
+
+    // An empty list is a list: it replaces the groups, as in an update.
+    let out = s.when(
+        "issue_client_token",
+        json!({ "providedResourceId": "user-42", "permissionGroups": [] }),
+    );
+    out.then_events(&[E::ClientTokenUpdated]);
+    assert_eq!(out.data_json(), json!({ "permissionGroups": [] }));
+    assert!(group_ids(&s, id).is_empty());
     assert_eq!(s.created, [id], "no second token was created");
 }
 
@@ -1375,7 +1384,7 @@ fn import_keeps_the_source_id_and_times_and_refuses_a_known_id() {
         command: Command::IssueClientToken {
             name: Some("Imported".into()),
             provided_resource_id: None,
-            permission_group_ids: Vec::new(),
+            permission_group_ids: None,
             expires,
             if_exists: Default::default(),
             import: Some(Box::new(ImportedClientFields {

@@ -510,6 +510,7 @@ fn fimidara(map: &Map<String, Value>, ctx: &Ctx, command_id: &str) -> Result<Pla
             // The parser validated and deduplicated the ids; keep each one's first assignment.
             let permission_groups = permission_group_ids
                 .iter()
+                .flatten()
                 .map(|id| {
                     let g = groups
                         .iter()
