@@ -640,6 +640,15 @@ fn imports_both_seed_formats() {
     let text = v.to_string();
     assert!(!text.contains("8974987412978974984") && !text.contains("blX09ao39021das92394"));
 
+    // A file that starts with a byte order mark imports the same.
+    let bom = tempfile::NamedTempFile::new().unwrap();
+    let mut bytes = "\u{feff}".as_bytes().to_vec();
+    bytes.extend(std::fs::read(PRIMAERP).unwrap());
+    std::fs::write(bom.path(), bytes).unwrap();
+    let fresh = Cli::new();
+    let b = fresh.json(&["import", bom.path().to_str().unwrap()]);
+    assert_eq!(b["token"]["id"], t["id"]);
+
     // Importing it again: the id exists.
     let e = cli.fails(1, &["import", PRIMAERP]);
     assert_eq!(e["code"], "conflict");

@@ -106,7 +106,14 @@ pub fn read_source(field: &str, path: &str) -> Result<String, Failure> {
             format!("{what} is larger than {INPUT_BYTES_MAX} bytes"),
         ));
     }
-    String::from_utf8(buf).map_err(|_| Failure::invalid(field, format!("{what} is not UTF-8")))
+    let text = String::from_utf8(buf)
+        .map_err(|_| Failure::invalid(field, format!("{what} is not UTF-8")))?;
+    // Editors on some systems start UTF-8 files with a byte order mark,
+    // which is no JSON; it carries nothing, so it is dropped.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    })
 }
 
 /// `--body JSON|@FILE|@-`: a JSON object.
