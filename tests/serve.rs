@@ -213,3 +213,91 @@ fn nix_term(child: &Child) {
         .success();
     assert!(ok, "kill -TERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_holds_only_event_subjects_and_a_stalled_publication_is_reported() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client.clone());
+    // An operator made TOKENS with a second subject: the server's own
+    // checkpoint notes would land in it and take a log position's sequence.
+    js.create_stream(jetstream::stream::Config {
+        name: "TOKENS".into(),
+        subjects: vec!["tokens.evt.>".into(), "tokens.checkpoint".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(&dir.path().join("ledger"), &nats.url());
+    let lines = stderr_lines(&mut server);
+    assert!(ready(&client).await);
+    let info = |js: jetstream::Context| async move {
+        js.get_stream("TOKENS")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(info(js.clone()).await.config.subjects, ["tokens.evt.>"]);
+
+    // Then a limit that refuses new messages: commands are still acknowledged
+    // (the log is the outbox), and the server says publication is stuck.
+    let mut config = info(js.clone()).await.config;
+    config.max_messages = 1;
+    config.discard = jetstream::stream::DiscardPolicy::New;
+    js.update_stream(config).await.unwrap();
+    for i in 0..3 {
+        let reply = client
+            .request(
+                "tokens.cmd.acme.issue_client_token",
+                issue_body(i).to_string().into(),
+            )
+            .await
+            .unwrap();
+        let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let warned = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains("not progressing") => break line,
+            Ok(_) => {}
+            Err(_) => panic!("no warning about the stalled publication"),
+        }
+    };
+    assert!(warned.contains("unpublished=2"), "{warned}");
+
+    // Lifted, the stream catches up with the log.
+    let mut config = info(js.clone()).await.config;
+    config.max_messages = -1;
+    js.update_stream(config).await.unwrap();
+    let caught_up = wait_for_async(DEADLINE, || async {
+        info(js.clone()).await.state.last_sequence == 3
+    })
+    .await;
+    assert!(caught_up, "publication did not resume");
+    nix_term(&server);
+    assert!(server.wait().unwrap().success());
+}
+
+/// The lines a child writes to its piped stderr, as they come.
+fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -29,7 +29,9 @@ pub enum NatsError {
     #[error(
         "the stream TOKENS is ahead of the log (stream last sequence {stream_last}, log head \
          {log_head}): it was written by something else or belongs to another data dir; refusing \
-         to publish"
+         to publish. If this data dir's log is the one the stream must hold, delete the stream \
+         (nats stream rm TOKENS) and start again: it is recreated and refilled from the log, \
+         position 1 to {log_head}"
     )]
     StreamAhead {
         /// Last sequence of the stream.
@@ -40,7 +42,10 @@ pub enum NatsError {
     /// The message at a sequence is not the log's event at that position.
     #[error(
         "the stream TOKENS diverged from the log at sequence {sequence}: message id {found:?}, the \
-         log's event there is {expected}; refusing to publish"
+         log's event there is {expected}; refusing to publish (events from position {sequence} \
+         on stay in the log, unpublished). If this data dir's log is the one the stream must \
+         hold, delete the stream (nats stream rm TOKENS) and start again: it is recreated and \
+         refilled from the log"
     )]
     StreamDiverged {
         /// The sequence (= position) checked.

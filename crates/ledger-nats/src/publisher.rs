@@ -81,6 +81,39 @@ enum Interrupt {
     Fatal(NatsError),
 }
 
+/// Resyncs in a row without progress before an operator is told.
+const STUCK_AFTER: u32 = 3;
+/// Least time between two warnings about the same stall.
+const STUCK_WARN_EVERY: Duration = Duration::from_secs(30);
+
+/// Publication that does not move: commands are still acknowledged (the log
+/// is the outbox), so nobody notices unless the server says so. Resyncs are
+/// routine (a reconnection), a run of them without progress is not.
+#[derive(Default)]
+struct Stuck {
+    resyncs: u32,
+    warned: Option<std::time::Instant>,
+}
+
+impl Stuck {
+    fn no_progress(&mut self, reason: &str, lag: u64) {
+        self.resyncs += 1;
+        let due = self
+            .warned
+            .is_none_or(|at| at.elapsed() >= STUCK_WARN_EVERY);
+        if self.resyncs >= STUCK_AFTER && lag > 0 && due {
+            self.warned = Some(std::time::Instant::now());
+            tracing::warn!(
+                %reason,
+                unpublished = lag,
+                attempts = self.resyncs,
+                "publication to the stream TOKENS is not progressing; the events stay in the log \
+                 and go out once it does (check the stream's limits and state)"
+            );
+        }
+    }
+}
+
 fn resync(reason: impl Into<String>) -> Interrupt {
     Interrupt::Resync(reason.into())
 }
@@ -113,6 +146,7 @@ impl Publisher {
 
     async fn run_loop(&mut self, stop: &mut watch::Receiver<bool>) -> Result<(), NatsError> {
         let mut backoff = BACKOFF_MIN;
+        let mut stuck = Stuck::default();
         loop {
             self.epoch.borrow_and_update();
             let synced = tokio::select! {
@@ -139,9 +173,17 @@ impl Publisher {
                 Interrupt::Resync(reason) => {
                     tracing::debug!(%reason, "publisher resync");
                     self.metrics.resynced(&reason);
+                    if !progressed {
+                        let lag = self
+                            .store
+                            .head_position()
+                            .saturating_sub(self.metrics.published_position());
+                        stuck.no_progress(&reason, lag);
+                    }
                 }
             }
             if progressed {
+                stuck = Stuck::default();
                 backoff = BACKOFF_MIN;
                 continue;
             }

@@ -50,7 +50,10 @@ impl StreamSettings {
     /// Applies our settings to an existing config; `true` when something changed.
     fn apply(&self, config: &mut stream::Config) -> bool {
         let before = config.clone();
-        if !config.subjects.iter().any(|s| s == STREAM_SUBJECTS) {
+        // Exactly the event subjects: any other subject would let messages
+        // that are not ledger events (the server's own checkpoint notes,
+        // anyone's) take stream sequences that belong to log positions.
+        if config.subjects != [STREAM_SUBJECTS] {
             config.subjects = vec![STREAM_SUBJECTS.to_owned()];
         }
         config.num_replicas = self.replicas;
@@ -123,5 +126,8 @@ mod tests {
         assert!(c.deny_purge);
         assert_eq!(c.duplicate_window, Duration::from_secs(120));
         assert_eq!(c.max_age, Duration::from_secs(3600));
+        c.subjects.push("tokens.checkpoint".into());
+        assert!(s.apply(&mut c), "an extra subject is taken off");
+        assert_eq!(c.subjects, [STREAM_SUBJECTS]);
     }
 }

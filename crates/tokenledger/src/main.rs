@@ -92,6 +92,9 @@ fn init_logging() {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                // Colour codes only for a person at a terminal, not in a
+                // log file or a collector.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_target(false)
                 .with_filter(filter.and(no_payloads)),
         )
