@@ -59,13 +59,22 @@ pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::internal(format!("tokio runtime: {e}")))?;
-    eprintln!(
+    // Said once the service answers, not before the stream is checked: a
+    // server that then refuses (another log's stream) never claims to serve.
+    let announce = format!(
         "tokenledger: serving the NATS service {:?} on {} (data dir {}, head position {})",
         config.service_name,
         config.nats_urls.join(","),
         ctx.data_dir.display(),
         store.head_position()
     );
+    let metrics = config.metrics.clone();
+    runtime.spawn(async move {
+        while !metrics.is_ready() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("{announce}");
+    });
     runtime
         .block_on(ledger_nats::run(store, config, termination()))
         .map_err(|e| Failure::internal(format!("{} ({})", e, e.code())))?;
