@@ -28,20 +28,15 @@ async fn pages_are_cut_to_fit_in_one_message_and_the_cursors_reach_everything() 
     let c = &env.client;
     let mut issued = HashSet::new();
     for i in 0..60 {
-        let token = c
-            .issue_client_token(
-                WS,
-                IssueClientToken {
-                    name: Some(format!("t{i}")),
-                    permission_groups: groups(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
-            .token
-            .unwrap()
-            .token_id();
+        let token = issue(
+            c,
+            IssueClientToken {
+                name: Some(format!("t{i}")),
+                permission_groups: groups(),
+                ..Default::default()
+            },
+        )
+        .await;
         issued.insert(token);
     }
 
@@ -112,13 +107,7 @@ async fn pages_are_cut_to_fit_in_one_message_and_the_cursors_reach_everything() 
 async fn a_long_history_comes_in_pages_and_the_client_follows_them() {
     let env = Env::start_with_max_payload(MAX_PAYLOAD).await;
     let c = &env.client;
-    let token = c
-        .issue_client_token(WS, IssueClientToken::default())
-        .await
-        .unwrap()
-        .token
-        .unwrap()
-        .token_id();
+    let token = issue(c, IssueClientToken::default()).await;
     for _ in 0..20 {
         let added = groups();
         c.assign_permission_groups(
@@ -154,13 +143,7 @@ async fn a_long_history_comes_in_pages_and_the_client_follows_them() {
 async fn events_gone_from_the_stream_are_an_error_item_not_a_silent_skip() {
     let env = Env::start().await;
     let c = &env.client;
-    let revoked = c
-        .issue_client_token(WS, IssueClientToken::default())
-        .await
-        .unwrap()
-        .token
-        .unwrap()
-        .token_id();
+    let revoked = issue(c, IssueClientToken::default()).await;
     // An operator caps the stream; the ledger leaves such settings alone.
     let nats = async_nats::connect(env.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(nats);

@@ -199,3 +199,13 @@ pub fn log_from(store: &Store, from: u64) -> Vec<Envelope> {
         .map(|e| e.envelope().unwrap())
         .collect()
 }
+
+/// Issues a client token in [`WS`]; its id.
+pub async fn issue(c: &Client, cmd: ledger_client::IssueClientToken) -> uuid::Uuid {
+    c.issue_client_token(WS, cmd)
+        .await
+        .expect("issued")
+        .token
+        .expect("a view")
+        .token_id()
+}
