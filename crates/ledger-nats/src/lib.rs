@@ -90,6 +90,10 @@ pub struct ServeConfig {
     /// A signed checkpoint this often when the log grew (zero: no timer).
     /// One is made at shutdown in any case (see [`checkpoints`]).
     pub checkpoint_every: Duration,
+    /// While there is nothing to publish, the stream is looked at this
+    /// often, so that one deleted or rolled back while the ledger is idle is
+    /// recreated and refilled without waiting for the next command.
+    pub stream_check_every: Duration,
 }
 
 impl Default for ServeConfig {
@@ -108,6 +112,7 @@ impl Default for ServeConfig {
             metrics: Metrics::default(),
             checkpoint_every_events: checkpoints::EVERY_EVENTS_DEFAULT,
             checkpoint_every: checkpoints::EVERY_DEFAULT,
+            stream_check_every: Duration::from_secs(10),
         }
     }
 }
@@ -259,6 +264,7 @@ async fn serve(
             store: store.clone(),
             settings,
             ack_window: config.ack_window,
+            check_every: config.stream_check_every,
             metrics: metrics.clone(),
             epoch: epoch_rx,
         }

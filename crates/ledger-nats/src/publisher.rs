@@ -124,6 +124,8 @@ pub(crate) struct Publisher {
     pub store: Store,
     pub settings: StreamSettings,
     pub ack_window: usize,
+    /// How often the stream is looked at while idle.
+    pub check_every: Duration,
     pub metrics: Metrics,
     /// Bumped on every (re)connection of the client.
     pub epoch: watch::Receiver<u64>,
@@ -196,6 +198,34 @@ impl Publisher {
         }
     }
 
+    /// The stream, looked at while idle, must still end at `published`:
+    /// deleted, or rolled back by a NATS node that lost writes without the
+    /// connection noticing, it is resynced (recreated, refilled) now, not
+    /// at the next command. A failed lookup is left to the next look.
+    async fn check_idle_stream(&self, published: u64) -> Result<(), Interrupt> {
+        match self.js.get_stream(STREAM_NAME).await {
+            Ok(stream) => {
+                let last = stream.cached_info().state.last_sequence;
+                if last != published {
+                    return Err(resync(format!(
+                        "the stream ends at sequence {last}, {published} was published"
+                    )));
+                }
+                Ok(())
+            }
+            // JetStream answered, and not with the stream (not a timeout).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(_)
+                ) =>
+            {
+                Err(resync(format!("the stream is gone: {e}")))
+            }
+            Err(_) => Ok(()),
+        }
+    }
+
     /// Publishes from `last + 1` on; see the module docs.
     async fn pump(&mut self, last: u64, stop: &mut watch::Receiver<bool>) -> Result<(), Interrupt> {
         let mut head_rx = self.store.watch_head();
@@ -256,6 +286,10 @@ impl Publisher {
                     }
                     _ = self.epoch.changed() => return Err(resync("reconnected")),
                     _ = stop.changed() => stopping = true,
+                    () = tokio::time::sleep(self.check_every) => {
+                        // Everything up to `next - 1` is acknowledged now.
+                        self.check_idle_stream(next - 1).await?;
+                    }
                 }
                 continue;
             };

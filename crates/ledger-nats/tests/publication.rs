@@ -329,3 +329,34 @@ async fn a_deleted_stream_is_recreated_and_refilled_from_the_log() {
     check_stream_equals_log(&js, &store).await.unwrap();
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_deleted_while_the_ledger_is_idle_is_refilled_without_a_command() {
+    let nats = nats_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &MasterKey::generate());
+    let server = Server::spawn(
+        store.clone(),
+        ServeConfig {
+            stream_check_every: Duration::from_millis(100),
+            ..ServeConfig::new(vec![nats.url()])
+        },
+    );
+    assert!(wait_for_async_ready(&server).await);
+    issue_directly(&store, 10, "before").await;
+    server.wait_published(&store).await;
+
+    let js = js(&nats.url()).await;
+    js.delete_stream("TOKENS").await.unwrap();
+    // No command follows: the idle publisher notices by itself.
+    let refilled = ledger_testkit::wait_for_async(DEADLINE, || async {
+        match js.get_stream("TOKENS").await {
+            Ok(s) => s.cached_info().state.last_sequence == store.head_position(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(refilled, "the deleted stream was not recreated while idle");
+    check_stream_equals_log(&js, &store).await.unwrap();
+    server.stop().await.unwrap();
+}
