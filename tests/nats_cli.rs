@@ -8,7 +8,7 @@
 //! process to say so (or for a condition), with a deadline.
 
 use ledger_testkit::{free_port, wait_for, NatsServer};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -716,6 +716,51 @@ fn watch_sees_each_change_after_it_started_once_and_in_order() {
         .map(|(p, t)| (*p, (*t).to_owned()))
         .collect();
     assert_eq!(got, want, "each change once, in order, nothing else");
+}
+
+/// Caps the stream `TOKENS` at `max` messages, refusing new ones beyond
+/// (`None`: no cap), as an operator could.
+fn cap_stream(url: &str, max: Option<i64>) {
+    use async_nats::jetstream;
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let js = jetstream::new(async_nats::connect(url).await.unwrap());
+        let mut config = js
+            .get_stream("TOKENS")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .config
+            .clone();
+        config.max_messages = max.unwrap_or(-1);
+        config.discard = jetstream::stream::DiscardPolicy::New;
+        js.update_stream(config).await.unwrap();
+    });
+}
+
+#[test]
+fn watch_from_now_starts_past_the_ledgers_head_even_while_the_stream_lags() {
+    let stack = Stack::start();
+    let cli = stack.cli();
+    cli.json(&["issue", "--name", "published"]);
+    let (code, _) = Watch::spawn(&cli, &["--from-start", "--count", "1"]).finish();
+    assert_eq!(code, 0, "position 1 is in the stream");
+    // The stream takes no more: position 2 is acknowledged but not published.
+    cap_stream(&stack.url(), Some(1));
+    cli.json(&["issue", "--name", "acknowledged, not yet published"]);
+    let watch = Watch::spawn(&cli, &["--json", "--count", "1"]);
+    assert_eq!(
+        watch.subscribed(),
+        3,
+        "now is after the head (2), not the stream's end (1)"
+    );
+    cap_stream(&stack.url(), None);
+    let after = cli.json(&["issue", "--name", "after the watcher started"]);
+    let (code, stdout) = watch.finish();
+    assert_eq!(code, 0);
+    let printed: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(printed["position"], json!(positions(&after)[0]), "{stdout}");
 }
 
 #[test]

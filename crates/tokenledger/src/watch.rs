@@ -56,6 +56,10 @@ fn event_type(raw: &str) -> Result<EventType, String> {
     })
 }
 
+/// How long `watch` asks the ledger for its head before starting at the
+/// stream's end instead.
+const HEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs `watch` until a signal or `--count` events.
 pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
     let Some(urls) = &ctx.nats else {
@@ -91,6 +95,20 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
         let mut term = signal(SignalKind::terminate()).map_err(signal_failed)?;
         let mut int = signal(SignalKind::interrupt()).map_err(signal_failed)?;
         let client = remote::connect(urls).await?;
+        let from = match from {
+            // "From now on" is past the log's head, which the stream may not
+            // have reached yet (a publication catching up, a stream being
+            // refilled). The stream's end is the fallback when the ledger
+            // does not say (down, or no right to `tokens.snapshot`).
+            StartFrom::New => {
+                let head = client.snapshot(workspace.as_deref(), None, Some(1));
+                match tokio::time::timeout(HEAD_WAIT, head).await {
+                    Ok(Ok(page)) => StartFrom::Position(page.position + 1),
+                    _ => StartFrom::New,
+                }
+            }
+            other => other,
+        };
         let mut events = client
             .subscribe(filter.clone(), from)
             .await
