@@ -552,6 +552,20 @@ fn exit_codes() {
     assert_eq!(e["field"], "actor", "{e}");
     let still = cli.json(&["--workspace", "other", "get", &other_id]);
     assert_eq!(still["token"]["revoked"], false, "{still}");
+    // TOKENLEDGER_WORKSPACE is only a default: a body may name another.
+    let run = Run::from(
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(cli.data_dir())
+            .args(["--actor", "user:tester", "--json", "trash", &other_id])
+            .args(["--body", r#"{"workspaceId": "other"}"#])
+            .env("TOKENLEDGER_WORKSPACE", WS)
+            .env_remove("TOKENLEDGER_NATS")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.json()["token"]["trashItem"].is_object());
     let still = cli.json(&["get", &id]);
     assert_eq!(still["token"]["revoked"], false, "{still}");
     // An empty group id is refused, not dropped; `update --groups ''` is "none".

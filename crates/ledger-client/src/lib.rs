@@ -221,12 +221,24 @@ impl Client {
         let mut raw_events = Vec::new();
         let mut from = 1u64;
         loop {
-            let page: History = self
-                .request(
+            let asked = self
+                .request::<History>(
                     subject.clone(),
                     &serde_json::json!({ "tokenId": token.to_string(), "fromVersion": from }),
                 )
-                .await?;
+                .await;
+            let page = match asked {
+                // A server from before paging refuses the field: ask it for
+                // the whole history at once, as it answers.
+                Err(e) if from == 1 && refuses_unknown_field(&e, "fromVersion") => {
+                    self.request::<History>(
+                        subject.clone(),
+                        &serde_json::json!({ "tokenId": token.to_string() }),
+                    )
+                    .await?
+                }
+                other => other?,
+            };
             raw_events.extend(page.events);
             match page.next_version {
                 // Versions only go up: anything else would loop for ever.
@@ -339,6 +351,15 @@ fn decode_reply<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T,
     }
 }
 
+/// Whether `e` is a server refusing `field` as unknown (it predates it).
+fn refuses_unknown_field(e: &ClientError, field: &str) -> bool {
+    e.rejection().is_some_and(|r| {
+        r.code == ErrorCode::InvalidInput
+            && r.field.as_deref() == Some(field)
+            && r.message.contains("unknown field")
+    })
+}
+
 fn check_workspace(workspace: &str) -> Result<(), ClientError> {
     validate::workspace_id("workspaceId", workspace).map_err(ClientError::Invalid)
 }
@@ -380,6 +401,24 @@ command_methods! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_from_before_history_pages_is_recognised_by_its_refusal() {
+        // What such a server answers (its strict query decoding).
+        let old = decode_reply::<Value>(
+            "s",
+            br#"{"ok":false,"error":{"code":"invalid_input","field":"fromVersion","message":"invalid query: unknown field `fromVersion`, expected `tokenId`"}}"#,
+        )
+        .unwrap_err();
+        assert!(refuses_unknown_field(&old, "fromVersion"));
+        // The current server's "ask in pages" is no such refusal.
+        let paged = decode_reply::<Value>(
+            "s",
+            br#"{"ok":false,"error":{"code":"invalid_input","field":"fromVersion","message":"this history is larger than one reply"}}"#,
+        )
+        .unwrap_err();
+        assert!(!refuses_unknown_field(&paged, "fromVersion"));
+    }
 
     #[test]
     fn replies_decode_into_results_or_typed_rejections() {

@@ -129,6 +129,21 @@ async fn a_long_history_comes_in_pages_and_the_client_follows_them() {
         .await
         .unwrap();
     }
+    // A caller that does not ask for pages gets no first page passed off as
+    // the whole history, but an error saying to page.
+    let whole = async_nats::connect(env.nats.url())
+        .await
+        .unwrap()
+        .request(
+            format!("tokens.query.{WS}.history"),
+            serde_json::json!({ "tokenId": token.to_string() })
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap();
+    let whole: serde_json::Value = serde_json::from_slice(&whole.payload).unwrap();
+    assert_eq!(whole["error"]["field"], "fromVersion", "{whole}");
     let history = within("history", c.history(WS, token)).await.unwrap();
     let versions: Vec<u64> = history.iter().map(|e| e.version).collect();
     assert_eq!(versions, (1..=41).collect::<Vec<u64>>());

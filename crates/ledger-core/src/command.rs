@@ -503,7 +503,7 @@ pub fn parse_value(name: CommandName, value: Value) -> Result<ParsedCommand, Rej
         CommandName::IssueClientToken => Command::IssueClientToken {
             name: f.optional_key_text("name", NAME_LEN_MAX)?,
             provided_resource_id: f.optional_text("providedResourceId", PROVIDED_ID_LEN_MAX)?,
-            permission_group_ids: f.groups("permissionGroups", false)?,
+            permission_group_ids: f.groups("permissionGroups", false, true)?,
             expires: f.optional_expiry("expires")?,
             if_exists: f.optional("ifExists")?.unwrap_or_default(),
             import: None,
@@ -513,7 +513,7 @@ pub fn parse_value(name: CommandName, value: Value) -> Result<ParsedCommand, Rej
                 token_id: f.token_id()?,
                 name: f.patch_key_text("name", NAME_LEN_MAX)?,
                 expires: f.patch_expiry("expires")?,
-                permission_group_ids: f.groups("permissionGroups", false)?,
+                permission_group_ids: f.groups("permissionGroups", false, true)?,
             };
             if let Command::UpdateClientToken {
                 name: Patch::Keep,
@@ -531,11 +531,15 @@ pub fn parse_value(name: CommandName, value: Value) -> Result<ParsedCommand, Rej
         }
         CommandName::AssignPermissionGroups => Command::AssignPermissionGroups {
             token_id: f.token_id()?,
-            permission_group_ids: f.groups("permissionGroups", true)?.unwrap_or_default(),
+            permission_group_ids: f
+                .groups("permissionGroups", true, true)?
+                .unwrap_or_default(),
         },
         CommandName::UnassignPermissionGroups => Command::UnassignPermissionGroups {
             token_id: f.token_id()?,
-            permission_group_ids: f.groups("permissionGroups", true)?.unwrap_or_default(),
+            permission_group_ids: f
+                .groups("permissionGroups", true, false)?
+                .unwrap_or_default(),
         },
         CommandName::RotateClientToken => Command::RotateClientToken {
             token_id: f.token_id()?,
@@ -768,8 +772,15 @@ impl Fields {
         }
     }
 
-    /// `[{ "permissionGroupId": ... }]`, deduplicated, order kept.
-    fn groups(&mut self, field: &str, non_empty: bool) -> Result<Option<Vec<String>>, Rejection> {
+    /// `[{ "permissionGroupId": ... }]`, deduplicated, order kept. With
+    /// `new_ids`, each id must also pass the key rules of names; an unassign
+    /// names ids already held, which may predate those rules.
+    fn groups(
+        &mut self,
+        field: &str,
+        non_empty: bool,
+        new_ids: bool,
+    ) -> Result<Option<Vec<String>>, Rejection> {
         // The seed's groups carry assignedAt and assignedBy; a caller who
         // sends them back is told they are the ledger's, not "unknown".
         if let Some(Value::Array(given)) = self.map.get(field) {
@@ -808,7 +819,9 @@ impl Fields {
             let at = format!("{field}[{i}].permissionGroupId");
             validate::text(&at, &g.permission_group_id, PERMISSION_GROUP_ID_LEN_MAX)?;
             // A group id is a key too (" x " and "x" would be two groups).
-            validate::key_text(&at, &g.permission_group_id)?;
+            if new_ids {
+                validate::key_text(&at, &g.permission_group_id)?;
+            }
             if !ids.contains(&g.permission_group_id) {
                 ids.push(g.permission_group_id);
             }

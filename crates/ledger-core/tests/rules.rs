@@ -2242,3 +2242,25 @@ fn reservation_storage_keys_are_distinct_per_kind_and_part() {
     assert_eq!(keys[4], keys[6]);
     assert_eq!(bytes.len(), keys.len() - 2);
 }
+
+#[test]
+fn an_unassign_may_name_a_group_id_from_before_the_key_rules() {
+    // Held ids may predate the rules for new ones (" a " with its spaces):
+    // unassigning one by id must stay possible.
+    let body = |ids: &[&str]| {
+        json!({
+            "commandId": Uuid::new_v4().to_string(),
+            "workspaceId": WS,
+            "actor": {"agentId": "alice", "agentType": "user"},
+            "tokenId": Uuid::new_v4().to_string(),
+            "permissionGroups": ids.iter().map(|id| json!({"permissionGroupId": id})).collect::<Vec<_>>(),
+        })
+    };
+    assert!(command::parse_value(CommandName::UnassignPermissionGroups, body(&[" a "])).is_ok());
+    let refused =
+        command::parse_value(CommandName::AssignPermissionGroups, body(&[" a "])).unwrap_err();
+    assert_eq!(
+        refused.field.as_deref(),
+        Some("permissionGroups[0].permissionGroupId")
+    );
+}

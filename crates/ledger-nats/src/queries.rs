@@ -78,7 +78,8 @@ impl QueryContext {
         })
     }
 
-    /// Records the server's `max_payload` (at connect and reconnect).
+    /// Records the server's `max_payload` (learned at connect: a failover
+    /// to a server with a smaller one is not seen until the next start).
     pub(crate) fn set_reply_bytes_max(&self, max_payload: usize) {
         if max_payload > 0 {
             self.reply_bytes_max.store(max_payload, Ordering::Relaxed);
@@ -171,7 +172,10 @@ pub(crate) async fn handle(
             if events.is_empty() || events.iter().any(|e| e.workspace_id != workspace) {
                 return Err(not_found(&token_id.to_string()).with_field("tokenId"));
             }
-            // A long history goes out in pages that each fit in a reply.
+            // A long history goes out in pages that each fit in a reply, to
+            // a caller that asks for pages (`fromVersion`). One that does not
+            // would take the first page for the whole history: it gets all,
+            // or an error that says to page.
             let mut left = ctx.page_bytes_max();
             let mut page = Vec::new();
             let mut next_version = None;
@@ -183,6 +187,17 @@ pub(crate) async fn handle(
                 }
                 left = left.saturating_sub(size);
                 page.push(event);
+            }
+            if q.from_version.is_none() {
+                if next_version.is_some() {
+                    return Err(Rejection::invalid(
+                        "fromVersion",
+                        "this history is larger than one reply: ask for it in pages, \
+                         with fromVersion (1 for the first page; each reply's nextVersion \
+                         for the next)",
+                    ));
+                }
+                return Ok(json!({ "events": page }));
             }
             Ok(json!({ "events": page, "nextVersion": next_version }))
         }

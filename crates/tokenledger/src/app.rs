@@ -23,6 +23,8 @@ pub struct Ctx {
     pub json: bool,
     /// `--workspace`, if given.
     pub workspace: Option<String>,
+    /// Whether that came from `TOKENLEDGER_WORKSPACE` rather than the command line.
+    pub workspace_from_env: bool,
     /// `--actor`, if given.
     pub actor: Option<String>,
     /// `--nats`: the server URLs; commands and queries then go over NATS.

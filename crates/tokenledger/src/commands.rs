@@ -459,7 +459,10 @@ pub fn build_body(
         s.fill(&mut body)?;
     }
     agree(&mut body, "tokenId", token.map(Value::String))?;
+    // A workspace from the environment is a default, which a body may
+    // override; one typed on the command line must agree with the body.
     let workspace = match &ctx.workspace {
+        Some(_) if ctx.workspace_from_env && body.contains_key("workspaceId") => None,
         Some(_) => Some(Value::String(ctx.workspace()?.to_owned())),
         None => None,
     };

@@ -554,6 +554,7 @@ mod tests {
             data_dir: "unused".into(),
             json: false,
             workspace: Some("acme".into()),
+            workspace_from_env: false,
             actor: Some("user:tester".into()),
             nats: None,
             snapshot_min_events: 10_000,

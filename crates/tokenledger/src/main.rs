@@ -26,20 +26,38 @@ mod verify;
 mod watch;
 
 use app::Ctx;
-use clap::Parser;
 use cli::{Cli, TopCommand};
 use failure::{Failure, EXIT_OK};
 use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
+/// Whether the global argument `id` took its value from the environment
+/// (looked up at the deepest subcommand that has it: globals given after a
+/// subcommand are recorded there).
+fn from_env(matches: &clap::ArgMatches, id: &str) -> bool {
+    let mut source = matches.value_source(id);
+    let mut level = matches;
+    while let Some((_, sub)) = level.subcommand() {
+        if let Some(s) = sub.value_source(id) {
+            source = Some(s);
+        }
+        level = sub;
+    }
+    source == Some(clap::parser::ValueSource::EnvVariable)
+}
+
 fn main() -> ExitCode {
     // Usage errors exit with 2, --help and --version with 0 (clap's own codes).
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let workspace_from_env = from_env(&matches, "workspace");
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging();
     let ctx = Ctx {
         data_dir: cli.global.data_dir,
         json: cli.global.json,
         workspace: cli.global.workspace,
+        workspace_from_env,
         actor: cli.global.actor,
         nats: cli.global.nats,
         snapshot_min_events: cli.global.snapshot_min_events,
