@@ -718,25 +718,11 @@ fn watch_sees_each_change_after_it_started_once_and_in_order() {
     assert_eq!(got, want, "each change once, in order, nothing else");
 }
 
-/// Caps the stream `TOKENS` at `max` messages, refusing new ones beyond
-/// (`None`: no cap), as an operator could.
+/// [`ledger_testkit::cap_tokens_stream`], from a test without a runtime.
 fn cap_stream(url: &str, max: Option<i64>) {
-    use async_nats::jetstream;
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let js = jetstream::new(async_nats::connect(url).await.unwrap());
-        let mut config = js
-            .get_stream("TOKENS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .config
-            .clone();
-        config.max_messages = max.unwrap_or(-1);
-        config.discard = jetstream::stream::DiscardPolicy::New;
-        js.update_stream(config).await.unwrap();
-    });
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(ledger_testkit::cap_tokens_stream(url, max, true));
 }
 
 #[test]

@@ -245,10 +245,7 @@ async fn the_stream_holds_only_event_subjects_and_a_stalled_publication_is_repor
 
     // Then a limit that refuses new messages: commands are still acknowledged
     // (the log is the outbox), and the server says publication is stuck.
-    let mut config = info(js.clone()).await.config;
-    config.max_messages = 1;
-    config.discard = jetstream::stream::DiscardPolicy::New;
-    js.update_stream(config).await.unwrap();
+    ledger_testkit::cap_tokens_stream(&nats.url(), Some(1), true).await;
     for i in 0..3 {
         let reply = client
             .request(
@@ -272,9 +269,7 @@ async fn the_stream_holds_only_event_subjects_and_a_stalled_publication_is_repor
     assert!(warned.contains("unpublished=2"), "{warned}");
 
     // Lifted, the stream catches up with the log.
-    let mut config = info(js.clone()).await.config;
-    config.max_messages = -1;
-    js.update_stream(config).await.unwrap();
+    ledger_testkit::cap_tokens_stream(&nats.url(), None, true).await;
     let caught_up = wait_for_async(DEADLINE, || async {
         info(js.clone()).await.state.last_sequence == 3
     })

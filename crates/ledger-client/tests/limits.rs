@@ -159,20 +159,9 @@ async fn events_gone_from_the_stream_are_an_error_item_not_a_silent_skip() {
     let env = Env::start().await;
     let c = &env.client;
     let revoked = issue(c, IssueClientToken::default()).await;
-    // An operator caps the stream; the ledger leaves such settings alone.
-    let nats = async_nats::connect(env.nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(nats);
-    let mut config = js
-        .get_stream("TOKENS")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
-    config.max_messages = 5;
-    js.update_stream(config).await.unwrap();
+    // An operator caps the stream, dropping the oldest messages (the
+    // ledger leaves such settings alone).
+    ledger_testkit::cap_tokens_stream(&env.nats.url(), Some(5), false).await;
     c.revoke_token(
         WS,
         RevokeToken {

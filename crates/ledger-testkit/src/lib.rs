@@ -613,6 +613,33 @@ fn kill_and_reap(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// Caps the JetStream stream `TOKENS` on the server at `url` at `max`
+/// messages (`None`: no cap), as an operator could: beyond the cap new
+/// messages are refused (`refuse_new`) or the oldest dropped. Other
+/// settings stay.
+///
+/// # Panics
+///
+/// When the server or the stream cannot be reached or updated.
+pub async fn cap_tokens_stream(url: &str, max: Option<i64>, refuse_new: bool) {
+    use async_nats::jetstream;
+    let js = jetstream::new(async_nats::connect(url).await.expect("connect"));
+    let mut config = js
+        .get_stream("TOKENS")
+        .await
+        .expect("the stream TOKENS")
+        .cached_info()
+        .config
+        .clone();
+    config.max_messages = max.unwrap_or(-1);
+    config.discard = if refuse_new {
+        jetstream::stream::DiscardPolicy::New
+    } else {
+        jetstream::stream::DiscardPolicy::Old
+    };
+    js.update_stream(config).await.expect("stream updated");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
