@@ -380,9 +380,9 @@ async fn sync(
 
 /// The message at `sequence` must carry the log's event id for that position.
 ///
-/// A message that cannot be fetched (expired by an operator's limits, a
-/// timeout) is not checked: the check guards against a foreign writer, it is
-/// not needed for the sequence invariant.
+/// A message the stream no longer holds (expired by an operator's limits)
+/// is not checked; any other failure to fetch it resyncs, so that a
+/// foreign message never passes for want of an answer.
 async fn check_last_message(
     js: &jetstream::Context,
     store: &Store,
@@ -394,10 +394,14 @@ async fn check_last_message(
         .map_err(|e| resync(format!("stream handle: {e}")))?;
     let message = match stream.get_raw_message(sequence).await {
         Ok(m) => m,
-        Err(e) => {
+        // Gone (an operator's limits expired it): nothing to compare.
+        Err(e) if e.kind() == jetstream::stream::RawMessageErrorKind::NoMessageFound => {
             tracing::debug!(sequence, error = %e, "last stream message not checked");
             return Ok(());
         }
+        // A timeout or an error is no answer: look again rather than let a
+        // foreign message pass unchecked.
+        Err(e) => return Err(resync(format!("reading stream message {sequence}: {e}"))),
     };
     let store = store.clone();
     let event = tokio::task::spawn_blocking(move || store.event(sequence))
