@@ -1,5 +1,6 @@
 //! Commands over request/reply: `tokens.cmd.{workspaceId}.{command}`.
 
+use crate::reply::ReplyLimit;
 use crate::subjects::request_parts;
 use chrono::Utc;
 use ledger_core::command::{self};
@@ -12,6 +13,8 @@ use serde_json::value::RawValue;
 /// What a command handler needs.
 pub(crate) struct CommandContext {
     pub store: Store,
+    /// A reply too large for it goes out without the token's view.
+    pub reply_limit: ReplyLimit,
 }
 
 /// Handles one command request; the reply's `result` or the rejection.
@@ -54,13 +57,34 @@ pub(crate) async fn handle(
             Some(view.with_expired(Timestamp::new(Utc::now())))
         }
     };
-    // Serialized straight from the view: building a `Value` tree first
-    // cost a few µs per command on the server's two cores.
-    serde_json::value::to_raw_value(&Accepted {
-        positions: &committed.positions,
-        token: view.as_ref(),
-    })
-    .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))
+    accepted(&committed.positions, view.as_ref(), &ctx.reply_limit)
+}
+
+/// The result of an accepted command, serialized straight from the view
+/// (building a `Value` tree first cost a few µs per command on the
+/// server's two cores). When the reply would not fit in one NATS message
+/// it goes without the view, not as an error: the command was applied,
+/// and an error would say otherwise (`get` shows the view, if it fits).
+fn accepted(
+    positions: &[u64],
+    token: Option<&TokenView>,
+    limit: &ReplyLimit,
+) -> Result<Box<RawValue>, Rejection> {
+    let raw = |token| {
+        serde_json::value::to_raw_value(&Accepted { positions, token })
+            .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))
+    };
+    let full = raw(token)?;
+    if token.is_none() || limit.fits(&full) {
+        return Ok(full);
+    }
+    tracing::warn!(
+        bytes = full.get().len(),
+        max_payload = limit.bytes_max(),
+        "a command's reply is larger than the NATS server takes: sent without the token's \
+         view (raise max_payload)"
+    );
+    raw(None)
 }
 
 /// The result of an accepted command.
@@ -94,4 +118,25 @@ pub(crate) fn unknown_command(subject: &str) -> Rejection {
         ),
     )
     .with_field("command")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_too_large_for_one_message_goes_without_the_view() {
+        let chain = ledger_testkit::renamed_chain(2, "svc");
+        let state = ledger_core::state::fold_token(chain.iter()).expect("a state");
+        let view = TokenView::of(&state).expect("a view");
+        let limit = ReplyLimit::default();
+        let with_view = accepted(&[7], Some(&view), &limit).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(with_view.get()).unwrap();
+        assert_eq!(parsed["token"]["resourceId"], view.token_id().to_string());
+        // Too small for the view, not for the positions: the command was applied.
+        limit.set(with_view.get().len());
+        let without = accepted(&[7], Some(&view), &limit).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(without.get()).unwrap();
+        assert_eq!(parsed, serde_json::json!({"positions": [7], "token": null}));
+    }
 }

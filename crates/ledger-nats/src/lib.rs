@@ -206,6 +206,8 @@ struct Shared {
     verify: verify::VerifyContext,
     metrics: Metrics,
     in_flight: Arc<Semaphore>,
+    /// The server's `max_payload`, which every reply must fit in.
+    reply_limit: reply::ReplyLimit,
 }
 
 async fn serve(
@@ -216,15 +218,18 @@ async fn serve(
     config.validate()?;
     tokio::pin!(shutdown);
     let metrics = config.metrics.clone();
+    let reply_limit = reply::ReplyLimit::default();
     let shared = Arc::new(Shared {
         max_payload_bytes: config.max_payload_bytes,
         commands: CommandContext {
             store: store.clone(),
+            reply_limit: reply_limit.clone(),
         },
-        queries: QueryContext::new(store.clone())?,
+        queries: QueryContext::new(store.clone(), reply_limit.clone())?,
         verify: verify::VerifyContext::new(store.clone()),
         metrics: metrics.clone(),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+        reply_limit,
     });
     // Bumped on every reconnection; the publisher re-reads the stream then.
     let (epoch_tx, epoch_rx) = watch::channel(0u64);
@@ -234,9 +239,7 @@ async fn serve(
         c = connect(&config, epoch_tx.clone()) => c?,
         () = &mut shutdown => return Ok(()),
     };
-    shared
-        .queries
-        .set_reply_bytes_max(client.server_info().max_payload);
+    shared.reply_limit.set(client.server_info().max_payload);
     let js = jetstream::new(client.clone());
     let settings = config.stream_settings();
 
@@ -530,7 +533,7 @@ async fn serve_endpoint(mut endpoint: Endpoint, route: Route, shared: Arc<Shared
                 (Ok(_), Route::Command(_)) => shared.metrics.command_accepted(),
                 (Ok(_), _) => shared.metrics.query_answered(),
             }
-            reply::send(&request, &outcome, shared.queries.reply_bytes_max()).await;
+            reply::send(&request, &outcome, &shared.reply_limit).await;
             drop(permit);
         });
     }

@@ -1,6 +1,7 @@
 //! Queries over request/reply: `tokens.query.{workspaceId}.{get|list|history}`.
 
 use crate::commands::subject_workspace;
+use crate::reply::ReplyLimit;
 use crate::subjects::{request_parts, QUERY_NAMES};
 use crate::NatsError;
 use chrono::Utc;
@@ -12,7 +13,6 @@ use ledger_store::Store;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -55,18 +55,12 @@ pub(crate) struct QueryContext {
     /// The projector's checkpoint, readable without its lock.
     applied: watch::Receiver<u64>,
     views: Views,
-    /// Largest message the NATS server takes (its `max_payload`), learned
-    /// at connect: pages are cut to fit in a reply.
-    reply_bytes_max: Arc<AtomicUsize>,
+    /// Pages are cut to fit in a reply.
+    pub(crate) reply_limit: ReplyLimit,
 }
 
-/// `max_payload` until the server says otherwise: NATS's default, 1 MiB.
-const REPLY_BYTES_DEFAULT: usize = 1 << 20;
-/// Room kept in a reply for what wraps a page (`ok`, `nextCursor`, …).
-const PAGE_HEADROOM: usize = 4096;
-
 impl QueryContext {
-    pub fn new(store: Store) -> Result<QueryContext, NatsError> {
+    pub fn new(store: Store, reply_limit: ReplyLimit) -> Result<QueryContext, NatsError> {
         let projector = Projector::open(store.db())
             .map_err(|e| NatsError::Views(format!("opening the views: {e}")))?;
         Ok(QueryContext {
@@ -74,28 +68,8 @@ impl QueryContext {
             applied: projector.subscribe(),
             views: projector.views(),
             projector: Arc::new(tokio::sync::Mutex::new(projector)),
-            reply_bytes_max: Arc::new(AtomicUsize::new(REPLY_BYTES_DEFAULT)),
+            reply_limit,
         })
-    }
-
-    /// Records the server's `max_payload` (learned at connect: a failover
-    /// to a server with a smaller one is not seen until the next start).
-    pub(crate) fn set_reply_bytes_max(&self, max_payload: usize) {
-        if max_payload > 0 {
-            self.reply_bytes_max.store(max_payload, Ordering::Relaxed);
-        }
-    }
-
-    /// The largest reply body the server takes.
-    pub(crate) fn reply_bytes_max(&self) -> usize {
-        self.reply_bytes_max.load(Ordering::Relaxed)
-    }
-
-    /// Bytes a page's items may take so that its reply fits in one message.
-    pub(crate) fn page_bytes_max(&self) -> usize {
-        self.reply_bytes_max()
-            .saturating_sub(PAGE_HEADROOM)
-            .max(PAGE_HEADROOM)
     }
 
     /// Catches the views up to the head (as it is now), off the async runtime.
@@ -148,7 +122,7 @@ pub(crate) async fn handle(
         Query::Get => get(ctx, workspace, body(payload)?).await,
         Query::List => {
             let mut filter: ListFilter = body(payload)?;
-            filter.max_bytes = Some(ctx.page_bytes_max());
+            filter.max_bytes = Some(ctx.reply_limit.page_bytes_max());
             if !(1..=LIST_LIMIT_MAX).contains(&filter.limit) {
                 return Err(Rejection::invalid(
                     "limit",
@@ -176,7 +150,7 @@ pub(crate) async fn handle(
             // a caller that asks for pages (`fromVersion`). One that does not
             // would take the first page for the whole history: it gets all,
             // or an error that says to page.
-            let mut left = ctx.page_bytes_max();
+            let mut left = ctx.reply_limit.page_bytes_max();
             let mut page = Vec::new();
             let mut next_version = None;
             for event in events.iter().filter(|e| e.version >= from) {

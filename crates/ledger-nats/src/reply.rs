@@ -15,6 +15,8 @@ use async_nats::HeaderMap;
 use ledger_core::Rejection;
 use serde::Serialize;
 use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Longest `Nats-Service-Error` header value, in bytes; the body keeps the whole message.
 pub const ERROR_HEADER_BYTES_MAX: usize = 1024;
@@ -81,6 +83,52 @@ async fn respond_error(
         .await
 }
 
+/// `max_payload` until the server says otherwise: NATS's default, 1 MiB.
+const REPLY_BYTES_DEFAULT: usize = 1 << 20;
+/// Room kept in a reply for what wraps a page (`ok`, `nextCursor`, …).
+const PAGE_HEADROOM: usize = 4096;
+/// What a success reply adds around its result: `{"ok":true,"result":` and `}`.
+const OK_WRAPPER_BYTES: usize = r#"{"ok":true,"result":}"#.len();
+
+/// The largest message the NATS server takes (its `max_payload`), learned
+/// at connect and shared by every handler: NATS drops a larger reply, and
+/// its caller would wait for nothing until its timeout.
+#[derive(Clone, Debug)]
+pub struct ReplyLimit(Arc<AtomicUsize>);
+
+impl Default for ReplyLimit {
+    fn default() -> Self {
+        ReplyLimit(Arc::new(AtomicUsize::new(REPLY_BYTES_DEFAULT)))
+    }
+}
+
+impl ReplyLimit {
+    /// Records the server's `max_payload` (learned at connect: a failover
+    /// to a server with a smaller one is not seen until the next start).
+    pub fn set(&self, max_payload: usize) {
+        if max_payload > 0 {
+            self.0.store(max_payload, Ordering::Relaxed);
+        }
+    }
+
+    /// The largest reply body the server takes.
+    pub fn bytes_max(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Bytes a page's items may take so that its reply fits in one message.
+    pub fn page_bytes_max(&self) -> usize {
+        self.bytes_max()
+            .saturating_sub(PAGE_HEADROOM)
+            .max(PAGE_HEADROOM)
+    }
+
+    /// Whether the success reply carrying `result` fits, without building it.
+    pub fn fits(&self, result: &RawValue) -> bool {
+        result.get().len() + OK_WRAPPER_BYTES <= self.bytes_max()
+    }
+}
+
 /// The body of a success reply, or the rejection to send instead when that
 /// body is over `bytes_max`: NATS would drop it, and the caller would wait
 /// for nothing until its timeout.
@@ -88,26 +136,6 @@ pub fn ok_body_within(result: &RawValue, bytes_max: usize) -> Result<Vec<u8>, Re
     let body = ok_body(result);
     if body.len() <= bytes_max {
         return Result::Ok(body);
-    }
-    // A command's answer (positions and the token's view) is sent without
-    // the view rather than as an error: the command was applied, and an
-    // error would say otherwise. `get` shows the view (if it fits).
-    if let Result::Ok(serde_json::Value::Object(mut answer)) =
-        serde_json::from_str::<serde_json::Value>(result.get())
-    {
-        if answer.contains_key("positions") && answer.contains_key("token") {
-            answer.insert("token".into(), serde_json::Value::Null);
-            let smaller = ok_body(&answer);
-            if smaller.len() <= bytes_max {
-                tracing::warn!(
-                    bytes = body.len(),
-                    max_payload = bytes_max,
-                    "a command's reply is larger than the NATS server takes: sent without \
-                     the token's view (raise max_payload)"
-                );
-                return Result::Ok(smaller);
-            }
-        }
     }
     Result::Err(Rejection::new(
         ledger_core::ErrorCode::Internal,
@@ -121,12 +149,16 @@ pub fn ok_body_within(result: &RawValue, bytes_max: usize) -> Result<Vec<u8>, Re
 
 /// Sends the reply for `outcome`, no larger than `bytes_max`; a request
 /// without a reply subject gets none.
-pub async fn send(request: &Request, outcome: &Result<Box<RawValue>, Rejection>, bytes_max: usize) {
+pub async fn send(
+    request: &Request,
+    outcome: &Result<Box<RawValue>, Rejection>,
+    limit: &ReplyLimit,
+) {
     if request.message.reply.is_none() {
         return;
     }
     let sent = match outcome {
-        Result::Ok(result) => match ok_body_within(result, bytes_max) {
+        Result::Ok(result) => match ok_body_within(result, limit.bytes_max()) {
             Result::Ok(body) => request.respond(Result::Ok(body.into())).await,
             Result::Err(rejection) => respond_error(request, &rejection).await,
         },
@@ -155,15 +187,17 @@ mod tests {
             "{}",
             refused.message
         );
-        // A command's answer loses its view, not its positions: it was applied.
-        let applied = serde_json::value::to_raw_value(&serde_json::json!({
-            "positions": [7],
-            "token": {"name": "x".repeat(200)},
-        }))
-        .unwrap();
-        let body: Value = serde_json::from_slice(&ok_body_within(&applied, 100).unwrap()).unwrap();
-        assert_eq!(body["result"]["positions"], serde_json::json!([7]));
-        assert_eq!(body["result"]["token"], Value::Null);
+    }
+
+    #[test]
+    fn fits_measures_the_reply_without_building_it() {
+        let result = serde_json::value::to_raw_value(&"x".repeat(100)).unwrap();
+        let exact = ok_body(&result).len();
+        let limit = ReplyLimit::default();
+        limit.set(exact);
+        assert!(limit.fits(&result));
+        limit.set(exact - 1);
+        assert!(!limit.fits(&result));
     }
 
     #[test]

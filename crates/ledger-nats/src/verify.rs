@@ -146,7 +146,7 @@ pub(crate) async fn handle(
 async fn snapshot(queries: &QueryContext, b: SnapshotBody) -> Result<Value, Rejection> {
     let limit = b.limit.unwrap_or(LIST_LIMIT_MAX);
     // Views are measured, and a status is a part of its view: pages fit.
-    let max_bytes = queries.page_bytes_max();
+    let max_bytes = queries.reply_limit.page_bytes_max();
     if !(1..=LIST_LIMIT_MAX).contains(&limit) {
         return Err(Rejection::invalid(
             "limit",
