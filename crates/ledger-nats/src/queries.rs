@@ -7,7 +7,7 @@ use crate::NatsError;
 use chrono::Utc;
 use ledger_core::{validate, ErrorCode, Rejection, Timestamp};
 use ledger_projector::{
-    AsOf, ListFilter, Lookup, Projector, ProjectorError, Views, LIST_LIMIT_MAX,
+    AsOf, ListFilter, Lookup, PageBudget, Projector, ProjectorError, Views, LIST_LIMIT_MAX,
 };
 use ledger_store::Store;
 use serde::de::DeserializeOwned;
@@ -150,16 +150,14 @@ pub(crate) async fn handle(
             // a caller that asks for pages (`fromVersion`). One that does not
             // would take the first page for the whole history: it gets all,
             // or an error that says to page.
-            let mut left = ctx.reply_limit.page_bytes_max();
+            let mut budget = PageBudget::new(Some(ctx.reply_limit.page_bytes_max()));
             let mut page = Vec::new();
             let mut next_version = None;
             for event in events.iter().filter(|e| e.version >= from) {
-                let size = serde_json::to_vec(event).map_or(0, |b| b.len()) + 1;
-                if size > left && !page.is_empty() {
+                if !budget.admits(event, page.is_empty()) {
                     next_version = Some(event.version);
                     break;
                 }
-                left = left.saturating_sub(size);
                 page.push(event);
             }
             if q.from_version.is_none() {

@@ -68,7 +68,7 @@ mod rebuild;
 pub use as_of::{get_as_of, AsOf};
 pub use error::ProjectorError;
 pub use follow::run_follower;
-pub use query::{ListFilter, Lookup, Page, TrashedFilter, Views};
+pub use query::{ListFilter, Lookup, Page, PageBudget, TrashedFilter, Views};
 
 use ledger_core::state::{apply_event, fold_token};
 use ledger_core::{Envelope, Timestamp, TokenState, TokenView};

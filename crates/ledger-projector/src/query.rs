@@ -296,12 +296,11 @@ impl Views {
 
     /// Every token's view, of every workspace, in token id order: at most
     /// `limit` of those after the token `after` (from the first when `None`).
-    /// Fewer when `max_bytes` (of views' JSON) would be passed, but
-    /// never none while one is left; with whether more views follow.
-    /// `expired` is not filled in. For
-    /// snapshots of the whole ledger (a
-    /// gateway's verifier); a page is as consistent as the tree is while it
-    /// is read, so hold the projector still to pair it with a checkpoint.
+    /// Fewer when `max_bytes` (of views' JSON) would be passed, but never
+    /// none while one is left; with whether more views follow. `expired` is
+    /// not filled in. For snapshots of the whole ledger (a gateway's
+    /// verifier); a page is as consistent as the tree is while it is read,
+    /// so hold the projector still to pair it with a checkpoint.
     pub fn every_after(
         &self,
         after: Option<Uuid>,
@@ -407,19 +406,21 @@ fn decode_cursor(cursor: &str, tail: Tail) -> Result<Vec<u8>, ProjectorError> {
     Ok(bytes)
 }
 
-/// The bytes left in a page capped by [`ListFilter::max_bytes`].
-struct PageBudget {
+/// The bytes left in a page capped in size (a listing's
+/// [`ListFilter::max_bytes`], a history page): items are measured as JSON.
+pub struct PageBudget {
     left: Option<usize>,
 }
 
 impl PageBudget {
-    fn new(max_bytes: Option<usize>) -> PageBudget {
+    /// A page of at most `max_bytes` of items (`None`: no cap).
+    pub fn new(max_bytes: Option<usize>) -> PageBudget {
         PageBudget { left: max_bytes }
     }
 
     /// Whether `item` still fits, taking its bytes (and a separating comma)
     /// if so; the first item of a page always fits.
-    fn admits(&mut self, item: &TokenView, first: bool) -> bool {
+    pub fn admits<T: Serialize>(&mut self, item: &T, first: bool) -> bool {
         let Some(left) = self.left else {
             return true;
         };
