@@ -70,6 +70,11 @@ impl Failure {
         Failure::from(Rejection::new(ErrorCode::NotFound, message))
     }
 
+    /// `not_found`, naming the field that was looked up (as the wire does).
+    pub fn not_found_by(field: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure::from(Rejection::new(ErrorCode::NotFound, message).with_field(field))
+    }
+
     /// The human line, without the `error: ` prefix.
     pub fn line(&self) -> String {
         let mut s = format!("{}: {}", self.code, self.message);

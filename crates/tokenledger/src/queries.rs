@@ -10,7 +10,7 @@ use crate::failure::Failure;
 use crate::input;
 use crate::output::{self, print_json, print_text, view_json};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
-use ledger_core::{validate, Envelope, ErrorCode, Rejection, Timestamp, TokenKind, TokenView};
+use ledger_core::{validate, Envelope, Timestamp, TokenKind, TokenView};
 use ledger_projector::{AsOf, ListFilter, Lookup, TrashedFilter, LIST_LIMIT_DEFAULT};
 use serde_json::json;
 use uuid::Uuid;
@@ -175,7 +175,7 @@ impl GetParts {
                 ""
             }
         );
-        Failure::from(Rejection::new(ErrorCode::NotFound, message).with_field(self.lookup.field()))
+        Failure::not_found_by(self.lookup.field(), message)
     }
 }
 
@@ -225,13 +225,7 @@ pub fn print_history(ctx: &Ctx, ws: &str, id: Uuid, events: &[Envelope]) -> Resu
 
 /// `not_found` for `history`.
 pub fn history_not_found(ws: &str, id: Uuid) -> Failure {
-    Failure::from(
-        Rejection::new(
-            ErrorCode::NotFound,
-            format!("no token {id} in workspace {ws}"),
-        )
-        .with_field("tokenId"),
-    )
+    Failure::not_found_by("tokenId", format!("no token {id} in workspace {ws}"))
 }
 
 /// `list`'s flags as the projector's filter.
