@@ -17,6 +17,19 @@ pub enum NatsError {
     /// servers are retried, never reported here.
     #[error("cannot connect to NATS: {0}")]
     Connect(String),
+    /// A NATS authentication or TLS setting cannot work (a missing file, a
+    /// seed that is not a user's, a certificate without its key).
+    #[error("NATS access: {0}")]
+    Access(#[from] crate::access::AccessError),
+    /// NATS refused the credentials, or the TLS handshake failed: retrying
+    /// with the same settings cannot help.
+    #[error("NATS refused the connection to {urls}: {reason}")]
+    Refused {
+        /// The servers, passwords redacted.
+        urls: String,
+        /// What NATS or TLS said.
+        reason: String,
+    },
     /// The stream `TOKENS` could not be created, read or brought to our config.
     #[error("JetStream stream TOKENS: {0}")]
     Stream(String),
@@ -72,6 +85,8 @@ impl NatsError {
         match self {
             NatsError::Config(_) => "config",
             NatsError::Connect(_) => "connect",
+            NatsError::Access(_) => "access",
+            NatsError::Refused { .. } => "refused",
             NatsError::Stream(_) => "stream",
             NatsError::Service(_) => "service",
             NatsError::StreamAhead { .. } => "stream_ahead",

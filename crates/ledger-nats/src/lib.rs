@@ -29,6 +29,7 @@
 //! reported the events durable; the views are read only after being caught
 //! up to the head, so a caller reads its own writes.
 
+pub mod access;
 pub mod checkpoints;
 mod commands;
 mod error;
@@ -40,6 +41,7 @@ mod stream;
 pub mod subjects;
 mod verify;
 
+pub use access::{AccessError, NatsAccess};
 pub use error::NatsError;
 pub use metrics::{Metrics, PublisherStatus, RequestCounters};
 pub use stream::StreamSettings;
@@ -66,6 +68,8 @@ use tokio::sync::{watch, Semaphore};
 pub struct ServeConfig {
     /// NATS servers to connect to (any of them; the client fails over).
     pub nats_urls: Vec<String>,
+    /// How to authenticate to them and secure the connection.
+    pub access: NatsAccess,
     /// Replicas of the stream `TOKENS` (1 on a single server).
     pub stream_replicas: usize,
     /// JetStream's deduplication window for `Nats-Msg-Id`.
@@ -101,6 +105,7 @@ impl Default for ServeConfig {
         let stream = StreamSettings::default();
         ServeConfig {
             nats_urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            access: NatsAccess::default(),
             stream_replicas: stream.replicas,
             duplicate_window: stream.duplicate_window,
             max_payload_bytes: ledger_core::validate::COMMAND_BYTES_MAX,
@@ -393,17 +398,33 @@ async fn connect(
                             }
                         }
                         Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                        // A permission the server denies (a subject this
+                        // user may not use): the service is deaf or mute
+                        // there, which only the operator can fix.
+                        Event::ServerError(e) => {
+                            tracing::error!(error = %e, "NATS refused an operation")
+                        }
                         other => tracing::info!(event = %other, "NATS client event"),
                     }
                 }
             });
+        let options = config.access.apply(options, &config.nats_urls).await?;
         match options.connect(config.nats_urls.as_slice()).await {
             Ok(client) => return Ok(client),
             Err(e) if e.kind() == ConnectErrorKind::ServerParse => {
                 return Err(NatsError::Connect(e.to_string()))
             }
+            // A server that answers and refuses: the settings are wrong, and
+            // retrying them forever would only hide it.
+            Err(e) if access::is_refusal(&e) => {
+                return Err(NatsError::Refused {
+                    urls: access::shown(&config.nats_urls),
+                    reason: e.to_string(),
+                })
+            }
             Err(e) => {
-                tracing::warn!(error = %e, urls = ?config.nats_urls, "cannot reach NATS; retrying");
+                let urls = access::shown(&config.nats_urls);
+                tracing::warn!(error = %e, %urls, "cannot reach NATS; retrying");
                 backoff.sleep().await;
             }
         }

@@ -120,6 +120,18 @@ impl NatsServer {
         Self::start_configured(Some(format!("max_payload: {bytes}\n")))
     }
 
+    /// [`NatsServer::start`] with `config` as its config file (`-c`): for
+    /// authorization, TLS and the like. The command line's `-js`, `-a`, `-p`,
+    /// `-m` and `-sd` still apply over it.
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsServer::start`]; a config the server refuses fails the start,
+    /// with the server's log in the message.
+    pub fn start_with_config(config: &str) -> Result<Self> {
+        Self::start_configured(Some(config.to_owned()))
+    }
+
     fn start_configured(config: Option<String>) -> Result<Self> {
         let binary = nats_server_binary()?;
         let dir = tempfile::Builder::new()

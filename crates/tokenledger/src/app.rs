@@ -29,6 +29,8 @@ pub struct Ctx {
     pub actor: Option<String>,
     /// `--nats`: the server URLs; commands and queries then go over NATS.
     pub nats: Option<Vec<String>>,
+    /// `--nats-creds`, `--nats-nkey`, `--nats-tls-*`: how to authenticate to NATS.
+    pub nats_access: ledger_nats::NatsAccess,
     /// `--snapshot-min-events`.
     pub snapshot_min_events: u64,
 }

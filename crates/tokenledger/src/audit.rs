@@ -594,9 +594,9 @@ fn verify_nats(
         .enable_all()
         .build()
         .map_err(|e| Failure::internal(format!("tokio runtime: {e}")))?;
-    let shown = urls.join(",");
+    let shown = ledger_nats::access::shown(urls);
     let wait = Duration::from_secs(args.wait.max(1));
-    let client = runtime.block_on(nats_connect(urls, wait))?;
+    let client = runtime.block_on(nats_connect(urls, &ctx.nats_access, wait))?;
     let mut roots = Vec::new();
     if let Some(arg) = &args.checkpoint {
         let (label, signed) = if arg == "latest" {
@@ -655,44 +655,39 @@ fn verify_nats(
         Some(json!({
             "stream": {
                 "name": source::STREAM_NAME,
-                "urls": urls,
+                "urls": urls.iter().map(|u| ledger_nats::access::redact(u)).collect::<Vec<_>>(),
                 "state": st,
             }
         })),
     )
 }
 
-/// Connects to NATS for `audit verify --nats`; unreachable is `unavailable` (exit 3).
-async fn nats_connect(urls: &[String], wait: Duration) -> Result<async_nats::Client, Failure> {
-    let unavailable = |why: String| {
-        Failure::from(ledger_core::Rejection::new(
-            ledger_core::ErrorCode::Unavailable,
-            why,
-        ))
-    };
-    let mut addrs = Vec::with_capacity(urls.len());
-    for u in urls {
-        addrs.push(u.trim().parse::<async_nats::ServerAddr>().map_err(|e| {
-            Failure::invalid(
-                "nats",
-                format!("{u:?} is not a NATS URL (e.g. nats://127.0.0.1:4222): {e}"),
-            )
-        })?);
-    }
-    if addrs.is_empty() {
-        return Err(Failure::invalid("nats", "give at least one NATS URL"));
-    }
-    async_nats::ConnectOptions::new()
+/// Connects to NATS for `audit verify --nats`; unreachable is `unavailable`
+/// (exit 3), refused credentials or TLS `unauthorized` (exit 1).
+async fn nats_connect(
+    urls: &[String],
+    access: &ledger_nats::NatsAccess,
+    wait: Duration,
+) -> Result<async_nats::Client, Failure> {
+    let addrs = crate::remote::addresses(urls)?;
+    let options = async_nats::ConnectOptions::new()
         .name("tokenledger-audit")
-        .connection_timeout(wait)
-        .connect(addrs)
+        .connection_timeout(wait);
+    let options = access
+        .apply(options, urls)
         .await
-        .map_err(|e| {
-            unavailable(format!(
-                "cannot connect to NATS on {} ({e})",
-                urls.join(",")
+        .map_err(|e| Failure::invalid(e.field, e.message))?;
+    options.connect(addrs).await.map_err(|e| {
+        crate::remote::refused(urls, &e).unwrap_or_else(|| {
+            Failure::from(ledger_core::Rejection::new(
+                ledger_core::ErrorCode::Unavailable,
+                format!(
+                    "cannot connect to NATS on {} ({e})",
+                    ledger_nats::access::shown(urls)
+                ),
             ))
         })
+    })
 }
 
 fn finish_verify(

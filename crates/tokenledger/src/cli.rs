@@ -66,6 +66,55 @@ pub struct GlobalArgs {
         value_delimiter = ','
     )]
     pub nats: Option<Vec<String>>,
+    /// NATS credentials file (user JWT and nkey seed, as nsc writes it)
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TOKENLEDGER_NATS_CREDS"
+    )]
+    pub nats_creds: Option<PathBuf>,
+    /// File holding a NATS user nkey seed (SU...) to authenticate with
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TOKENLEDGER_NATS_NKEY"
+    )]
+    pub nats_nkey: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for the NATS server's TLS certificate (TLS is then required)
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TOKENLEDGER_NATS_TLS_CA"
+    )]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for NATS servers that verify clients (with --nats-tls-key)
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TOKENLEDGER_NATS_TLS_CERT"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key of --nats-tls-cert
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "TOKENLEDGER_NATS_TLS_KEY"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Subject prefix for replies instead of _INBOX (NATS permissions can then
+    /// keep other users from reading them)
+    #[arg(
+        long,
+        global = true,
+        value_name = "PREFIX",
+        env = "TOKENLEDGER_NATS_INBOX_PREFIX"
+    )]
+    pub nats_inbox_prefix: Option<String>,
     /// Write a state snapshot at a clean stop once the log grew by this many
     /// events since the last one, so the next open replays only what follows
     /// it (0: at every clean stop that appended; see docs/format.md)

@@ -557,6 +557,7 @@ mod tests {
             workspace_from_env: false,
             actor: Some("user:tester".into()),
             nats: None,
+            nats_access: Default::default(),
             snapshot_min_events: 10_000,
         }
     }

@@ -99,8 +99,10 @@ fn local(cmd: &KeysCommand, ctx: &Ctx) -> Result<Value, Failure> {
 
 fn remote(cmd: &KeysCommand, ctx: &Ctx, urls: &[String]) -> Result<Value, Failure> {
     let actor = actor(ctx)?;
-    crate::remote::runtime()?.block_on(async {
-        let client = crate::remote::connect(urls).await?.with_actor(actor);
+    crate::remote::run(async {
+        let client = crate::remote::connect(urls, &ctx.nats_access)
+            .await?
+            .with_actor(actor);
         let answer = match cmd {
             KeysCommand::Rotate(a) => client.rotate_key(Some(a.alg.alg().as_str())).await,
             KeysCommand::List => client.keys().await.map(|mut v| {

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     let workspace_from_env = from_env(&matches, "workspace");
     let cli =
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    init_logging();
+    init_logging(matches!(cli.command, TopCommand::Serve(_)));
     let ctx = Ctx {
         data_dir: cli.global.data_dir,
         json: cli.global.json,
@@ -60,6 +60,14 @@ fn main() -> ExitCode {
         workspace_from_env,
         actor: cli.global.actor,
         nats: cli.global.nats,
+        nats_access: ledger_nats::NatsAccess {
+            creds: cli.global.nats_creds,
+            nkey: cli.global.nats_nkey,
+            tls_ca: cli.global.nats_tls_ca,
+            tls_cert: cli.global.nats_tls_cert,
+            tls_key: cli.global.nats_tls_key,
+            inbox_prefix: cli.global.nats_inbox_prefix,
+        },
         snapshot_min_events: cli.global.snapshot_min_events,
     };
     match run(cli.command, &ctx) {
@@ -89,16 +97,20 @@ fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
 ///
 /// Nothing logged carries a secret or a token string: commands are logged by
 /// name, id and positions only. async-nats logs every message's payload at
-/// `trace` (commands with provider secrets, replies with token strings), so
-/// its trace events are dropped whatever `RUST_LOG` asks for.
-fn init_logging() {
+/// `trace` (commands with provider secrets, replies with token strings) and
+/// the server's URL, password included, at `debug`, so its events below
+/// `info` are dropped whatever `RUST_LOG` asks for. Outside `serve` all of
+/// its events are: a CLI call reports its own connection trouble, once, and
+/// with `--json` its stderr holds that one error object and nothing else.
+fn init_logging(serving: bool) {
     use tracing_subscriber::filter::{filter_fn, FilterExt};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let no_payloads = filter_fn(|meta| {
-        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("async_nats"))
+    let no_payloads = filter_fn(move |meta| {
+        !(meta.target().starts_with("async_nats")
+            && (!serving || *meta.level() > tracing::Level::INFO))
     });
     // Without a hint the pair would leave the global level at TRACE, and
     // every disabled callsite would be asked about.

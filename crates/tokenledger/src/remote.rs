@@ -18,8 +18,10 @@ use crate::queries::{self, GetArgs, GetParts, HistoryArgs, ListArgs, QueryComman
 use async_nats::ServerAddr;
 use ledger_client::{AsOf, Client, ClientError, CommandOptions, GetBy, ListQuery, Trashed};
 use ledger_core::{validate, CommandName, ErrorCode, Rejection, TokenView};
+use ledger_nats::NatsAccess;
 use ledger_projector::{Lookup, ProjectorError, TrashedFilter, LIST_LIMIT_MAX};
 use serde_json::{Map, Value};
+use std::future::Future;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -36,8 +38,53 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::internal(format!("tokio runtime: {e}")))
 }
 
+/// Runs one CLI call's NATS work to its end, or until the NATS server
+/// refuses this user a subject the work needs (`forbidden`, exit 1).
+///
+/// NATS answers a denied publish or subscribe with an asynchronous `-ERR`
+/// and nothing else: without this, a request to a workspace the user may
+/// not reach would only time out, ten seconds later, as if no server ran.
+pub fn run<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    let refusals = refusals().subscribe();
+    runtime()?.block_on(async move {
+        let mut refusals = refusals;
+        tokio::select! {
+            done = work => done,
+            Ok(()) = refusals.changed() => {
+                let said = refusals.borrow().clone().unwrap_or_default();
+                Err(forbidden(&said))
+            }
+        }
+    })
+}
+
+/// Where [`connect`]'s connection reports permission refusals to [`run`].
+/// One per process: a CLI call makes one connection.
+fn refusals() -> &'static tokio::sync::watch::Sender<Option<String>> {
+    static REFUSALS: std::sync::OnceLock<tokio::sync::watch::Sender<Option<String>>> =
+        std::sync::OnceLock::new();
+    REFUSALS.get_or_init(|| tokio::sync::watch::channel(None).0)
+}
+
+/// `forbidden` for a NATS permissions violation (`said` is the server's text,
+/// which names the subject).
+fn forbidden(said: &str) -> Failure {
+    let publish = said.to_ascii_lowercase().contains("for publish");
+    Failure::from(Rejection::new(
+        ErrorCode::Forbidden,
+        format!(
+            "the NATS server refused this user: {said}; {}",
+            if publish {
+                "nothing was sent (ask the operator for the permission, or use another user)"
+            } else {
+                "no reply can arrive, and a command may have been applied: check with get or                  history once the permission is granted"
+            }
+        ),
+    ))
+}
+
 /// `--nats` as server addresses; a malformed URL is invalid input.
-fn addresses(urls: &[String]) -> Result<Vec<ServerAddr>, Failure> {
+pub fn addresses(urls: &[String]) -> Result<Vec<ServerAddr>, Failure> {
     if urls.is_empty() {
         return Err(Failure::invalid("nats", "give at least one NATS URL"));
     }
@@ -46,16 +93,19 @@ fn addresses(urls: &[String]) -> Result<Vec<ServerAddr>, Failure> {
             u.trim().parse::<ServerAddr>().map_err(|e| {
                 Failure::invalid(
                     "nats",
-                    format!("{u:?} is not a NATS URL (e.g. nats://127.0.0.1:4222): {e}"),
+                    format!(
+                        "{:?} is not a NATS URL (e.g. nats://127.0.0.1:4222): {e}",
+                        ledger_nats::access::redact(u)
+                    ),
                 )
             })
         })
         .collect()
 }
 
-/// The URLs as one string, for messages.
+/// The URLs as one string, for messages (passwords redacted).
 fn shown(urls: &[String]) -> String {
-    urls.join(",")
+    ledger_nats::access::shown(urls)
 }
 
 /// `unavailable` (exit 3): no ledger server could be reached.
@@ -66,16 +116,48 @@ fn unavailable(urls: &[String], why: impl std::fmt::Display) -> Failure {
     ))
 }
 
-/// Connects to NATS.
-pub async fn connect(urls: &[String]) -> Result<Client, Failure> {
-    let nats = async_nats::ConnectOptions::new()
+/// Connects to NATS with the CLI's access settings.
+pub async fn connect(urls: &[String], access: &NatsAccess) -> Result<Client, Failure> {
+    let addrs = addresses(urls)?;
+    let options = async_nats::ConnectOptions::new()
         .name("tokenledger-cli")
         .connection_timeout(CONNECT_TIMEOUT)
         .request_timeout(Some(REQUEST_TIMEOUT))
-        .connect(addresses(urls)?)
+        .event_callback(|event| async move {
+            if let async_nats::Event::ServerError(async_nats::ServerError::Other(said)) = event {
+                if said.to_ascii_lowercase().contains("permissions violation") {
+                    refusals().send_replace(Some(said));
+                }
+            }
+        });
+    let options = access
+        .apply(options, urls)
         .await
-        .map_err(|e| unavailable(urls, format!("cannot connect to NATS ({e})")))?;
+        .map_err(|e| Failure::invalid(e.field, e.message))?;
+    let nats = options.connect(addrs).await.map_err(|e| {
+        refused(urls, &e)
+            .unwrap_or_else(|| unavailable(urls, format!("cannot connect to NATS ({e})")))
+    })?;
     Ok(Client::new(nats))
+}
+
+/// `unauthorized` (exit 1) when NATS refused the credentials or TLS failed:
+/// trying again later cannot help, unlike a server that is not there.
+pub fn refused(urls: &[String], e: &async_nats::ConnectError) -> Option<Failure> {
+    use async_nats::ConnectErrorKind as Kind;
+    if !ledger_nats::access::is_refusal(e) {
+        return None;
+    }
+    let what = match e.kind() {
+        Kind::AuthorizationViolation | Kind::Authentication => {
+            "NATS refused the credentials (--nats-creds, --nats-nkey, or the URL's user and password)"
+        }
+        _ => "the TLS connection to NATS failed (--nats-tls-ca, --nats-tls-cert, --nats-tls-key)",
+    };
+    Some(Failure::from(Rejection::new(
+        ErrorCode::Unauthorized,
+        format!("{what} on {}: {e}", shown(urls)),
+    )))
 }
 
 /// A client error as the CLI reports it. A ledger refusal keeps its code,
@@ -122,8 +204,8 @@ pub fn execute(
     let workspace = text("workspaceId").unwrap_or_default();
     let command_id = text("commandId").unwrap_or_default();
     let target = text("tokenId").and_then(|t| Uuid::parse_str(&t).ok());
-    let result = runtime()?.block_on(async {
-        let client = connect(urls).await?;
+    let result = run(async {
+        let client = connect(urls, &ctx.nats_access).await?;
         client
             .execute_json(
                 &workspace,
@@ -184,8 +266,8 @@ fn get(args: GetArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failur
         ledger_projector::AsOf::Position(p) => AsOf::Position(p),
         ledger_projector::AsOf::Time(t) => AsOf::Time(t),
     });
-    let got = runtime()?.block_on(async {
-        let client = connect(urls).await?;
+    let got = run(async {
+        let client = connect(urls, &ctx.nats_access).await?;
         let asked = async {
             match as_of {
                 None => client.get(ws, get_by(&parts.lookup), None).await,
@@ -229,8 +311,8 @@ fn list(args: ListArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Fail
         limit: Some(filter.limit),
         cursor: filter.cursor,
     };
-    let page = runtime()?.block_on(async {
-        let client = connect(urls).await?;
+    let page = run(async {
+        let client = connect(urls, &ctx.nats_access).await?;
         client
             .list(ws, &query)
             .await
@@ -241,8 +323,8 @@ fn list(args: ListArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Fail
 
 fn history(args: HistoryArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failure> {
     let id: Uuid = validate::uuid("tokenId", &args.token)?;
-    let got = runtime()?.block_on(async {
-        let client = connect(urls).await?;
+    let got = run(async {
+        let client = connect(urls, &ctx.nats_access).await?;
         Ok::<_, Failure>(client.history(ws, id).await)
     })?;
     match got {

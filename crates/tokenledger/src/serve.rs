@@ -13,7 +13,8 @@
 use crate::app::Ctx;
 use crate::failure::Failure;
 use clap::Args;
-use ledger_nats::ServeConfig;
+use ledger_core::{ErrorCode, Rejection};
+use ledger_nats::{NatsError, ServeConfig};
 use ledger_store::Store;
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
             .nats
             .clone()
             .unwrap_or_else(|| vec![DEFAULT_NATS_URL.to_owned()]),
+        access: ctx.nats_access.clone(),
         stream_replicas: args.stream_replicas,
         duplicate_window: Duration::from_secs(args.duplicate_window_secs),
         ack_window: args.ack_window,
@@ -64,7 +66,7 @@ pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
     let announce = format!(
         "tokenledger: serving the NATS service {:?} on {} (data dir {}, head position {})",
         config.service_name,
-        config.nats_urls.join(","),
+        ledger_nats::access::shown(&config.nats_urls),
         ctx.data_dir.display(),
         store.head_position()
     );
@@ -77,7 +79,14 @@ pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
     });
     runtime
         .block_on(ledger_nats::run(store, config, termination()))
-        .map_err(|e| Failure::internal(format!("{} ({})", e, e.code())))?;
+        .map_err(|e| match e {
+            NatsError::Access(e) => Failure::invalid(e.field, e.message),
+            e @ NatsError::Refused { .. } => Failure::from(Rejection::new(
+                ErrorCode::Unauthorized,
+                format!("{e} (check --nats-creds, --nats-nkey, the URL's user and password, or --nats-tls-*)"),
+            )),
+            e => Failure::internal(format!("{} ({})", e, e.code())),
+        })?;
     eprintln!("tokenledger stopped cleanly");
     Ok(())
 }

@@ -32,8 +32,8 @@ pub fn run(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
         args.token_str
     };
     let answer = match &ctx.nats {
-        Some(urls) => crate::remote::runtime()?.block_on(async {
-            let client = crate::remote::connect(urls).await?;
+        Some(urls) => crate::remote::run(async {
+            let client = crate::remote::connect(urls, &ctx.nats_access).await?;
             client
                 .verify(&token)
                 .await

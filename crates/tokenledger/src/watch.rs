@@ -88,13 +88,16 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
         Some(path) => Some(read_token_str(path)?),
     };
     let workspace = ctx.workspace.clone();
+    let access = ctx.nats_access.clone();
     remote::runtime()?.block_on(async move {
         use tokio::signal::unix::{signal, SignalKind};
         // Installed before subscribing: a signal after "watching" is a clean stop.
         let signal_failed = |e: std::io::Error| Failure::internal(format!("signal handler: {e}"));
         let mut term = signal(SignalKind::terminate()).map_err(signal_failed)?;
         let mut int = signal(SignalKind::interrupt()).map_err(signal_failed)?;
-        let client = remote::connect(urls).await?;
+        // Not under `remote::run`'s refusal guard: a watcher may lack the
+        // right to `tokens.snapshot` and still watch (see below).
+        let client = remote::connect(urls, &access).await?;
         let from = match from {
             // "From now on" is past the log's head, which the stream may not
             // have reached yet (a publication catching up, a stream being

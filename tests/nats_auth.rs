@@ -1,0 +1,412 @@
+//! tokenledger on a NATS server that authenticates and authorizes: the
+//! server runs `deploy/nats-auth.conf` as shipped, `tokenledger serve`
+//! authenticates with an nkey, a workspace's service with a password, and
+//! NATS permissions keep that service in its workspace.
+//!
+//! What must hold: each role works with exactly the permissions the file
+//! grants; a refusal by NATS is reported as what it is (`forbidden`,
+//! `unauthorized`, a bad setting naming its flag), at once rather than as
+//! a timeout; no password or seed shows in any output or log.
+
+use ledger_testkit::{wait_for, NatsServer};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+mod common;
+
+use common::{Run, BIN};
+
+/// How long a process may take to reach a state a test waits for.
+const DEADLINE: Duration = Duration::from_secs(60);
+/// The example config, as operators get it.
+const AUTH_CONF: &str = include_str!("../deploy/nats-auth.conf");
+
+/// nats-server with `deploy/nats-auth.conf`, and `tokenledger serve` on it
+/// as the ledger user.
+struct Secured {
+    nats: NatsServer,
+    serve: Child,
+    password: String,
+    ledger_seed: String,
+    serve_log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Secured {
+    fn start() -> Secured {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = nkeys::KeyPair::new_user();
+        let ledger_seed = ledger.seed().unwrap();
+        let seed_file = dir.path().join("ledger.nk");
+        std::fs::write(&seed_file, format!("{ledger_seed}\n")).unwrap();
+        // Distinctive, so that finding it in an output means a leak.
+        let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+        let config = format!(
+            "LEDGER_NKEY: \"{}\"\nACME_PASSWORD: \"{password}\"\n{AUTH_CONF}",
+            ledger.public_key()
+        );
+        let nats = NatsServer::start_with_config(&config)
+            .expect("nats-server with deploy/nats-auth.conf (run scripts/install-nats.sh)");
+        let serve_log = dir.path().join("serve.log");
+        let serve = serve_as(&dir.path().join("ledger"), &nats, &seed_file, &serve_log);
+        let secured = Secured {
+            nats,
+            serve,
+            password,
+            ledger_seed,
+            serve_log,
+            dir,
+        };
+        let acme = secured.acme();
+        assert!(
+            wait_for(DEADLINE, || acme.run(&["list"]).code == 0),
+            "the ledger never answered acme: {:?}\nserve log:\n{}",
+            acme.run(&["list"]),
+            secured.serve_log()
+        );
+        secured
+    }
+
+    /// The CLI as acme's service, replies under acme's inbox prefix.
+    fn acme(&self) -> Cli {
+        Cli {
+            url: format!(
+                "nats://acme:{}@127.0.0.1:{}",
+                self.password,
+                self.nats.port()
+            ),
+            extra: vec!["--nats-inbox-prefix".into(), "_INBOX.acme".into()],
+            data_dir: self.dir.path().join("never-created"),
+        }
+    }
+
+    fn serve_log(&self) -> String {
+        std::fs::read_to_string(&self.serve_log).unwrap_or_default()
+    }
+
+    /// Asserts that no output of this stack carries a secret.
+    fn assert_no_secret_in(&self, what: &str, text: &str) {
+        assert!(!text.contains(&self.password), "password in {what}: {text}");
+        assert!(!text.contains(&self.ledger_seed), "seed in {what}: {text}");
+    }
+}
+
+impl Drop for Secured {
+    fn drop(&mut self) {
+        let _ = self.serve.kill();
+        let _ = self.serve.wait();
+    }
+}
+
+/// `tokenledger serve` authenticating with the seed in `seed_file`, logging
+/// at debug (which must still hold no secret) to `log`.
+fn serve_as(data: &Path, nats: &NatsServer, seed_file: &Path, log: &Path) -> Child {
+    clean(Command::new(BIN))
+        .arg("--data-dir")
+        .arg(data)
+        .args(["serve", "--nats", &nats.url(), "--nats-nkey"])
+        .arg(seed_file)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn tokenledger serve")
+}
+
+fn clean(mut c: Command) -> Command {
+    for (var, _) in std::env::vars() {
+        if var.starts_with("TOKENLEDGER_") || var == "RUST_LOG" {
+            c.env_remove(var);
+        }
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+struct Cli {
+    url: String,
+    extra: Vec<String>,
+    data_dir: PathBuf,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str]) -> Run {
+        let mut c = clean(Command::new(BIN));
+        c.arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--nats", &self.url, "--workspace", "acme", "--json"])
+            .args(&self.extra)
+            .args(["--actor", "service:acme-billing"])
+            .args(args);
+        Run::from(c.output().expect("run tokenledger"))
+    }
+
+    fn without_inbox_prefix(&self) -> Cli {
+        Cli {
+            url: self.url.clone(),
+            extra: Vec::new(),
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}
+
+/// The error object of a failed run, after checking its exit code.
+fn refused(run: &Run, exit: i32) -> Value {
+    assert_eq!(run.code, exit, "{run:?}");
+    run.error()
+}
+
+#[test]
+fn a_workspace_service_reaches_its_own_workspace_and_nothing_else() {
+    let stack = Secured::start();
+    let acme = stack.acme();
+
+    let issued = acme.run(&["issue", "--name", "billing"]).json();
+    let id = issued["token"]["resourceId"].as_str().expect("token id");
+    let got = acme.run(&["get", id]).json();
+    assert_eq!(got["token"]["name"], "billing", "{got}");
+
+    // Another workspace: NATS refuses the publish, and the CLI says so
+    // rather than waiting for a reply that cannot come.
+    let other = acme.run(&["--workspace", "globex", "issue", "--name", "billing"]);
+    let e = refused(&other, 1);
+    assert_eq!(e["code"], "forbidden", "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("tokens.cmd.globex.issue_client_token"),
+        "names the subject: {message}"
+    );
+    assert!(message.contains("nothing was sent"), "{message}");
+
+    // Replies under the shared _INBOX: acme may not read them.
+    let sniffing = acme.without_inbox_prefix().run(&["list"]);
+    let e = refused(&sniffing, 1);
+    assert_eq!(e["code"], "forbidden", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("_INBOX."),
+        "names the inbox: {e}"
+    );
+
+    // The refused issue appended nothing: acme's token is the only one,
+    // and the log holds its one event.
+    let list = acme.run(&["list"]).json();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let history = acme.run(&["history", id]).json();
+    assert_eq!(history["events"][0]["position"], 1, "{history}");
+
+    for run in [&other, &sniffing] {
+        stack.assert_no_secret_in("CLI output", &format!("{run:?}"));
+    }
+    stack.assert_no_secret_in("the server's debug log", &stack.serve_log());
+}
+
+#[test]
+fn wrong_credentials_are_unauthorized_and_never_shown() {
+    let stack = Secured::start();
+    let wrong = Cli {
+        url: format!(
+            "nats://acme:not-{}@127.0.0.1:{}",
+            stack.password,
+            stack.nats.port()
+        ),
+        ..stack.acme()
+    };
+    let run = wrong.run(&["list"]);
+    let e = refused(&run, 1);
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("acme:***@127.0.0.1"), "{message}");
+    stack.assert_no_secret_in("CLI output", &format!("{run:?}"));
+
+    // A ledger whose nkey the server does not know stops with the same code
+    // instead of retrying forever.
+    let stranger = stack.dir.path().join("stranger.nk");
+    std::fs::write(&stranger, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
+    let log = stack.dir.path().join("stranger.log");
+    let mut serve = serve_as(
+        &stack.dir.path().join("other"),
+        &stack.nats,
+        &stranger,
+        &log,
+    );
+    assert!(
+        wait_for(DEADLINE, || !matches!(serve.try_wait(), Ok(None))),
+        "serve kept running with unknown credentials"
+    );
+    let status = serve.wait().unwrap();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{said}");
+    assert!(said.contains("unauthorized"), "{said}");
+    assert!(said.contains("authorization violation"), "{said}");
+}
+
+#[test]
+fn access_settings_that_cannot_work_are_invalid_input_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.nk");
+    let cli = |args: &[&str]| {
+        let mut c = clean(Command::new(BIN));
+        c.arg("--data-dir")
+            .arg(dir.path().join("never-created"))
+            // Nothing listens there: the settings fail before any connection.
+            .args([
+                "--nats",
+                "nats://127.0.0.1:1",
+                "--workspace",
+                "acme",
+                "--json",
+            ])
+            .args(args);
+        Run::from(c.output().unwrap())
+    };
+    for (args, field) in [
+        (
+            vec!["--nats-nkey", missing.to_str().unwrap(), "list"],
+            "nats-nkey",
+        ),
+        (
+            vec!["--nats-creds", missing.to_str().unwrap(), "list"],
+            "nats-creds",
+        ),
+        (
+            vec!["--nats-tls-cert", missing.to_str().unwrap(), "list"],
+            "nats-tls-key",
+        ),
+        (
+            vec!["--nats-inbox-prefix", "_INBOX.*", "list"],
+            "nats-inbox-prefix",
+        ),
+    ] {
+        let run = cli(&args);
+        let e = refused(&run, 2);
+        assert_eq!(e["code"], "invalid_input", "{args:?}: {e}");
+        assert_eq!(e["field"], field, "{args:?}: {e}");
+    }
+    // serve checks them too, before touching NATS.
+    let run = cli(&["--nats-nkey", missing.to_str().unwrap(), "serve"]);
+    let e = refused(&run, 2);
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("invalid_input"), Some("nats-nkey"))
+    );
+}
+
+/// A CA, and a server and a client certificate it signed, as PEM files in `dir`.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Pki {
+    fn create(dir: &Path) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+            KeyPair, KeyUsagePurpose,
+        };
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let server = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let client = leaf(
+            vec!["acme-billing".into()],
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let write = |name: &str, pem: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        Pki {
+            ca: write("ca.pem", &ca.pem()),
+            server_cert: write("server.pem", &server.0),
+            server_key: write("server.key", &server.1),
+            client_cert: write("client.pem", &client.0),
+            client_key: write("client.key", &client.1),
+        }
+    }
+
+    /// The CLI's flags for this PKI (`with_client`: present the client certificate).
+    fn flags(&self, with_client: bool) -> Vec<String> {
+        let mut flags = vec!["--nats-tls-ca".into(), self.ca.display().to_string()];
+        if with_client {
+            flags.extend([
+                "--nats-tls-cert".into(),
+                self.client_cert.display().to_string(),
+                "--nats-tls-key".into(),
+                self.client_key.display().to_string(),
+            ]);
+        }
+        flags
+    }
+}
+
+#[test]
+fn serve_and_cli_work_over_mutual_tls_and_refuse_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::create(dir.path());
+    let config = format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n",
+        pki.server_cert, pki.server_key, pki.ca
+    );
+    let nats = NatsServer::start_with_config(&config).expect("nats-server with TLS");
+    let url = format!("tls://127.0.0.1:{}", nats.port());
+    let log = dir.path().join("serve.log");
+    let mut serve = clean(Command::new(BIN))
+        .arg("--data-dir")
+        .arg(dir.path().join("ledger"))
+        .args(["serve", "--nats", &url])
+        .args(pki.flags(true))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let cli = |flags: Vec<String>| Cli {
+        url: url.clone(),
+        extra: flags,
+        data_dir: dir.path().join("never-created"),
+    };
+    let trusted = cli(pki.flags(true));
+    let answered = wait_for(DEADLINE, || trusted.run(&["list"]).code == 0);
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert!(
+        answered,
+        "no answer over TLS: {:?}\nserve log:\n{said}",
+        trusted.run(&["list"])
+    );
+    // serve was killed above: the refusals below are NATS's and TLS's own.
+    let issued = trusted.run(&["issue", "--name", "over-tls"]);
+    assert_eq!(
+        issued.code, 3,
+        "serve is gone, the TLS connection still works: {issued:?}"
+    );
+
+    // No client certificate: the server's verification refuses it.
+    let run = cli(pki.flags(false)).run(&["list"]);
+    let e = refused(&run, 1);
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    // A CA that did not sign the server's certificate.
+    let other = tempfile::tempdir().unwrap();
+    let stranger = Pki::create(other.path());
+    let run = cli(stranger.flags(true)).run(&["list"]);
+    let e = refused(&run, 1);
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("TLS"), "{e}");
+}
