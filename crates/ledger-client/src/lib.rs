@@ -76,7 +76,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to NATS (one URL, a comma-separated list, or a `Vec` of them).
+    /// Connects to NATS (one URL, a comma-separated list, or a `Vec` of them),
+    /// anonymously and without TLS settings.
+    ///
+    /// async-nats does not send a URL's user and password: for a NATS server
+    /// that authenticates, build the connection with
+    /// `async_nats::ConnectOptions` (`user_and_password`, `credentials_file`,
+    /// `nkey`, `add_root_certificates`, `custom_inbox_prefix`, ...) and pass
+    /// it to [`Client::new`].
     pub async fn connect(urls: impl ToServerAddrs) -> Result<Client, ClientError> {
         let nats = async_nats::ConnectOptions::new()
             .name("ledger-client")
