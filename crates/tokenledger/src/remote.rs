@@ -77,7 +77,8 @@ fn forbidden(said: &str) -> Failure {
             if publish {
                 "nothing was sent (ask the operator for the permission, or use another user)"
             } else {
-                "no reply can arrive, and a command may have been applied: check with get or                  history once the permission is granted"
+                "no reply can arrive, and a command may have been applied: check with get or \
+                 history once the permission is granted"
             }
         ),
     ))
