@@ -130,24 +130,24 @@ impl ReplyLimit {
 }
 
 /// The body of a success reply, or the rejection to send instead when that
-/// body is over `bytes_max`: NATS would drop it, and the caller would wait
+/// body does not fit `limit`: NATS would drop it, and the caller would wait
 /// for nothing until its timeout.
-pub fn ok_body_within(result: &RawValue, bytes_max: usize) -> Result<Vec<u8>, Rejection> {
-    let body = ok_body(result);
-    if body.len() <= bytes_max {
-        return Result::Ok(body);
+pub fn ok_body_within(result: &RawValue, limit: &ReplyLimit) -> Result<Vec<u8>, Rejection> {
+    if limit.fits(result) {
+        return Result::Ok(ok_body(result));
     }
     Result::Err(Rejection::new(
         ledger_core::ErrorCode::Internal,
         format!(
-            "the reply is {} bytes, more than the {bytes_max} bytes the NATS server takes \
+            "the reply is {} bytes, more than the {} bytes the NATS server takes \
              in one message (its max_payload)",
-            body.len()
+            result.get().len() + OK_WRAPPER_BYTES,
+            limit.bytes_max()
         ),
     ))
 }
 
-/// Sends the reply for `outcome`, no larger than `bytes_max`; a request
+/// Sends the reply for `outcome`, no larger than `limit`; a request
 /// without a reply subject gets none.
 pub async fn send(
     request: &Request,
@@ -158,7 +158,7 @@ pub async fn send(
         return;
     }
     let sent = match outcome {
-        Result::Ok(result) => match ok_body_within(result, limit.bytes_max()) {
+        Result::Ok(result) => match ok_body_within(result, limit) {
             Result::Ok(body) => request.respond(Result::Ok(body.into())).await,
             Result::Err(rejection) => respond_error(request, &rejection).await,
         },
@@ -178,9 +178,12 @@ mod tests {
     #[test]
     fn a_reply_over_the_servers_limit_becomes_an_error_reply() {
         let result = serde_json::value::to_raw_value(&"x".repeat(100)).unwrap();
-        let fits = ok_body_within(&result, 200).unwrap();
+        let limit = ReplyLimit::default();
+        limit.set(200);
+        let fits = ok_body_within(&result, &limit).unwrap();
         assert_eq!(fits, ok_body(&result));
-        let refused = ok_body_within(&result, 100).unwrap_err();
+        limit.set(100);
+        let refused = ok_body_within(&result, &limit).unwrap_err();
         assert_eq!(refused.code, ErrorCode::Internal);
         assert!(
             refused.message.contains("max_payload"),

@@ -117,7 +117,7 @@ impl NatsServer {
     ///
     /// As [`NatsServer::start`], or if the config file cannot be written.
     pub fn start_with_max_payload(bytes: usize) -> Result<Self> {
-        Self::start_configured(Some(format!("max_payload: {bytes}\n")))
+        Self::start_with_config(&format!("max_payload: {bytes}\n"))
     }
 
     /// [`NatsServer::start`] with `config` as its config file (`-c`): for

@@ -669,25 +669,19 @@ async fn nats_connect(
     access: &ledger_nats::NatsAccess,
     wait: Duration,
 ) -> Result<async_nats::Client, Failure> {
-    let addrs = crate::remote::addresses(urls)?;
     let options = async_nats::ConnectOptions::new()
         .name("tokenledger-audit")
         .connection_timeout(wait);
-    let options = access
-        .apply(options, urls)
-        .await
-        .map_err(|e| Failure::invalid(e.field, e.message))?;
-    options.connect(addrs).await.map_err(|e| {
-        crate::remote::refused(urls, &e).unwrap_or_else(|| {
-            Failure::from(ledger_core::Rejection::new(
-                ledger_core::ErrorCode::Unavailable,
-                format!(
-                    "cannot connect to NATS on {} ({e})",
-                    ledger_nats::access::shown(urls)
-                ),
-            ))
-        })
+    crate::remote::open(urls, access, options, |e| {
+        Failure::from(ledger_core::Rejection::new(
+            ledger_core::ErrorCode::Unavailable,
+            format!(
+                "cannot connect to NATS on {} ({e})",
+                ledger_nats::access::shown(urls)
+            ),
+        ))
     })
+    .await
 }
 
 fn finish_verify(

@@ -85,7 +85,7 @@ fn forbidden(said: &str) -> Failure {
 }
 
 /// `--nats` as server addresses; a malformed URL is invalid input.
-pub fn addresses(urls: &[String]) -> Result<Vec<ServerAddr>, Failure> {
+fn addresses(urls: &[String]) -> Result<Vec<ServerAddr>, Failure> {
     if urls.is_empty() {
         return Err(Failure::invalid("nats", "give at least one NATS URL"));
     }
@@ -119,7 +119,6 @@ fn unavailable(urls: &[String], why: impl std::fmt::Display) -> Failure {
 
 /// Connects to NATS with the CLI's access settings.
 pub async fn connect(urls: &[String], access: &NatsAccess) -> Result<Client, Failure> {
-    let addrs = addresses(urls)?;
     let options = async_nats::ConnectOptions::new()
         .name("tokenledger-cli")
         .connection_timeout(CONNECT_TIMEOUT)
@@ -131,20 +130,37 @@ pub async fn connect(urls: &[String], access: &NatsAccess) -> Result<Client, Fai
                 }
             }
         });
+    let nats = open(urls, access, options, |e| {
+        unavailable(urls, format!("cannot connect to NATS ({e})"))
+    })
+    .await?;
+    Ok(Client::new(nats))
+}
+
+/// Connects to `urls` with `options` and the access settings, as every
+/// CLI command that reaches NATS does: a malformed URL or a setting that
+/// cannot work is `invalid_input` naming it, refused credentials or TLS are [`refused`], anything else
+/// is `unreachable`'s to say.
+pub async fn open(
+    urls: &[String],
+    access: &NatsAccess,
+    options: async_nats::ConnectOptions,
+    unreachable: impl FnOnce(&async_nats::ConnectError) -> Failure,
+) -> Result<async_nats::Client, Failure> {
+    let addrs = addresses(urls)?;
     let options = access
         .apply(options, urls)
         .await
         .map_err(|e| Failure::invalid(e.field, e.message))?;
-    let nats = options.connect(addrs).await.map_err(|e| {
-        refused(urls, &e)
-            .unwrap_or_else(|| unavailable(urls, format!("cannot connect to NATS ({e})")))
-    })?;
-    Ok(Client::new(nats))
+    options
+        .connect(addrs)
+        .await
+        .map_err(|e| refused(urls, &e).unwrap_or_else(|| unreachable(&e)))
 }
 
 /// `unauthorized` (exit 1) when NATS refused the credentials or TLS failed:
 /// trying again later cannot help, unlike a server that is not there.
-pub fn refused(urls: &[String], e: &async_nats::ConnectError) -> Option<Failure> {
+fn refused(urls: &[String], e: &async_nats::ConnectError) -> Option<Failure> {
     use async_nats::ConnectErrorKind as Kind;
     if !ledger_nats::access::is_refusal(e) {
         return None;
