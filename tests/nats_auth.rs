@@ -8,7 +8,8 @@
 //! `unauthorized`, a bad setting naming its flag), at once rather than as
 //! a timeout; no password or seed shows in any output or log.
 
-use ledger_testkit::{wait_for, NatsServer};
+use ledger_client::{Client, LocalVerifier, Reason, VerifierOptions};
+use ledger_testkit::{wait_for, wait_for_async, NatsServer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +21,13 @@ use common::{Run, BIN};
 
 /// How long a process may take to reach a state a test waits for.
 const DEADLINE: Duration = Duration::from_secs(60);
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_millis()).unwrap()
+}
+
 /// The example config, as operators get it.
 const AUTH_CONF: &str = include_str!("../deploy/nats-auth.conf");
 
@@ -29,6 +37,7 @@ struct Secured {
     nats: NatsServer,
     serve: Child,
     password: String,
+    gateway_password: String,
     ledger_seed: String,
     serve_log: PathBuf,
     dir: tempfile::TempDir,
@@ -43,8 +52,10 @@ impl Secured {
         std::fs::write(&seed_file, format!("{ledger_seed}\n")).unwrap();
         // Distinctive, so that finding it in an output means a leak.
         let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+        let gateway_password = format!("gw-{}", uuid::Uuid::new_v4().simple());
         let config = format!(
-            "LEDGER_NKEY: \"{}\"\nACME_PASSWORD: \"{password}\"\n{AUTH_CONF}",
+            "LEDGER_NKEY: \"{}\"\nACME_PASSWORD: \"{password}\"\n\
+             GATEWAY_PASSWORD: \"{gateway_password}\"\n{AUTH_CONF}",
             ledger.public_key()
         );
         let nats = NatsServer::start_with_config(&config)
@@ -55,6 +66,7 @@ impl Secured {
             nats,
             serve,
             password,
+            gateway_password,
             ledger_seed,
             serve_log,
             dir,
@@ -200,6 +212,92 @@ fn a_workspace_service_reaches_its_own_workspace_and_nothing_else() {
         stack.assert_no_secret_in("CLI output", &format!("{run:?}"));
     }
     stack.assert_no_secret_in("the server's debug log", &stack.serve_log());
+}
+
+/// A gateway with the example config's `gateway` role: a local verifier
+/// starts, follows a revocation, and proves itself in sync (also with the
+/// ledger down, from the stream's state); the gateway can send no command.
+#[test]
+fn a_gateway_verifies_locally_with_only_its_role() {
+    let mut stack = Secured::start();
+    let acme = stack.acme();
+    let issued = acme.run(&["issue", "--name", "edge"]).json();
+    let id = issued["token"]["resourceId"].as_str().unwrap().to_owned();
+    let token_str = issued["token"]["tokenStr"].as_str().unwrap().to_owned();
+
+    let gateway = Cli {
+        url: format!(
+            "nats://gateway:{}@127.0.0.1:{}",
+            stack.gateway_password,
+            stack.nats.port()
+        ),
+        extra: vec!["--nats-inbox-prefix".into(), "_INBOX.gateway".into()],
+        data_dir: stack.dir.path().join("never-created"),
+    };
+    let e = refused(&gateway.run(&["revoke", &id]), 1);
+    assert_eq!(e["code"], "forbidden", "a gateway sends no command: {e}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let nats = async_nats::ConnectOptions::with_user_and_password(
+            "gateway".into(),
+            stack.gateway_password.clone(),
+        )
+        .custom_inbox_prefix("_INBOX.gateway")
+        .connect(stack.nats.url())
+        .await
+        .expect("the gateway connects");
+        let options = VerifierOptions {
+            probe_every: Duration::from_millis(50),
+            max_staleness: Some(Duration::from_secs(5)),
+            ..VerifierOptions::default()
+        };
+        let v = LocalVerifier::start_with(Client::new(nats.clone()), None, options)
+            .await
+            .expect("the verifier starts with the gateway's rights");
+        assert!(v.check(&token_str).is_ok(), "{:?}", v.check(&token_str));
+
+        // What the freshness probe asks of the stream is allowed.
+        let stream = async_nats::jetstream::new(nats)
+            .get_stream_no_info("TOKENS")
+            .await
+            .unwrap();
+        let last = stream
+            .get_info()
+            .await
+            .expect("stream info")
+            .state
+            .last_sequence;
+        let first = stream
+            .raw_message_builder()
+            .sequence(1)
+            .next_by_subject("tokens.evt.acme.*.*")
+            .send()
+            .await
+            .expect("the next event of a scope");
+        assert_eq!(first.sequence, 1);
+
+        assert_eq!(acme.run(&["revoke", &id]).code, 0);
+        assert!(
+            wait_for_async(DEADLINE, || async {
+                v.check(&token_str) == Err(Reason::Revoked)
+            })
+            .await,
+            "{:?}",
+            v.check(&token_str)
+        );
+        assert!(v.position() > last);
+
+        // The ledger goes down: the stream's state stands in for its head.
+        let _ = stack.serve.kill();
+        let _ = stack.serve.wait();
+        let down = now_ms();
+        assert!(
+            wait_for_async(DEADLINE, || async { v.confirmed_at_ms() >= down }).await,
+            "no proof with the ledger down: confirmed at {}",
+            v.confirmed_at_ms()
+        );
+    });
 }
 
 #[test]

@@ -16,7 +16,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use ledger_bench::{percentile_ms, rate, requests_keeping_results, Served, IN_FLIGHT};
-use ledger_client::{Client, LocalVerifier, RevokeToken};
+use ledger_client::{Client, LocalVerifier, RevokeToken, VerifierOptions};
 use ledger_testkit::NatsServer;
 use ledger_verify::jwks::KeySet;
 use serde_json::{json, Value};
@@ -130,6 +130,27 @@ fn main() {
             "| LocalVerifier::verify, EdDSA, {} strings, signature cache warm, one core | {r:.0} verifies/s |",
             strings.len()
         );
+        // The same with a staleness bound (fail closed): one more load and compare.
+        let bounded = LocalVerifier::start_with(
+            client.clone(),
+            Some(WS),
+            VerifierOptions {
+                max_staleness: Some(Duration::from_secs(30)),
+                ..VerifierOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        for s in &strings {
+            assert!(bounded.verify(s).is_active());
+        }
+        let r = per_second(local_n, |i| {
+            black_box(bounded.verify(&strings[i % strings.len()]));
+        });
+        println!(
+            "| LocalVerifier::verify with max_staleness set, signature cache warm, one core | {r:.0} verifies/s |"
+        );
+        drop(bounded);
 
         // Revocation propagation.
         let mut latencies = Vec::with_capacity(revocations);

@@ -53,7 +53,7 @@ pub use ledger_core::{
     TokenView,
 };
 pub use ledger_verify::{Active, Introspection, Reason, TokenStatus};
-pub use local::LocalVerifier;
+pub use local::{LocalVerifier, VerifierOptions};
 pub use queries::{AsOf, GetBy, ListQuery, Page, Trashed};
 pub use subscribe::{EventFilter, StartFrom, Subscription};
 pub use verify::SnapshotPage;

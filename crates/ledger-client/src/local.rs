@@ -29,17 +29,35 @@
 //! it cannot know which tokens they were about, and skipping them could skip
 //! a revocation.
 //! Meanwhile, and while NATS is unreachable, it answers from what it has.
+//!
+//! **Freshness.** A silent stream cannot tell "nothing happened" from "I am
+//! cut off", so every [`VerifierOptions::probe_every`] the verifier proves
+//! it holds every event committed before the probe began: it asks the
+//! ledger for its head position (or, when the ledger does not answer, the
+//! stream for its last sequence), then asks the stream for the first event
+//! of its scope after the last one applied. None up to the head (and the
+//! stream holds the head): the verifier was complete at the probe's start.
+//! [`LocalVerifier::staleness`] is the time since the last such proof; it
+//! grows while NATS is unreachable, while the ledger's publication is
+//! behind (a revocation acknowledged but not yet on the stream), or while
+//! the verifier lags. With [`VerifierOptions::max_staleness`] set, every
+//! string is refused with [`Reason::Stale`] past that bound (fail closed);
+//! without, it answers from what it has (fail open). A ledger that is down
+//! does not make the verifier stale: nothing can be revoked then, and the
+//! stream's last sequence stands in for the ledger's head.
 
 use crate::subscribe::{EventFilter, StartFrom, Subscription};
 use crate::{Client, ClientError};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures_util::StreamExt;
-use ledger_core::{Envelope, EventData, EventType};
+use ledger_core::event::STREAM_NAME;
+use ledger_core::{Envelope, EventData};
 use ledger_verify::jwks::KeySet;
 use ledger_verify::{
     decide, subject, Active, Applied, Introspection, Reason, TokenStatus, VerifiedJwt,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -51,19 +69,34 @@ pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 pub const SIGNATURE_CACHE_MAX: usize = 65_536;
 /// Statuses per snapshot page.
 const SNAPSHOT_PAGE: usize = 1000;
+/// How often, by default, a verifier proves it holds every event.
+pub const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// How long a probe waits for the ledger's head before taking the stream's.
+const HEAD_WAIT: Duration = Duration::from_secs(2);
+/// Probes failed in a row before the verifier logs that it is behind.
+const BEHIND_WARN_AFTER: u32 = 3;
 
-/// The event types that can change whether a client token's string verifies.
-pub const FOLLOWED_TYPES: [EventType; 9] = [
-    EventType::ClientTokenIssued,
-    EventType::ClientTokenUpdated,
-    EventType::PermissionGroupsAssigned,
-    EventType::PermissionGroupsUnassigned,
-    EventType::ClientTokenRotated,
-    EventType::TokenTrashed,
-    EventType::TokenRestored,
-    EventType::TokenRevoked,
-    EventType::TokenPurged,
-];
+/// How a [`LocalVerifier`] runs; the default is what [`LocalVerifier::start`] uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerifierOptions {
+    /// Statuses per snapshot page (1 to 1000).
+    pub page: usize,
+    /// How often it proves it holds every event ([`LocalVerifier::staleness`]).
+    pub probe_every: Duration,
+    /// Past this staleness every string is refused with [`Reason::Stale`]
+    /// (fail closed); `None` answers from what it has, however old.
+    pub max_staleness: Option<Duration>,
+}
+
+impl Default for VerifierOptions {
+    fn default() -> VerifierOptions {
+        VerifierOptions {
+            page: SNAPSHOT_PAGE,
+            probe_every: PROBE_EVERY,
+            max_staleness: None,
+        }
+    }
+}
 
 /// Verifies client token strings locally; see the [module docs](self).
 ///
@@ -71,6 +104,7 @@ pub const FOLLOWED_TYPES: [EventType; 9] = [
 pub struct LocalVerifier {
     inner: Arc<Inner>,
     follower: tokio::task::JoinHandle<()>,
+    prober: tokio::task::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for LocalVerifier {
@@ -79,6 +113,7 @@ impl std::fmt::Debug for LocalVerifier {
             .field("workspace", &self.inner.workspace)
             .field("position", &self.position())
             .field("tokens", &self.token_count())
+            .field("staleness", &self.staleness())
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +121,7 @@ impl std::fmt::Debug for LocalVerifier {
 impl Drop for LocalVerifier {
     fn drop(&mut self) {
         self.follower.abort();
+        self.prober.abort();
     }
 }
 
@@ -99,6 +135,13 @@ struct Inner {
     signatures: RwLock<HashMap<Box<str>, Arc<VerifiedJwt>>>,
     /// Last log position applied (the snapshot's, then each event's).
     position: watch::Sender<u64>,
+    /// The stream subject of every event in scope (all, or the workspace's).
+    scope: String,
+    /// Epoch ms at which the verifier last provably held every event.
+    confirmed_ms: AtomicI64,
+    /// [`VerifierOptions::max_staleness`] in ms.
+    max_staleness_ms: Option<i64>,
+    probe_every: Duration,
     /// When the JWKS was last fetched.
     refreshed: Mutex<Instant>,
     /// A refresh is scheduled or running.
@@ -124,24 +167,51 @@ impl LocalVerifier {
         workspace: Option<&str>,
         page: usize,
     ) -> Result<LocalVerifier, ClientError> {
+        let options = VerifierOptions {
+            page,
+            ..VerifierOptions::default()
+        };
+        LocalVerifier::start_with(client, workspace, options).await
+    }
+
+    /// [`LocalVerifier::start`] with other [`VerifierOptions`].
+    pub async fn start_with(
+        client: Client,
+        workspace: Option<&str>,
+        options: VerifierOptions,
+    ) -> Result<LocalVerifier, ClientError> {
         let keys = fetch_keys(&client).await?;
         let workspace = workspace.map(str::to_owned);
-        let (tokens, position) = snapshot(&client, workspace.as_deref(), page).await?;
+        let scope = scope(workspace.as_deref())?;
+        let sent = now_ms();
+        let (tokens, position) = snapshot(&client, workspace.as_deref(), options.page).await?;
         let subscription = follow(&client, workspace.as_deref(), position).await?;
         let inner = Arc::new(Inner {
             client,
             workspace,
-            page,
+            page: options.page,
             keys: RwLock::new(Arc::new(keys)),
             tokens: RwLock::new(tokens),
             signatures: RwLock::new(HashMap::new()),
             position: watch::channel(position).0,
+            scope,
+            // The snapshot holds everything committed before it was asked for.
+            confirmed_ms: AtomicI64::new(sent),
+            max_staleness_ms: options
+                .max_staleness
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            probe_every: options.probe_every.max(Duration::from_millis(1)),
             refreshed: Mutex::new(Instant::now()),
             refresh_pending: AtomicBool::new(false),
             runtime: tokio::runtime::Handle::current(),
         });
         let follower = tokio::spawn(run(inner.clone(), subscription));
-        Ok(LocalVerifier { inner, follower })
+        let prober = tokio::spawn(probe(inner.clone()));
+        Ok(LocalVerifier {
+            inner,
+            follower,
+            prober,
+        })
     }
 
     /// The caller's answer: `Active` with the claims, or `Inactive`.
@@ -151,10 +221,7 @@ impl LocalVerifier {
 
     /// The answer with the reason of a refusal, for the gateway's own log.
     pub fn check(&self, token: &str) -> Result<Active, Reason> {
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        self.check_at(token, now_ms)
+        self.check_at(token, now_ms())
     }
 
     /// [`LocalVerifier::check`] at `now_ms` (epoch ms).
@@ -169,6 +236,11 @@ impl LocalVerifier {
             return Err(Reason::OtherWorkspace);
         }
         let id = subject(&jwt.claims)?;
+        if let Some(max) = self.inner.max_staleness_ms {
+            if now_ms.saturating_sub(self.confirmed_at_ms()) > max {
+                return Err(Reason::Stale);
+            }
+        }
         let tokens = self.inner.tokens.read().expect("tokens lock");
         let status = tokens.get(&id).ok_or(Reason::NotFound)?;
         decide(&jwt, status, now_ms)
@@ -177,6 +249,18 @@ impl LocalVerifier {
     /// The last log position applied.
     pub fn position(&self) -> u64 {
         *self.inner.position.borrow()
+    }
+
+    /// Epoch ms of the last moment at which the verifier provably held
+    /// every event committed before it (see the [module docs](self)).
+    pub fn confirmed_at_ms(&self) -> i64 {
+        self.inner.confirmed_ms.load(Ordering::Acquire)
+    }
+
+    /// Time since [`LocalVerifier::confirmed_at_ms`]: how much of the
+    /// ledger's recent history the verifier may be missing.
+    pub fn staleness(&self) -> Duration {
+        Duration::from_millis(u64::try_from(now_ms() - self.confirmed_at_ms()).unwrap_or(0))
     }
 
     /// A receiver of [`LocalVerifier::position`], notified after each event is applied.
@@ -305,11 +389,138 @@ impl Inner {
 
     /// Replaces every status with a fresh snapshot; returns its position.
     async fn resync(&self) -> Result<u64, ClientError> {
+        let sent = now_ms();
         let (tokens, position) =
             snapshot(&self.client, self.workspace.as_deref(), self.page).await?;
         *self.tokens.write().expect("tokens lock") = tokens;
         self.position.send_replace(position);
+        self.confirmed_ms.fetch_max(sent, Ordering::AcqRel);
         Ok(position)
+    }
+
+    /// Proves that every event committed before the call is applied, or
+    /// says why it cannot, by `until`.
+    async fn in_sync(&self, until: Instant) -> Result<(), String> {
+        let stream = self
+            .client
+            .js
+            .get_stream_no_info(STREAM_NAME)
+            .await
+            .map_err(|e| format!("stream {STREAM_NAME}: {e}"))?;
+        let last_sequence = || async {
+            stream
+                .get_info()
+                .await
+                .map(|info| info.state.last_sequence)
+                .map_err(|e| format!("NATS does not answer for stream {STREAM_NAME}: {e}"))
+        };
+        // The ledger's head covers what it committed but has not published
+        // yet; when it does not answer (down: nothing can be revoked), the
+        // stream's end is the head.
+        let head = self
+            .client
+            .snapshot(self.workspace.as_deref(), None, Some(1));
+        let (head, published) = match tokio::time::timeout(HEAD_WAIT, head).await {
+            Ok(Ok(page)) => (page.position, false),
+            _ => (last_sequence().await?, true),
+        };
+        loop {
+            let applied = *self.position.borrow();
+            if applied >= head {
+                return Ok(());
+            }
+            let next = stream
+                .raw_message_builder()
+                .sequence(applied + 1)
+                .next_by_subject(self.scope.clone())
+                .send()
+                .await;
+            match next {
+                // Nothing of ours up to the head, and the stream is past it.
+                Ok(m) if m.sequence > head => return Ok(()),
+                Ok(m) => {
+                    let mut rx = self.position.subscribe();
+                    let applied = rx.wait_for(|p| *p >= m.sequence);
+                    if tokio::time::timeout_at(until.into(), applied)
+                        .await
+                        .is_err()
+                    {
+                        return Err(format!(
+                            "the event at position {} is not applied yet (applied up to {})",
+                            m.sequence,
+                            *self.position.borrow()
+                        ));
+                    }
+                }
+                Err(e) if matches!(e.kind(), RawMessageErrorKind::NoMessageFound) => {
+                    if published {
+                        return Ok(());
+                    }
+                    let last = last_sequence().await?;
+                    return if last >= head {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "the ledger is at position {head} but the stream at {last}: \
+                             events are not published yet"
+                        ))
+                    };
+                }
+                Err(e) => return Err(format!("reading stream {STREAM_NAME}: {e}")),
+            }
+        }
+    }
+}
+
+/// Proves the verifier in sync every [`VerifierOptions::probe_every`];
+/// logs when it has not been for a while, and when it is again.
+async fn probe(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(inner.probe_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failed = 0u32;
+    loop {
+        tick.tick().await;
+        let sent = now_ms();
+        let until = Instant::now() + inner.probe_every.max(Duration::from_millis(100));
+        match inner.in_sync(until).await {
+            Ok(()) => {
+                inner.confirmed_ms.fetch_max(sent, Ordering::AcqRel);
+                if failed >= BEHIND_WARN_AFTER {
+                    tracing::info!("the local verifier holds every event again");
+                }
+                failed = 0;
+            }
+            Err(why) => {
+                failed += 1;
+                if failed == BEHIND_WARN_AFTER {
+                    tracing::warn!(
+                        reason = %why,
+                        "the local verifier cannot prove it holds every event: it may miss a revocation"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The one stream subject of every event the verifier follows.
+fn scope(workspace: Option<&str>) -> Result<String, ClientError> {
+    let mut filter = EventFilter::all();
+    if let Some(ws) = workspace {
+        filter = filter.workspace(ws);
+    }
+    let mut subjects = filter.subjects()?;
+    match (subjects.pop(), subjects.is_empty()) {
+        (Some(one), true) => Ok(one),
+        _ => Err(ClientError::JetStream(
+            "a workspace filter makes more than one subject".to_owned(),
+        )),
     }
 }
 
@@ -346,12 +557,14 @@ async fn snapshot(
     Ok((tokens, first.unwrap_or(0)))
 }
 
+/// Follows every event in scope, not only those that change a status: each
+/// advances the position, which is how a probe knows none is missing.
 async fn follow(
     client: &Client,
     workspace: Option<&str>,
     position: u64,
 ) -> Result<Subscription, ClientError> {
-    let mut filter = EventFilter::all().types(FOLLOWED_TYPES);
+    let mut filter = EventFilter::all();
     if let Some(ws) = workspace {
         filter = filter.workspace(ws);
     }

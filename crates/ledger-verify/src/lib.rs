@@ -90,6 +90,10 @@ pub enum Reason {
     ClaimsMismatch,
     /// The ledger's `expires` has passed.
     Expired,
+    /// A local verifier has not been able to confirm, for longer than its
+    /// bound, that it holds every event: it refuses rather than answer from
+    /// statuses that may miss a revocation.
+    Stale,
 }
 
 impl Reason {
@@ -110,6 +114,7 @@ impl Reason {
             Reason::Rotated => "rotated",
             Reason::ClaimsMismatch => "claims_mismatch",
             Reason::Expired => "expired",
+            Reason::Stale => "stale",
         }
     }
 }

@@ -1,0 +1,219 @@
+//! The local verifier's freshness over a real nats-server: it proves it
+//! holds every event while idle and while events it has no status for go
+//! by; it goes stale, and with a bound refuses every string, when a
+//! revocation is acknowledged but not on the stream or when NATS is gone;
+//! a ledger that is down does not make it stale.
+
+mod common;
+
+use common::*;
+use ledger_client::{
+    Client, IssueClientToken, LocalVerifier, Reason, RegisterAccessToken, RevokeToken,
+    VerifierOptions,
+};
+use ledger_testkit::{cap_tokens_stream, wait_for_async};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+/// Probes often, so that the tests wait little.
+const PROBE: Duration = Duration::from_millis(50);
+/// The bound of the fail-closed verifiers.
+const MAX_STALENESS: Duration = Duration::from_millis(400);
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+async fn issue(c: &Client, ws: &str) -> (Uuid, String) {
+    let t = c
+        .issue_client_token(ws, IssueClientToken::default())
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    (t.token_id(), t.token_str.unwrap())
+}
+
+async fn verifier(c: &Client, max_staleness: Option<Duration>) -> LocalVerifier {
+    let options = VerifierOptions {
+        probe_every: PROBE,
+        max_staleness,
+        ..VerifierOptions::default()
+    };
+    LocalVerifier::start_with(c.clone(), Some(WS), options)
+        .await
+        .unwrap()
+}
+
+/// Waits until `v` proves itself in sync at or after `at_ms`.
+async fn confirmed_after(v: &LocalVerifier, at_ms: i64) -> bool {
+    wait_for_async(DEADLINE, || async { v.confirmed_at_ms() >= at_ms }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_verifier_proves_itself_in_sync_and_other_events_do_not_hold_it_back() {
+    let env = Env::start().await;
+    let c = &env.client;
+    let (_, s) = issue(c, WS).await;
+    let v = verifier(c, Some(MAX_STALENESS)).await;
+
+    // Nothing happens: the probes still move the proof forward.
+    let idle = now_ms();
+    assert!(
+        confirmed_after(&v, idle).await,
+        "no proof while idle: confirmed at {}",
+        v.confirmed_at_ms()
+    );
+    assert!(v.check(&s).is_ok());
+
+    // Events that change no status (an access token in the workspace) and
+    // events of another workspace: the proof covers them too.
+    let registered = c
+        .register_access_token(
+            WS,
+            RegisterAccessToken {
+                id: None,
+                user_id: Uuid::new_v4(),
+                provider: "google".into(),
+                account_name: "a@example.com".into(),
+                access_token: "ya29.secret".into(),
+                refresh_token: None,
+            },
+        )
+        .await
+        .unwrap();
+    issue(c, "globex").await;
+    let after = now_ms();
+    assert!(
+        confirmed_after(&v, after).await,
+        "no proof after events outside the statuses: confirmed at {}, position {}",
+        v.confirmed_at_ms(),
+        v.position()
+    );
+    assert!(v.position() >= registered.positions[0]);
+    assert!(v.check(&s).is_ok(), "{:?}", v.check(&s));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_not_on_the_stream_makes_the_verifier_stale_and_a_bounded_one_refuses() {
+    let env = Env::start().await;
+    let c = &env.client;
+    let (revoked, s) = issue(c, WS).await;
+    let (_, other) = issue(c, WS).await;
+    let closed = verifier(c, Some(MAX_STALENESS)).await;
+    let open = verifier(c, None).await;
+    env.wait_published().await;
+    assert!(closed.check(&s).is_ok());
+
+    // The stream refuses new messages: the ledger acknowledges the
+    // revocation, and no subscriber can hear of it.
+    let head = env.store.head_position();
+    cap_tokens_stream(&env.nats.url(), Some(i64::try_from(head).unwrap()), true).await;
+    c.revoke_token(
+        WS,
+        RevokeToken {
+            token_id: revoked,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!c.verify(&s).await.unwrap().is_active(), "the ledger knows");
+
+    assert!(
+        wait_for_async(DEADLINE, || async {
+            closed.check(&s) == Err(Reason::Stale)
+        })
+        .await,
+        "the bounded verifier still answers {:?} for a revoked string",
+        closed.check(&s)
+    );
+    assert!(closed.staleness() > MAX_STALENESS);
+    assert_eq!(
+        closed.check(&other).unwrap_err(),
+        Reason::Stale,
+        "every string is refused, not only the revoked one"
+    );
+    // Without a bound the verifier answers from what it has; its staleness
+    // is the signal.
+    assert!(
+        wait_for_async(DEADLINE, || async { open.staleness() > MAX_STALENESS }).await,
+        "staleness {:?}",
+        open.staleness()
+    );
+    assert!(open.check(&other).is_ok());
+
+    // The limit is lifted: the stream catches up, the revocation arrives,
+    // and the proof resumes.
+    cap_tokens_stream(&env.nats.url(), None, true).await;
+    assert!(
+        wait_for_async(DEADLINE, || async {
+            closed.check(&s) == Err(Reason::Revoked) && closed.check(&other).is_ok()
+        })
+        .await,
+        "after the catch-up: {:?} / {:?}",
+        closed.check(&s),
+        closed.check(&other)
+    );
+    assert_eq!(open.check(&s).unwrap_err(), Reason::Revoked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_is_down_does_not_make_the_verifier_stale() {
+    let mut env = Env::start().await;
+    let (_, s) = issue(&env.client, WS).await;
+    let v = verifier(&env.client, Some(MAX_STALENESS)).await;
+    env.wait_published().await;
+    env.stop_server().await;
+
+    // The stream's end stands in for the ledger's head: nothing can be
+    // revoked while the ledger is down, so strings stay active.
+    let down = now_ms();
+    assert!(
+        confirmed_after(
+            &v,
+            down + 2 * i64::try_from(MAX_STALENESS.as_millis()).unwrap()
+        )
+        .await,
+        "no proof with the ledger down: confirmed at {}",
+        v.confirmed_at_ms()
+    );
+    assert!(v.check(&s).is_ok(), "{:?}", v.check(&s));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_cut_off_from_nats_goes_stale_and_recovers() {
+    let mut env = Env::start().await;
+    let (_, s) = issue(&env.client, WS).await;
+    let v = verifier(&env.client, Some(MAX_STALENESS)).await;
+    env.wait_published().await;
+    assert!(v.check(&s).is_ok());
+
+    env.nats.kill().unwrap();
+    assert!(
+        wait_for_async(DEADLINE, || async { v.check(&s) == Err(Reason::Stale) }).await,
+        "still {:?} with NATS gone",
+        v.check(&s)
+    );
+
+    let env = tokio::task::spawn_blocking(move || {
+        env.nats.restart().unwrap();
+        env
+    })
+    .await
+    .unwrap();
+    let back = now_ms();
+    assert!(
+        confirmed_after(&v, back).await,
+        "no proof after NATS came back: confirmed at {}",
+        v.confirmed_at_ms()
+    );
+    assert!(v.check(&s).is_ok(), "{:?}", v.check(&s));
+    drop(env);
+}
