@@ -18,11 +18,14 @@ use uuid::Uuid;
 const DEADLINE: Duration = Duration::from_secs(60);
 const MASTER_HEX: &str = "5f1d8a0c2b7e4f6a9c3d2e1f0a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b";
 
+/// The writer lease of these servers: a restart after kill -9 waits it out.
+const LEASE_SECS: &str = "2";
+
 fn serve(data: &Path, url: &str) -> Child {
     Command::new(env!("CARGO_BIN_EXE_tokenledger"))
         .arg("--data-dir")
         .arg(data)
-        .args(["serve", "--nats", url])
+        .args(["serve", "--nats", url, "--writer-lease-secs", LEASE_SECS])
         .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -203,6 +206,41 @@ async fn a_second_server_on_the_same_data_dir_refuses() {
     assert!(stderr.contains("locked"), "{stderr}");
     nix_term(&first);
     assert!(first.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_the_next_server_waits_out_the_writer_lease_and_after_sigterm_not() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+
+    let mut crashed = serve(&data, &nats.url());
+    assert!(ready(&client).await);
+    crashed.kill().unwrap();
+    crashed.wait().unwrap();
+
+    // The crashed server's lease is still in the bucket: its successor
+    // says so, waits for the expiry, then serves.
+    let successor = serve(&data, &nats.url());
+    assert!(ready(&client).await, "the successor never served");
+    nix_term(&successor);
+    let out = successor.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("not serving until this instance holds the writer lease"),
+        "{log}"
+    );
+
+    // A clean stop released it: the next one does not wait.
+    let next = serve(&data, &nats.url());
+    assert!(ready(&client).await);
+    nix_term(&next);
+    let out = next.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("writer lease"), "{log}");
 }
 
 fn nix_term(child: &Child) {

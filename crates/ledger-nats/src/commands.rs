@@ -1,5 +1,6 @@
 //! Commands over request/reply: `tokens.cmd.{workspaceId}.{command}`.
 
+use crate::lease::LeaseGuard;
 use crate::reply::ReplyLimit;
 use crate::subjects::request_parts;
 use chrono::Utc;
@@ -15,6 +16,8 @@ pub(crate) struct CommandContext {
     pub store: Store,
     /// A reply too large for it goes out without the token's view.
     pub reply_limit: ReplyLimit,
+    /// Appends only while this instance holds the writer lease.
+    pub lease: LeaseGuard,
 }
 
 /// Handles one command request; the reply's `result` or the rejection.
@@ -39,6 +42,7 @@ pub(crate) async fn handle(
             ),
         ));
     }
+    ctx.lease.check()?;
     let committed = ctx.store.execute(cmd).await?;
     let view = match committed.view {
         None => None,

@@ -68,6 +68,16 @@ pub enum NatsError {
         /// `Nats-Msg-Id` found in the stream, if any.
         found: Option<String>,
     },
+    /// Another instance took the writer lease while this one held it: it
+    /// must stop appending, or two logs would be acknowledged.
+    #[error(
+        "the writer lease was taken over by {holder}; this instance stopped appending. Run one \
+         ledger per stream TOKENS (see the README, \"One writer\")"
+    )]
+    LeaseLost {
+        /// Who holds it now, as far as the bucket says.
+        holder: String,
+    },
     /// The views (the projector's tree) could not be opened.
     #[error("views: {0}")]
     Views(String),
@@ -91,6 +101,7 @@ impl NatsError {
             NatsError::Service(_) => "service",
             NatsError::StreamAhead { .. } => "stream_ahead",
             NatsError::StreamDiverged { .. } => "stream_diverged",
+            NatsError::LeaseLost { .. } => "lease_lost",
             NatsError::Views(_) => "views",
             NatsError::Store(_) => "store",
             NatsError::Task(_) => "task",

@@ -33,6 +33,7 @@ pub mod access;
 pub mod checkpoints;
 mod commands;
 mod error;
+pub mod lease;
 mod metrics;
 pub mod publisher;
 mod queries;
@@ -98,6 +99,9 @@ pub struct ServeConfig {
     /// often, so that one deleted or rolled back while the ledger is idle is
     /// recreated and refilled without waiting for the next command.
     pub stream_check_every: Duration,
+    /// How long the writer lease outlives its last renewal: after a crash,
+    /// the next instance waits this long (see [`lease`]).
+    pub writer_lease: Duration,
 }
 
 impl Default for ServeConfig {
@@ -118,6 +122,7 @@ impl Default for ServeConfig {
             checkpoint_every_events: checkpoints::EVERY_EVENTS_DEFAULT,
             checkpoint_every: checkpoints::EVERY_DEFAULT,
             stream_check_every: Duration::from_secs(10),
+            writer_lease: lease::TTL_DEFAULT,
         }
     }
 }
@@ -154,6 +159,13 @@ impl ServeConfig {
         }
         if u32::try_from(self.max_in_flight).is_err() {
             return bad("max_in_flight must fit in 32 bits".into());
+        }
+        if self.writer_lease < lease::TTL_MIN {
+            return bad(format!(
+                "writer_lease {:?} is shorter than {:?}",
+                self.writer_lease,
+                lease::TTL_MIN
+            ));
         }
         Ok(())
     }
@@ -224,14 +236,16 @@ async fn serve(
     tokio::pin!(shutdown);
     let metrics = config.metrics.clone();
     let reply_limit = reply::ReplyLimit::default();
+    let guard = metrics.lease_guard();
     let shared = Arc::new(Shared {
         max_payload_bytes: config.max_payload_bytes,
         commands: CommandContext {
             store: store.clone(),
             reply_limit: reply_limit.clone(),
+            lease: guard.clone(),
         },
         queries: QueryContext::new(store.clone(), reply_limit.clone())?,
-        verify: verify::VerifyContext::new(store.clone()),
+        verify: verify::VerifyContext::new(store.clone(), guard.clone()),
         metrics: metrics.clone(),
         in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
         reply_limit,
@@ -246,26 +260,77 @@ async fn serve(
     };
     shared.reply_limit.set(client.server_info().max_payload);
     let js = jetstream::new(client.clone());
-    let settings = config.stream_settings();
 
+    // One writer per stream: nothing is served before the lease is ours.
+    let holder = lease::Holder::this_process(store.dir());
+    let taken = lease::acquire(
+        &js,
+        config.writer_lease,
+        config.stream_replicas,
+        &holder,
+        &metrics,
+    );
+    let held = tokio::select! {
+        l = taken => l,
+        () = &mut shutdown => return Ok(()),
+    };
+    let (lease_stop_tx, lease_stop_rx) = watch::channel(false);
+    let mut lease = tokio::spawn(held.hold(guard.clone(), lease_stop_rx));
+    // Dropping `run` (an embedding program gave up on it) stops renewing.
+    let _renewing = AbortOnDrop(lease.abort_handle());
+    let served = serve_holding(
+        store,
+        &config,
+        &client,
+        shared,
+        epoch_rx,
+        &mut lease,
+        &mut shutdown,
+    )
+    .await;
+    // The lease goes last, once the publisher is done, so that the next
+    // instance finds the stream complete; unless it is lost already.
+    if !lease.is_finished() {
+        let _ = lease_stop_tx.send(true);
+        if let Ok(Ok(held)) = lease.await {
+            held.release().await;
+        }
+    }
+    served
+}
+
+/// [`serve`] once the writer lease is held: the stream check, the
+/// publisher, checkpoints and requests, until shutdown or a fatal end.
+async fn serve_holding(
+    store: &Store,
+    config: &ServeConfig,
+    client: &Client,
+    shared: Arc<Shared>,
+    epoch_rx: watch::Receiver<u64>,
+    lease: &mut tokio::task::JoinHandle<Result<lease::Lease, NatsError>>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), NatsError> {
+    let metrics = config.metrics.clone();
+    let settings = config.stream_settings();
+    let js = &jetstream::new(client.clone());
     // Refuse to serve on a stream that is not this log's, before any request.
     let mut backoff = Backoff::new();
     loop {
         let checked = tokio::select! {
-            r = publisher::check_stream(&js, store, &settings) => r?,
-            () = &mut shutdown => return Ok(()),
+            r = publisher::check_stream(js, store, &settings) => r?,
+            () = shutdown.as_mut() => return Ok(()),
         };
         if checked.is_some() {
             break;
         }
         tokio::select! {
             () = backoff.sleep() => {}
-            () = &mut shutdown => return Ok(()),
+            () = shutdown.as_mut() => return Ok(()),
         }
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let checkpoints = checkpoints::start(&client, store, &config, stop_rx.clone()).await;
+    let checkpoints = checkpoints::start(client, store, config, stop_rx.clone()).await;
     let mut publisher = tokio::spawn(
         publisher::Publisher {
             js: js.clone(),
@@ -278,14 +343,21 @@ async fn serve(
         }
         .run(stop_rx),
     );
-    let served = serve_requests(&client, &config, shared, &mut publisher, &mut shutdown).await;
+    let served = serve_requests(client, config, shared, &mut publisher, lease, shutdown).await;
 
     // Requests have stopped (or never started): let the publisher drain to
     // the head, unless it already ended, which is fatal.
     let _ = stop_tx.send(true);
     checkpoints.finish().await;
     match served {
-        Ok(Some(ended)) => flatten(ended),
+        Ok(Some(Ended::Publisher(ended))) => flatten(ended),
+        Ok(Some(Ended::Lease(lost))) => {
+            // Another instance writes now: publishing this log further
+            // could only fail or interleave.
+            publisher.abort();
+            let _ = publisher.await;
+            Err(lost)
+        }
         Err(e) => {
             publisher.abort();
             let _ = publisher.await;
@@ -313,16 +385,34 @@ fn flatten(r: Result<Result<(), NatsError>, tokio::task::JoinError>) -> Result<(
         .and_then(|r| r)
 }
 
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What ended serving before a shutdown was asked for.
+enum Ended {
+    /// The publisher, with its outcome.
+    Publisher(Result<Result<(), NatsError>, tokio::task::JoinError>),
+    /// The writer lease, lost to another instance.
+    Lease(NatsError),
+}
+
 /// Serves requests until `shutdown` (returns `None`) or until the publisher
-/// ends by itself (returns its outcome); then stops taking requests and
-/// waits for those in flight.
+/// or the lease ends by itself (returns which, and why); then stops taking
+/// requests and waits for those in flight.
 async fn serve_requests(
     client: &Client,
     config: &ServeConfig,
     shared: Arc<Shared>,
     publisher: &mut tokio::task::JoinHandle<Result<(), NatsError>>,
+    lease: &mut tokio::task::JoinHandle<Result<lease::Lease, NatsError>>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-) -> Result<Option<Result<Result<(), NatsError>, tokio::task::JoinError>>, NatsError> {
+) -> Result<Option<Ended>, NatsError> {
     let metrics = shared.metrics.clone();
     let (service, loops) = start_service(client, config, shared.clone()).await?;
     round_trip(client).await;
@@ -331,8 +421,16 @@ async fn serve_requests(
 
     let ended = tokio::select! {
         () = shutdown.as_mut() => None,
-        r = &mut *publisher => Some(r),
+        r = &mut *publisher => Some(Ended::Publisher(r)),
+        r = &mut *lease => Some(Ended::Lease(match r {
+            Err(e) => NatsError::Task(format!("writer lease: {e}")),
+            Ok(Err(lost)) => lost,
+            Ok(Ok(_)) => NatsError::Task("the writer lease ended unasked".to_owned()),
+        })),
     };
+    if let Some(Ended::Lease(lost)) = &ended {
+        tracing::error!(error = %lost, code = lost.code(), "writer lease lost");
+    }
     metrics.set_ready(false);
 
     // Stop taking requests, then let those in flight finish and be answered.

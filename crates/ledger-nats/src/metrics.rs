@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::lease::LeaseGuard;
+
 /// A shared handle on the counters of one [`crate::run`]; clone it before
 /// handing the config over, then read it while the server runs.
 #[derive(Clone, Debug, Default)]
@@ -22,6 +24,9 @@ struct Inner {
     queries_answered: AtomicU64,
     reconnects: AtomicU64,
     ready: AtomicBool,
+    /// Valid while this instance holds the writer lease.
+    lease: LeaseGuard,
+    waiting_for_lease: AtomicBool,
 }
 
 /// What the publisher has done so far.
@@ -74,6 +79,28 @@ impl Metrics {
     /// True while every endpoint is subscribed and the server confirmed it.
     pub fn is_ready(&self) -> bool {
         self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// True while this instance knows it holds the writer lease (and so
+    /// may append).
+    pub fn holds_writer_lease(&self) -> bool {
+        self.inner.lease.is_valid()
+    }
+
+    /// True while the server waits for another instance's writer lease to
+    /// end before serving (see [`crate::lease`]).
+    pub fn is_waiting_for_lease(&self) -> bool {
+        self.inner.waiting_for_lease.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn lease_guard(&self) -> LeaseGuard {
+        self.inner.lease.clone()
+    }
+
+    pub(crate) fn set_waiting_for_lease(&self, waiting: bool) {
+        self.inner
+            .waiting_for_lease
+            .store(waiting, Ordering::Release);
     }
 
     /// A snapshot of the request counters.

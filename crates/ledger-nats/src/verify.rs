@@ -19,6 +19,7 @@
 //! Verification answers from the log, not the views: see
 //! [`ledger_store::Verifier`] for why that is both current and cheap.
 
+use crate::lease::LeaseGuard;
 use crate::queries::{body, QueryContext};
 use chrono::Utc;
 use ledger_core::{Agent, ErrorCode, Rejection, TokenKind};
@@ -65,13 +66,16 @@ impl KeyRoute {
 pub(crate) struct VerifyContext {
     store: Store,
     verifier: Verifier,
+    /// A key rotation appends to the key log: only under the writer lease.
+    lease: LeaseGuard,
 }
 
 impl VerifyContext {
-    pub fn new(store: Store) -> VerifyContext {
+    pub fn new(store: Store, lease: LeaseGuard) -> VerifyContext {
         VerifyContext {
             verifier: Verifier::new(store.clone()),
             store,
+            lease,
         }
     }
 }
@@ -114,6 +118,7 @@ pub(crate) async fn handle(
         KeyRoute::Snapshot => snapshot(queries, body(payload)?).await,
         KeyRoute::Rotate => {
             let b: RotateBody = body(payload)?;
+            ctx.lease.check()?;
             let store = ctx.store.clone();
             let alg = b.alg.unwrap_or(SigningAlg::EdDSA);
             let event = tokio::task::spawn_blocking(move || store.rotate_key(alg, b.actor))

@@ -39,6 +39,12 @@ pub struct ServeArgs {
     /// Sign a checkpoint this often, in seconds, when the log grew (0: no timer).
     #[arg(long, value_name = "SECS", default_value_t = ledger_nats::checkpoints::EVERY_DEFAULT.as_secs())]
     pub checkpoint_every_secs: u64,
+    /// Seconds the writer lease outlives its last renewal: after a crash,
+    /// the next server waits this long before serving (a clean stop frees
+    /// it at once). Fixed when the lease bucket is first made.
+    #[arg(long, value_name = "SECS", default_value_t = ledger_nats::lease::TTL_DEFAULT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub writer_lease_secs: u64,
 }
 
 /// Runs the server until a termination signal.
@@ -55,6 +61,7 @@ pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
         ack_window: args.ack_window,
         checkpoint_every_events: args.checkpoint_every_events,
         checkpoint_every: Duration::from_secs(args.checkpoint_every_secs),
+        writer_lease: Duration::from_secs(args.writer_lease_secs),
         ..ServeConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
