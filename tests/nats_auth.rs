@@ -8,7 +8,7 @@
 //! `unauthorized`, a bad setting naming its flag), at once rather than as
 //! a timeout; no password or seed shows in any output or log.
 
-use ledger_client::{Client, LocalVerifier, Reason, VerifierOptions};
+use ledger_client::{Client, LocalVerifier, NatsAccess, Reason, VerifierOptions};
 use ledger_testkit::{wait_for, wait_for_async, NatsServer};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -239,20 +239,31 @@ fn a_gateway_verifies_locally_with_only_its_role() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let nats = async_nats::ConnectOptions::with_user_and_password(
-            "gateway".into(),
-            stack.gateway_password.clone(),
-        )
-        .custom_inbox_prefix("_INBOX.gateway")
-        .connect(stack.nats.url())
-        .await
-        .expect("the gateway connects");
+        // ledger-client sends the URL's user and password (async-nats alone
+        // parses them and sends nothing), and a wrong one is refused
+        // without showing it.
+        let url =
+            |password: &str| format!("nats://gateway:{password}@127.0.0.1:{}", stack.nats.port());
+        Client::connect(url(&stack.gateway_password))
+            .await
+            .expect("the password in the URL is sent");
+        let wrong = Client::connect(url("wrong-password")).await.unwrap_err();
+        assert_eq!(wrong.code(), "connect", "{wrong}");
+        assert!(!wrong.to_string().contains("wrong-password"), "{wrong}");
+        let access = NatsAccess {
+            inbox_prefix: Some("_INBOX.gateway".into()),
+            ..NatsAccess::default()
+        };
+        let client = Client::connect_with(&[url(&stack.gateway_password)], &access)
+            .await
+            .expect("the gateway connects");
+        let nats = client.nats().clone();
         let options = VerifierOptions {
             probe_every: Duration::from_millis(50),
             max_staleness: Some(Duration::from_secs(5)),
             ..VerifierOptions::default()
         };
-        let v = LocalVerifier::start_with(Client::new(nats.clone()), None, options)
+        let v = LocalVerifier::start_with(client, None, options)
             .await
             .expect("the verifier starts with the gateway's rights");
         assert!(v.check(&token_str).is_ok(), "{:?}", v.check(&token_str));

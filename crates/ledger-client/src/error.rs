@@ -36,6 +36,11 @@ pub enum ClientError {
     /// Could not connect to NATS.
     #[error("cannot connect to NATS: {0}")]
     Connect(String),
+    /// An authentication or TLS setting cannot work (a missing file, a seed
+    /// that is not a user's, URLs with different passwords); it names the
+    /// setting, and nothing was tried.
+    #[error("NATS access: {0}")]
+    Access(#[from] ledger_access::AccessError),
     /// Another transport failure of a request.
     #[error("request on {subject} failed: {message}")]
     Transport {
@@ -85,7 +90,7 @@ pub enum ClientError {
 impl ClientError {
     /// A stable code: the ledger's error code for a rejection (`name_taken`,
     /// `conflict`, ...; `invalid_input` for [`ClientError::Invalid`]), else one of
-    /// `no_responders`, `timeout`, `connect`, `transport`, `malformed_reply`,
+    /// `no_responders`, `timeout`, `connect`, `access`, `transport`, `malformed_reply`,
     /// `bad_event`, `events_gone`, `jetstream`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -93,6 +98,7 @@ impl ClientError {
             ClientError::NoResponders { .. } => "no_responders",
             ClientError::Timeout { .. } => "timeout",
             ClientError::Connect(_) => "connect",
+            ClientError::Access(_) => "access",
             ClientError::Transport { .. } => "transport",
             ClientError::MalformedReply { .. } => "malformed_reply",
             ClientError::BadEvent { .. } => "bad_event",

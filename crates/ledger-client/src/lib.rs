@@ -47,6 +47,7 @@ pub use commands::{
     UpdateClientToken,
 };
 pub use error::ClientError;
+pub use ledger_access::{AccessError, NatsAccess};
 pub use ledger_core::command::IfExists;
 pub use ledger_core::{
     Agent, AgentType, CommandName, Envelope, ErrorCode, EventType, Rejection, Timestamp, TokenKind,
@@ -76,20 +77,31 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to NATS (one URL, a comma-separated list, or a `Vec` of them),
-    /// anonymously and without TLS settings.
-    ///
-    /// async-nats does not send a URL's user and password: for a NATS server
-    /// that authenticates, build the connection with
-    /// `async_nats::ConnectOptions` (`user_and_password`, `credentials_file`,
-    /// `nkey`, `add_root_certificates`, `custom_inbox_prefix`, ...) and pass
-    /// it to [`Client::new`].
+    /// Connects to NATS (one URL, a comma-separated list, or a `Vec` of
+    /// them), with the user and password (or token) the URLs carry, as
+    /// `nats://gateway:PASSWORD@host:4222`.
     pub async fn connect(urls: impl ToServerAddrs) -> Result<Client, ClientError> {
-        let nats = async_nats::ConnectOptions::new()
-            .name("ledger-client")
+        let urls: Vec<String> = urls
+            .to_server_addrs()
+            .map_err(|e| ClientError::Connect(e.to_string()))?
+            .map(|addr| addr.into_inner().to_string())
+            .collect();
+        Client::connect_with(&urls, &NatsAccess::default()).await
+    }
+
+    /// Connects with authentication and TLS settings: a credentials file,
+    /// an nkey seed, a CA, a client certificate, an inbox prefix (give a
+    /// restricted user its own, as `deploy/nats-auth.conf` does), the same
+    /// settings `tokenledger` takes. A setting that cannot work is
+    /// [`ClientError::Access`], before any connection; passwords never show
+    /// in an error.
+    pub async fn connect_with(urls: &[String], access: &NatsAccess) -> Result<Client, ClientError> {
+        let options = async_nats::ConnectOptions::new().name("ledger-client");
+        let options = access.apply(options, urls).await?;
+        let nats = options
             .connect(urls)
             .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+            .map_err(|e| ClientError::Connect(format!("{} ({e})", ledger_access::shown(urls))))?;
         Ok(Client::new(nats))
     }
 

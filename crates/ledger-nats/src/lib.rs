@@ -29,7 +29,9 @@
 //! reported the events durable; the views are read only after being caught
 //! up to the head, so a caller reads its own writes.
 
-pub mod access;
+/// The NATS access settings every tokenledger process shares (its own crate, so that
+/// ledger-client connects the same way).
+pub use ledger_access as access;
 pub mod checkpoints;
 mod commands;
 mod error;
