@@ -43,6 +43,25 @@ async fn issue(nats: &async_nats::Client, name: &str) -> Value {
     try_issue(nats, name).await.expect("a reply")
 }
 
+/// A server on a fresh store, ready, after one acknowledged command; the
+/// temporary dir, the store, the server and a client.
+async fn serving_one_command(
+    url: &str,
+) -> (
+    tempfile::TempDir,
+    ledger_store::Store,
+    Server,
+    async_nats::Client,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &MasterKey::generate());
+    let server = Server::spawn(store.clone(), config(url));
+    assert!(wait_for_async(DEADLINE, || async { server.metrics.is_ready() }).await);
+    let caller = client(url).await;
+    assert_eq!(issue(&caller, "before").await["ok"], true);
+    (dir, store, server, caller)
+}
+
 async fn lease_entry(url: &str) -> Option<kv::Entry> {
     let js = jetstream::new(client(url).await);
     let kv = js.get_key_value(BUCKET).await.expect("the lease bucket");
@@ -113,12 +132,7 @@ async fn a_second_instance_serves_nothing_while_the_first_holds_the_lease() {
 async fn an_instance_whose_lease_is_taken_over_stops_appending() {
     let nats = nats_server().await;
     let url = nats.url();
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path(), &MasterKey::generate());
-    let server = Server::spawn(store.clone(), config(&url));
-    assert!(wait_for_async(DEADLINE, || async { server.metrics.is_ready() }).await);
-    let caller = client(&url).await;
-    assert_eq!(issue(&caller, "before").await["ok"], true);
+    let (_dir, store, server, _caller) = serving_one_command(&url).await;
 
     // Someone else writes the lease, as a second instance would after
     // this one had stalled past the TTL.
@@ -147,12 +161,7 @@ async fn an_instance_whose_lease_is_taken_over_stops_appending() {
 async fn a_nats_outage_longer_than_the_lease_does_not_stop_the_ledger() {
     let mut nats = nats_server().await;
     let url = nats.url();
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path(), &MasterKey::generate());
-    let server = Server::spawn(store.clone(), config(&url));
-    assert!(wait_for_async(DEADLINE, || async { server.metrics.is_ready() }).await);
-    let caller = client(&url).await;
-    assert_eq!(issue(&caller, "before").await["ok"], true);
+    let (_dir, store, server, caller) = serving_one_command(&url).await;
 
     nats.kill().unwrap();
     assert!(
