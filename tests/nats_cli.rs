@@ -580,7 +580,16 @@ struct Watch {
 }
 
 impl Watch {
+    /// [`Watch::spawn`] leaving stdout to the caller, to read while it runs.
+    fn spawn_piped(cli: &Cli, args: &[&str]) -> Watch {
+        Watch::spawn_inner(cli, args, false)
+    }
+
     fn spawn(cli: &Cli, args: &[&str]) -> Watch {
+        Watch::spawn_inner(cli, args, true)
+    }
+
+    fn spawn_inner(cli: &Cli, args: &[&str], collect_stdout: bool) -> Watch {
         let mut child = cli
             .command()
             .arg("watch")
@@ -589,12 +598,17 @@ impl Watch {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn watch");
-        let mut out = child.stdout.take().unwrap();
-        let stdout = std::thread::spawn(move || {
-            let mut s = String::new();
-            out.read_to_string(&mut s).unwrap();
-            s
-        });
+        let stdout = match collect_stdout {
+            true => {
+                let mut out = child.stdout.take().unwrap();
+                std::thread::spawn(move || {
+                    let mut s = String::new();
+                    out.read_to_string(&mut s).unwrap();
+                    s
+                })
+            }
+            false => std::thread::spawn(String::new),
+        };
         let (tx, stderr) = mpsc::channel();
         let err = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -873,6 +887,81 @@ fn watch_stops_cleanly_on_sigterm_and_sigint() {
         assert_eq!(code, 0, "{signal}");
         assert!(stdout.is_empty());
     }
+}
+
+/// Reads `watch`'s stdout line by line while it runs.
+fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next verdict line of the local verifier, skipping event lines.
+fn next_verdict(lines: &mpsc::Receiver<String>) -> Value {
+    loop {
+        let line = lines.recv_timeout(DEADLINE).expect("a verdict line");
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        if v.get("localVerifier").is_some() {
+            return v["localVerifier"].clone();
+        }
+    }
+}
+
+#[test]
+fn watch_with_max_staleness_refuses_a_string_while_its_revocation_cannot_arrive() {
+    let stack = Stack::start();
+    let cli = stack.cli();
+    let issued = cli.json(&["issue", "--name", "edge"]);
+    let id = id_of(&issued);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token.jwt");
+    std::fs::write(&file, issued["token"]["tokenStr"].as_str().unwrap()).unwrap();
+
+    let mut watch = Watch::spawn_piped(
+        &cli,
+        &[
+            "--json",
+            "--verify-file",
+            file.to_str().unwrap(),
+            "--max-staleness",
+            "1",
+        ],
+    );
+    let lines = stdout_lines(&mut watch.child);
+    watch.subscribed();
+    assert_eq!(next_verdict(&lines), json!({"active": true}));
+
+    // The stream refuses new messages: the revocation is acknowledged and
+    // cannot reach the verifier, which says it cannot vouch for the string
+    // any more, with no event to show.
+    cap_stream(&stack.url(), Some(1));
+    cli.json(&["revoke", &id]);
+    assert_eq!(
+        next_verdict(&lines),
+        json!({"active": false, "reason": "stale"})
+    );
+
+    // The stream takes messages again: the revocation arrives.
+    cap_stream(&stack.url(), None);
+    assert_eq!(next_verdict(&lines)["reason"], "revoked");
+    let status = Command::new("kill")
+        .args(["-TERM", &watch.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(wait_for(DEADLINE, || watch
+        .child
+        .try_wait()
+        .unwrap()
+        .is_some()));
 }
 
 #[test]

@@ -40,9 +40,11 @@
 //! [`LocalVerifier::staleness`] is the time since the last such proof; it
 //! grows while NATS is unreachable, while the ledger's publication is
 //! behind (a revocation acknowledged but not yet on the stream), or while
-//! the verifier lags. With [`VerifierOptions::max_staleness`] set, every
-//! string is refused with [`Reason::Stale`] past that bound (fail closed);
-//! without, it answers from what it has (fail open). A ledger that is down
+//! the verifier lags. With [`VerifierOptions::max_staleness`] set, no
+//! string is accepted past that bound: [`Reason::Stale`] (fail closed);
+//! without, it answers from what it has (fail open). (A refusal is given
+//! with its own reason either way: only an acceptance could rest on a
+//! revocation not yet seen.) A ledger that is down
 //! does not make the verifier stale: nothing can be revoked then, and the
 //! stream's last sequence stands in for the ledger's head.
 
@@ -83,8 +85,9 @@ pub struct VerifierOptions {
     pub page: usize,
     /// How often it proves it holds every event ([`LocalVerifier::staleness`]).
     pub probe_every: Duration,
-    /// Past this staleness every string is refused with [`Reason::Stale`]
-    /// (fail closed); `None` answers from what it has, however old.
+    /// Past this staleness no string is accepted: one that would be active
+    /// is refused with [`Reason::Stale`] (fail closed); `None` answers from
+    /// what it has, however old.
     pub max_staleness: Option<Duration>,
 }
 
@@ -236,14 +239,19 @@ impl LocalVerifier {
             return Err(Reason::OtherWorkspace);
         }
         let id = subject(&jwt.claims)?;
-        if let Some(max) = self.inner.max_staleness_ms {
-            if now_ms.saturating_sub(self.confirmed_at_ms()) > max {
-                return Err(Reason::Stale);
+        let outcome = {
+            let tokens = self.inner.tokens.read().expect("tokens lock");
+            let status = tokens.get(&id).ok_or(Reason::NotFound)?;
+            decide(&jwt, status, now_ms)
+        };
+        // A refusal stays true however stale the statuses are; only an
+        // acceptance could rest on a revocation not yet seen.
+        match (outcome, self.inner.max_staleness_ms) {
+            (Ok(_), Some(max)) if now_ms.saturating_sub(self.confirmed_at_ms()) > max => {
+                Err(Reason::Stale)
             }
+            (outcome, _) => outcome,
         }
-        let tokens = self.inner.tokens.read().expect("tokens lock");
-        let status = tokens.get(&id).ok_or(Reason::NotFound)?;
-        decide(&jwt, status, now_ms)
     }
 
     /// The last log position applied.

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use ledger_client::{
-    Client, IssueClientToken, LocalVerifier, Reason, RegisterAccessToken, RevokeToken,
+    Client, IssueClientToken, LocalVerifier, Reason, RegisterAccessToken, RevokeToken, TrashToken,
     VerifierOptions,
 };
 use ledger_testkit::{cap_tokens_stream, wait_for_async};
@@ -106,6 +106,16 @@ async fn a_revocation_not_on_the_stream_makes_the_verifier_stale_and_a_bounded_o
     let c = &env.client;
     let (revoked, s) = issue(c, WS).await;
     let (_, other) = issue(c, WS).await;
+    let (trashed, t) = issue(c, WS).await;
+    c.trash_token(
+        WS,
+        TrashToken {
+            token_id: trashed,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
     let closed = verifier(c, Some(MAX_STALENESS)).await;
     let open = verifier(c, None).await;
     env.wait_published().await;
@@ -138,7 +148,12 @@ async fn a_revocation_not_on_the_stream_makes_the_verifier_stale_and_a_bounded_o
     assert_eq!(
         closed.check(&other).unwrap_err(),
         Reason::Stale,
-        "every string is refused, not only the revoked one"
+        "every string it would accept is refused, not only the revoked one"
+    );
+    assert_eq!(
+        closed.check(&t).unwrap_err(),
+        Reason::Trashed,
+        "a refusal it knows keeps its own reason"
     );
     // Without a bound the verifier answers from what it has; its staleness
     // is the signal.

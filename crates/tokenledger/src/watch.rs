@@ -14,7 +14,7 @@ use crate::output::agent;
 use crate::remote;
 use clap::Args;
 use futures_util::StreamExt;
-use ledger_client::{EventFilter, LocalVerifier, StartFrom};
+use ledger_client::{EventFilter, LocalVerifier, StartFrom, VerifierOptions};
 use ledger_core::event::AssignedPermissionGroup;
 use ledger_core::{validate, Envelope, EventData, EventType, SealedSecret};
 use serde_json::{json, Value};
@@ -46,6 +46,13 @@ pub struct WatchArgs {
     /// revoked, trashed or rotated string going inactive as the event arrives.
     #[arg(long, value_name = "FILE")]
     pub verify_file: Option<std::path::PathBuf>,
+    /// With --verify-file: the verifier accepts no string once it has gone
+    /// this many seconds without proving it holds every event (a cut link,
+    /// a stalled publication); the verdict becomes "stale" without waiting
+    /// for an event.
+    #[arg(long, value_name = "SECS", requires = "verify_file",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_staleness: Option<u64>,
 }
 
 /// Parses `--type`, listing the known types when it is none of them.
@@ -59,6 +66,9 @@ fn event_type(raw: &str) -> Result<EventType, String> {
 /// How long `watch` asks the ledger for its head before starting at the
 /// stream's end instead.
 const HEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the local verifier's verdict is looked at between events (it
+/// can change without one: going stale, or a string's `exp` passing).
+const VERDICT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Runs `watch` until a signal or `--count` events.
 pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
@@ -83,6 +93,10 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
         (None, false) => StartFrom::New,
     };
     let json_out = ctx.json;
+    let verifier_options = VerifierOptions {
+        max_staleness: args.max_staleness.map(std::time::Duration::from_secs),
+        ..VerifierOptions::default()
+    };
     let token_str = match &args.verify_file {
         None => None,
         Some(path) => Some(read_token_str(path)?),
@@ -119,7 +133,7 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
         let verifier = match &token_str {
             None => None,
             Some(_) => Some(
-                LocalVerifier::start(client.clone(), workspace.as_deref())
+                LocalVerifier::start_with(client.clone(), workspace.as_deref(), verifier_options)
                     .await
                     .map_err(|e| remote::failure(e, urls, None))?,
             ),
@@ -139,10 +153,21 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
             ))?;
         }
         let mut printed = 0u64;
+        let mut recheck = tokio::time::interval(VERDICT_EVERY);
         while args.count.is_none_or(|n| printed < n) {
             let item = tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = recheck.tick(), if verifier.is_some() => {
+                    if let (Some(v), Some(t)) = (&verifier, &token_str) {
+                        let now = verifier_verdict(v, t);
+                        if verdict.as_ref() != Some(&now) && without_event(verdict.as_ref(), &now) {
+                            emit(&verdict_line(&now, None, json_out))?;
+                            verdict = Some(now);
+                        }
+                    }
+                    continue;
+                }
                 item = events.next() => item,
             };
             match item {
@@ -203,6 +228,18 @@ fn read_token_str(path: &std::path::Path) -> Result<String, Failure> {
         ));
     }
     Ok(token)
+}
+
+/// Whether a change of verdict is one no event explains (the verifier going
+/// stale or fresh again, an expiry passing): the periodic look reports
+/// those; the others come with the event that caused them (the verifier
+/// follows its own subscription, and may apply an event before `watch`
+/// prints it).
+fn without_event(
+    before: Option<&Result<(), &'static str>>,
+    now: &Result<(), &'static str>,
+) -> bool {
+    matches!(now, Err("stale" | "jwt_expired" | "expired")) || matches!(before, Some(Err("stale")))
 }
 
 /// `Ok(())` when active, else the refusal's stable reason code.
