@@ -740,6 +740,42 @@ fn cap_stream(url: &str, max: Option<i64>) {
 }
 
 #[test]
+fn status_shows_the_head_the_publication_lag_and_the_lease_holder() {
+    let stack = Stack::start();
+    let cli = stack.cli();
+    cli.json(&["issue", "--name", "one"]);
+    let s = cli.json(&["status"]);
+    assert_eq!(s["ledger"], json!({"answers": true, "head": 1}), "{s}");
+    assert_eq!(s["stream"]["lastSequence"], 1, "{s}");
+    assert_eq!(s["publicationLag"], 0, "{s}");
+    let holder = &s["writerLease"]["holder"];
+    assert_eq!(holder["pid"], stack.serve.id(), "{s}");
+    assert_eq!(
+        holder["dataDir"],
+        stack._data.path().join("ledger").display().to_string()
+    );
+
+    // An acknowledged event the stream does not take: the lag shows it.
+    cap_stream(&stack.url(), Some(1));
+    cli.json(&["issue", "--name", "two"]);
+    let s = cli.json(&["status"]);
+    assert_eq!(s["ledger"]["head"], 2, "{s}");
+    assert_eq!(s["stream"]["lastSequence"], 1, "{s}");
+    assert_eq!(s["publicationLag"], 1, "{s}");
+    let human = cli.run(&["status"]);
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(
+        human
+            .stdout
+            .contains("1 acknowledged events not published yet"),
+        "{human:?}"
+    );
+    cli.assert_no_local_data();
+    let e = Cli::local().fails(2, &["status"]);
+    assert_eq!(e["field"], "nats", "{e}");
+}
+
+#[test]
 fn watch_from_now_starts_past_the_ledgers_head_even_while_the_stream_lags() {
     let stack = Stack::start();
     let cli = stack.cli();

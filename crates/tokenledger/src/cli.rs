@@ -142,6 +142,9 @@ pub enum TopCommand {
     Serve(crate::serve::ServeArgs),
     /// Print token changes live from a server's stream, one line each (needs --nats).
     Watch(crate::watch::WatchArgs),
+    /// Show a running ledger's state from NATS: its head, the stream's
+    /// publication lag, the writer lease's holder (needs --nats).
+    Status,
     /// Audit the log offline: verify, checkpoint, prove, replay, history, export.
     Audit(crate::audit::AuditArgs),
     /// Manage the JWT signing keys: rotate, list, jwks, history.

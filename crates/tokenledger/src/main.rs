@@ -22,6 +22,7 @@ mod output;
 mod queries;
 mod remote;
 mod serve;
+mod status;
 mod verify;
 mod watch;
 
@@ -90,6 +91,7 @@ fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
         TopCommand::Keys(a) => keys::run(a, ctx),
         TopCommand::Verify(a) => verify::run(a, ctx),
         TopCommand::Watch(a) => watch::run(a, ctx),
+        TopCommand::Status => status::run(ctx),
     }
 }
 
