@@ -1,7 +1,9 @@
 //! tokenledger on a NATS server that authenticates and authorizes: the
 //! server runs `deploy/nats-auth.conf` as shipped, `tokenledger serve`
 //! authenticates with an nkey, a workspace's service with a password, and
-//! NATS permissions keep that service in its workspace.
+//! NATS permissions keep that service in its workspace. Also: mutual TLS,
+//! and operator mode (JWTs signed by an operator and an account, used
+//! through `--nats-creds` files).
 //!
 //! What must hold: each role works with exactly the permissions the file
 //! grants; a refusal by NATS is reported as what it is (`forbidden`,
@@ -518,4 +520,145 @@ fn serve_and_cli_work_over_mutual_tls_and_refuse_without_it() {
     let e = refused(&run, 1);
     assert_eq!(e["code"], "unauthorized", "{e}");
     assert!(e["message"].as_str().unwrap().contains("TLS"), "{e}");
+}
+
+/// A NATS JWT (`alg: ed25519-nkey`), as `nsc` issues them: `claims` signed
+/// by `issuer`, with the standard fields filled in.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let header = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": 1_700_000_000u64,
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let claims = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
+    let signed = format!("{header}.{claims}");
+    let signature = URL_SAFE_NO_PAD.encode(issuer.sign(signed.as_bytes()).unwrap());
+    format!("{signed}.{signature}")
+}
+
+/// A `.creds` file as `nsc` writes it: the user JWT, then its seed.
+fn creds_file(path: &Path, jwt: &str, user: &nkeys::KeyPair) {
+    let seed = user.seed().unwrap();
+    std::fs::write(
+        path,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{jwt}\n------END NATS USER JWT------\n\n\
+             ************************* IMPORTANT *************************\n\
+             NKEY Seed printed below can be used to sign and prove identity.\n\n\
+             -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Operator mode (decentralized JWT auth, as NGS or `nsc` set up): `serve`
+/// and the CLI authenticate with `--nats-creds`; a user signed by an
+/// account the server does not know is `unauthorized`.
+#[test]
+fn serve_and_cli_work_with_credentials_files_in_operator_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
+    });
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "tokenledger-test",
+        serde_json::json!({"type": "operator", "version": 2,
+                           "system_account": system.public_key()}),
+    );
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "ledger",
+        serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    let system_jwt = nats_jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let user = |issuer: &nkeys::KeyPair, name: &str| {
+        let key = nkeys::KeyPair::new_user();
+        let jwt = nats_jwt(
+            issuer,
+            &key.public_key(),
+            name,
+            serde_json::json!({"type": "user", "version": 2,
+                               "subs": -1, "data": -1, "payload": -1}),
+        );
+        let path = dir.path().join(format!("{name}.creds"));
+        creds_file(&path, &jwt, &key);
+        (path, key.seed().unwrap(), jwt)
+    };
+    let (ledger_creds, ledger_seed, _) = user(&account, "ledger");
+    let (service_creds, _, _) = user(&account, "service");
+    let stranger = nkeys::KeyPair::new_account();
+    let (stranger_creds, _, _) = user(&stranger, "stranger");
+    let config = format!(
+        "operator: {operator_jwt:?}\nsystem_account: {}\nresolver: MEMORY\n\
+         resolver_preload: {{\n  {}: {account_jwt:?}\n  {}: {system_jwt:?}\n}}\n",
+        system.public_key(),
+        account.public_key(),
+        system.public_key()
+    );
+    let nats = NatsServer::start_with_config(&config).expect("nats-server in operator mode");
+    let log = dir.path().join("serve.log");
+    let mut serve = clean(Command::new(BIN))
+        .arg("--data-dir")
+        .arg(dir.path().join("ledger"))
+        .args(["serve", "--nats", &nats.url(), "--nats-creds"])
+        .arg(&ledger_creds)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let cli = |creds: &Path| Cli {
+        url: nats.url(),
+        extra: vec!["--nats-creds".into(), creds.display().to_string()],
+        data_dir: dir.path().join("never-created"),
+    };
+    let service = cli(&service_creds);
+    let answered = wait_for(DEADLINE, || service.run(&["list"]).code == 0);
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    if !answered {
+        let _ = serve.kill();
+        let _ = serve.wait();
+        panic!(
+            "no answer in operator mode: {:?}\nserve log:\n{said}\nnats log:\n{}",
+            service.run(&["list"]),
+            std::fs::read_to_string(nats.log_path()).unwrap_or_default()
+        );
+    }
+    let issued = service.run(&["issue", "--name", "with-creds"]).json();
+    assert_eq!(issued["token"]["name"], "with-creds", "{issued}");
+
+    let run = cli(&stranger_creds).run(&["list"]);
+    let e = refused(&run, 1);
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    // Operator mode admits no one without a signed user.
+    let anonymous = Cli {
+        url: nats.url(),
+        extra: Vec::new(),
+        data_dir: dir.path().join("never-created"),
+    };
+    let e = refused(&anonymous.run(&["list"]), 1);
+    assert_eq!(e["code"], "unauthorized", "{e}");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!said.contains(&ledger_seed), "the seed in serve's log");
 }
