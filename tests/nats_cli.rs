@@ -968,7 +968,7 @@ fn watch_with_max_staleness_refuses_a_string_while_its_revocation_cannot_arrive(
             "--verify-file",
             file.to_str().unwrap(),
             "--max-staleness",
-            "1",
+            "3",
         ],
     );
     let lines = stdout_lines(&mut watch.child);

@@ -17,8 +17,9 @@ use uuid::Uuid;
 
 /// Probes often, so that the tests wait little.
 const PROBE: Duration = Duration::from_millis(50);
-/// The bound of the fail-closed verifiers.
-const MAX_STALENESS: Duration = Duration::from_millis(400);
+/// The bound of the fail-closed verifiers: long enough that a loaded
+/// machine's pauses do not make a fresh verifier look stale.
+const MAX_STALENESS: Duration = Duration::from_secs(1);
 
 fn now_ms() -> i64 {
     i64::try_from(
@@ -51,6 +52,11 @@ async fn verifier(c: &Client, max_staleness: Option<Duration>) -> LocalVerifier 
         .unwrap()
 }
 
+/// Waits until `v` accepts `s` (it may need a proof first).
+async fn accepts(v: &LocalVerifier, s: &str) -> bool {
+    wait_for_async(DEADLINE, || async { v.check(s).is_ok() }).await
+}
+
 /// Waits until `v` proves itself in sync at or after `at_ms`.
 async fn confirmed_after(v: &LocalVerifier, at_ms: i64) -> bool {
     wait_for_async(DEADLINE, || async { v.confirmed_at_ms() >= at_ms }).await
@@ -70,7 +76,7 @@ async fn an_idle_verifier_proves_itself_in_sync_and_other_events_do_not_hold_it_
         "no proof while idle: confirmed at {}",
         v.confirmed_at_ms()
     );
-    assert!(v.check(&s).is_ok());
+    assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
 
     // Events that change no status (an access token in the workspace) and
     // events of another workspace: the proof covers them too.
@@ -97,7 +103,7 @@ async fn an_idle_verifier_proves_itself_in_sync_and_other_events_do_not_hold_it_
         v.position()
     );
     assert!(v.position() >= registered.positions[0]);
-    assert!(v.check(&s).is_ok(), "{:?}", v.check(&s));
+    assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,7 +125,7 @@ async fn a_revocation_not_on_the_stream_makes_the_verifier_stale_and_a_bounded_o
     let closed = verifier(c, Some(MAX_STALENESS)).await;
     let open = verifier(c, None).await;
     env.wait_published().await;
-    assert!(closed.check(&s).is_ok());
+    assert!(accepts(&closed, &s).await, "{:?}", closed.check(&s));
 
     // The stream refuses new messages: the ledger acknowledges the
     // revocation, and no subscriber can hear of it.
@@ -199,7 +205,7 @@ async fn a_ledger_that_is_down_does_not_make_the_verifier_stale() {
         "no proof with the ledger down: confirmed at {}",
         v.confirmed_at_ms()
     );
-    assert!(v.check(&s).is_ok(), "{:?}", v.check(&s));
+    assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,7 +214,7 @@ async fn a_verifier_cut_off_from_nats_goes_stale_and_recovers() {
     let (_, s) = issue(&env.client, WS).await;
     let v = verifier(&env.client, Some(MAX_STALENESS)).await;
     env.wait_published().await;
-    assert!(v.check(&s).is_ok());
+    assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
 
     env.nats.kill().unwrap();
     assert!(
@@ -229,6 +235,6 @@ async fn a_verifier_cut_off_from_nats_goes_stale_and_recovers() {
         "no proof after NATS came back: confirmed at {}",
         v.confirmed_at_ms()
     );
-    assert!(v.check(&s).is_ok(), "{:?}", v.check(&s));
+    assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
     drop(env);
 }
