@@ -609,16 +609,7 @@ impl Watch {
             }
             false => std::thread::spawn(String::new),
         };
-        let (tx, stderr) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let stderr = lines_of(child.stderr.take().unwrap());
         Watch {
             child,
             stderr,
@@ -925,10 +916,9 @@ fn watch_stops_cleanly_on_sigterm_and_sigint() {
     }
 }
 
-/// Reads `watch`'s stdout line by line while it runs.
-fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+/// The lines of a child's output as they come, read by a thread of their own.
+fn lines_of(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
-    let out = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
@@ -971,7 +961,7 @@ fn watch_with_max_staleness_refuses_a_string_while_its_revocation_cannot_arrive(
             "3",
         ],
     );
-    let lines = stdout_lines(&mut watch.child);
+    let lines = lines_of(watch.child.stdout.take().unwrap());
     watch.subscribed();
     assert_eq!(next_verdict(&lines), json!({"active": true}));
 
