@@ -160,7 +160,9 @@ async fn bucket(
     let max_age = status.max_age();
     if max_age < TTL_MIN {
         return Err(format!(
-            "KV bucket {BUCKET} has max_age {max_age:?}: a lease needs at least {TTL_MIN:?}"
+            "KV bucket {BUCKET} has max_age {max_age:?}, but a lease must expire after at \
+             least {TTL_MIN:?} (else a crashed holder would block every successor); delete \
+             the bucket (nats kv rm {BUCKET}) and it is made again with --writer-lease-secs"
         ));
     }
     if max_age != ttl {
