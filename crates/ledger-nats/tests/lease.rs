@@ -2,7 +2,7 @@
 //! own log serves nothing while the first holds the lease (no command is
 //! acknowledged into a log the stream will never hold); a clean stop hands
 //! the lease over at once; a lease taken over stops the holder; a NATS
-//! outage longer than the lease does not.
+//! outage longer than the lease does not; a bucket without expiry is refused.
 
 mod common;
 
@@ -191,4 +191,43 @@ async fn a_nats_outage_longer_than_the_lease_does_not_stop_the_ledger() {
     server.wait_published(&store).await;
     server.stop().await.unwrap();
     drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_bucket_without_expiry_is_refused_until_it_is_made_again() {
+    let nats = nats_server().await;
+    let url = nats.url();
+    // An operator made the bucket by hand, without max_age: a crashed
+    // holder's lease would never end.
+    let js = jetstream::new(client(&url).await);
+    js.create_key_value(kv::Config {
+        bucket: BUCKET.to_owned(),
+        history: 1,
+        ..kv::Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &MasterKey::generate());
+    let server = Server::spawn(store.clone(), config(&url));
+    assert!(
+        wait_for_async(DEADLINE, || async { server.metrics.is_waiting_for_lease() }).await,
+        "the server did not wait"
+    );
+    assert!(!server.metrics.is_ready());
+
+    js.delete_key_value(BUCKET).await.unwrap();
+    assert!(
+        wait_for_async(DEADLINE, || async { server.metrics.is_ready() }).await,
+        "the server never served once the bucket was gone"
+    );
+    let status = js
+        .get_key_value(BUCKET)
+        .await
+        .unwrap()
+        .status()
+        .await
+        .unwrap();
+    assert_eq!(status.max_age(), TTL, "made again with the configured TTL");
+    server.stop().await.unwrap();
 }
