@@ -52,8 +52,10 @@ pub struct Holder {
 }
 
 impl Holder {
-    /// This process, serving `data_dir`.
+    /// This process, serving `data_dir` (named absolute, for an operator
+    /// reading it from another machine).
     pub fn this_process(data_dir: &std::path::Path) -> Holder {
+        let data_dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
         Holder {
             instance: uuid::Uuid::new_v4().to_string(),
             data_dir: data_dir.display().to_string(),
