@@ -73,8 +73,6 @@ pub const SIGNATURE_CACHE_MAX: usize = 65_536;
 const SNAPSHOT_PAGE: usize = 1000;
 /// How often, by default, a verifier proves it holds every event.
 pub const PROBE_EVERY: Duration = Duration::from_secs(1);
-/// How long a probe waits for the ledger's head before taking the stream's.
-const HEAD_WAIT: Duration = Duration::from_secs(2);
 /// Probes failed in a row before the verifier logs that it is behind.
 const BEHIND_WARN_AFTER: u32 = 3;
 
@@ -425,12 +423,9 @@ impl Inner {
         // The ledger's head covers what it committed but has not published
         // yet; when it does not answer (down: nothing can be revoked), the
         // stream's end is the head.
-        let head = self
-            .client
-            .snapshot(self.workspace.as_deref(), None, Some(1));
-        let (head, published) = match tokio::time::timeout(HEAD_WAIT, head).await {
-            Ok(Ok(page)) => (page.position, false),
-            _ => (last_sequence().await?, true),
+        let (head, published) = match self.client.head().await {
+            Ok(head) => (head, false),
+            Err(_) => (last_sequence().await?, true),
         };
         loop {
             let applied = *self.position.borrow();

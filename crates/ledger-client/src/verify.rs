@@ -5,6 +5,7 @@ use crate::{check_workspace, Client, ClientError};
 use ledger_verify::{Introspection, TokenStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 /// Subject of `verify`.
 pub const VERIFY: &str = "tokens.verify";
@@ -16,6 +17,8 @@ pub const SNAPSHOT: &str = "tokens.snapshot";
 pub const KEYS_ROTATE: &str = "tokens.admin.keys.rotate";
 /// Subject of `keys`.
 pub const KEYS_LIST: &str = "tokens.admin.keys.list";
+/// How long [`Client::head`] waits for the ledger.
+pub const HEAD_WAIT: Duration = Duration::from_secs(2);
 
 /// One page of `tokens.snapshot`: client token statuses as of a log position.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -77,6 +80,19 @@ impl Client {
             limit,
         };
         self.request(SNAPSHOT.to_owned(), &q).await
+    }
+
+    /// The ledger's log head: the position of everything it has committed,
+    /// published or not (the position of a snapshot page of one status).
+    /// Waits at most [`HEAD_WAIT`], since its callers have a fallback (the
+    /// stream's end) better than a whole request timeout.
+    pub async fn head(&self) -> Result<u64, ClientError> {
+        match tokio::time::timeout(HEAD_WAIT, self.snapshot(None, None, Some(1))).await {
+            Ok(page) => page.map(|p| p.position),
+            Err(_) => Err(ClientError::Timeout {
+                subject: SNAPSHOT.to_owned(),
+            }),
+        }
     }
 
     /// Rotates the running server's signing key to a new `alg` key

@@ -65,13 +65,34 @@ impl Holder {
     }
 
     fn describe(value: &[u8]) -> String {
-        match serde_json::from_slice::<Holder>(value) {
-            Ok(h) => format!(
-                "instance {} (pid {}, data dir {}, since {})",
-                h.instance, h.pid, h.data_dir, h.since
-            ),
-            Err(_) => "an unknown holder".to_owned(),
+        serde_json::from_slice::<Holder>(value)
+            .map_or_else(|_| "an unknown holder".to_owned(), |h| h.to_string())
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "instance {} (pid {}, data dir {}, since {})",
+            self.instance, self.pid, self.data_dir, self.since
+        )
+    }
+}
+
+/// Who holds the lease now, as the bucket says: `None` when nobody does
+/// (no bucket, never taken, released, or expired).
+pub async fn holder(js: &jetstream::Context) -> Result<Option<Holder>, String> {
+    let Ok(kv) = js.get_key_value(BUCKET).await else {
+        return Ok(None);
+    };
+    match kv.entry(KEY).await.map_err(|e| e.to_string())? {
+        Some(entry) if entry.operation == kv::Operation::Put => {
+            serde_json::from_slice(&entry.value)
+                .map(Some)
+                .map_err(|_| format!("the key {KEY} in {BUCKET} holds an unknown value"))
         }
+        _ => Ok(None),
     }
 }
 

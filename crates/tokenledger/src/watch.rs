@@ -63,9 +63,6 @@ fn event_type(raw: &str) -> Result<EventType, String> {
     })
 }
 
-/// How long `watch` asks the ledger for its head before starting at the
-/// stream's end instead.
-const HEAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// How often the local verifier's verdict is looked at between events (it
 /// can change without one: going stale, or a string's `exp` passing).
 const VERDICT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -117,13 +114,10 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
             // have reached yet (a publication catching up, a stream being
             // refilled). The stream's end is the fallback when the ledger
             // does not say (down, or no right to `tokens.snapshot`).
-            StartFrom::New => {
-                let head = client.snapshot(workspace.as_deref(), None, Some(1));
-                match tokio::time::timeout(HEAD_WAIT, head).await {
-                    Ok(Ok(page)) => StartFrom::Position(page.position + 1),
-                    _ => StartFrom::New,
-                }
-            }
+            StartFrom::New => match client.head().await {
+                Ok(head) => StartFrom::Position(head + 1),
+                Err(_) => StartFrom::New,
+            },
             other => other,
         };
         let mut events = client
