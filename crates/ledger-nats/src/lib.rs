@@ -283,7 +283,7 @@ async fn serve(
     let served = serve_holding(
         store,
         &config,
-        &client,
+        &js,
         shared,
         epoch_rx,
         &mut lease,
@@ -306,7 +306,7 @@ async fn serve(
 async fn serve_holding(
     store: &Store,
     config: &ServeConfig,
-    client: &Client,
+    js: &jetstream::Context,
     shared: Arc<Shared>,
     epoch_rx: watch::Receiver<u64>,
     lease: &mut tokio::task::JoinHandle<Result<lease::Lease, NatsError>>,
@@ -314,7 +314,7 @@ async fn serve_holding(
 ) -> Result<(), NatsError> {
     let metrics = config.metrics.clone();
     let settings = config.stream_settings();
-    let js = &jetstream::new(client.clone());
+    let client = &js.client();
     // Refuse to serve on a stream that is not this log's, before any request.
     let mut backoff = Backoff::new();
     loop {
