@@ -514,11 +514,7 @@ fn now_ms() -> i64 {
 
 /// The one stream subject of every event the verifier follows.
 fn scope(workspace: Option<&str>) -> Result<String, ClientError> {
-    let mut filter = EventFilter::all();
-    if let Some(ws) = workspace {
-        filter = filter.workspace(ws);
-    }
-    let mut subjects = filter.subjects()?;
+    let mut subjects = followed(workspace).subjects()?;
     match (subjects.pop(), subjects.is_empty()) {
         (Some(one), true) => Ok(one),
         _ => Err(ClientError::JetStream(
@@ -567,13 +563,18 @@ async fn follow(
     workspace: Option<&str>,
     position: u64,
 ) -> Result<Subscription, ClientError> {
-    let mut filter = EventFilter::all();
-    if let Some(ws) = workspace {
-        filter = filter.workspace(ws);
-    }
     client
-        .subscribe(filter, StartFrom::Position(position + 1))
+        .subscribe(followed(workspace), StartFrom::Position(position + 1))
         .await
+}
+
+/// Every event of the workspace (or all): the subscription and the
+/// probe's [`scope`] must cover the same events.
+fn followed(workspace: Option<&str>) -> EventFilter {
+    match workspace {
+        Some(ws) => EventFilter::all().workspace(ws),
+        None => EventFilter::all(),
+    }
 }
 
 /// Applies the stream's events; starts over from a snapshot after a bad
