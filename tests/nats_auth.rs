@@ -10,8 +10,13 @@
 //! `unauthorized`, a bad setting naming its flag), at once rather than as
 //! a timeout; no password or seed shows in any output or log.
 
-use ledger_client::{Client, LocalVerifier, NatsAccess, Reason, VerifierOptions};
+use futures_util::StreamExt;
+use ledger_client::{
+    Client, EventFilter, LocalVerifier, NatsAccess, Reason, StartFrom, VerifierOptions,
+};
+use ledger_core::EventType;
 use ledger_testkit::{wait_for, wait_for_async, NatsServer};
+use serde_json::json;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,6 +37,22 @@ fn now_ms() -> i64 {
 
 /// The example config, as operators get it.
 const AUTH_CONF: &str = include_str!("../deploy/nats-auth.conf");
+
+/// The example config with its "acme" user copied for workspace "globex",
+/// as its header tells operators to do for each workspace.
+fn with_globex(conf: &str) -> String {
+    let start = conf.find("    {\n      user: acme").expect("the acme user");
+    let len = conf[start..]
+        .find("\n    }\n")
+        .expect("the end of the acme user")
+        + "\n    }\n".len();
+    let acme = &conf[start..start + len];
+    let globex = acme
+        .replace("acme", "globex")
+        .replace("$ACME_PASSWORD", "$GLOBEX_PASSWORD")
+        .replace("$globex_PASSWORD", "$GLOBEX_PASSWORD");
+    format!("{}{globex}{}", &conf[..start + len], &conf[start + len..])
+}
 
 /// nats-server with `deploy/nats-auth.conf`, and `tokenledger serve` on it
 /// as the ledger user.
@@ -57,8 +78,10 @@ impl Secured {
         let gateway_password = format!("gw-{}", uuid::Uuid::new_v4().simple());
         let config = format!(
             "LEDGER_NKEY: \"{}\"\nACME_PASSWORD: \"{password}\"\n\
-             GATEWAY_PASSWORD: \"{gateway_password}\"\n{AUTH_CONF}",
-            ledger.public_key()
+             GLOBEX_PASSWORD: \"{password}-globex\"\n\
+             GATEWAY_PASSWORD: \"{gateway_password}\"\n{}",
+            ledger.public_key(),
+            with_globex(AUTH_CONF)
         );
         let nats = NatsServer::start_with_config(&config)
             .expect("nats-server with deploy/nats-auth.conf (run scripts/install-nats.sh)");
@@ -92,6 +115,24 @@ impl Secured {
                 self.nats.port()
             ),
             extra: vec!["--nats-inbox-prefix".into(), "_INBOX.acme".into()],
+            data_dir: self.dir.path().join("never-created"),
+        }
+    }
+
+    /// The CLI as globex's service (a copy of acme's role).
+    fn globex(&self) -> Cli {
+        Cli {
+            url: format!(
+                "nats://globex:{}-globex@127.0.0.1:{}",
+                self.password,
+                self.nats.port()
+            ),
+            extra: vec![
+                "--nats-inbox-prefix".into(),
+                "_INBOX.globex".into(),
+                "--workspace".into(),
+                "globex".into(),
+            ],
             data_dir: self.dir.path().join("never-created"),
         }
     }
@@ -214,6 +255,125 @@ fn a_workspace_service_reaches_its_own_workspace_and_nothing_else() {
         stack.assert_no_secret_in("CLI output", &format!("{run:?}"));
     }
     stack.assert_no_secret_in("the server's debug log", &stack.serve_log());
+}
+
+/// A workspace's service follows its own events with the example config's
+/// rights: the consumers it may create are those filtered on its workspace,
+/// and NATS refuses every other, however the request is put.
+#[test]
+fn a_workspace_service_watches_its_own_events_and_no_one_elses() {
+    let stack = Secured::start();
+    let acme = stack.acme();
+    let globex = stack.globex();
+    let issued = acme.run(&["issue", "--name", "billing"]).json();
+    let id = issued["token"]["resourceId"].as_str().unwrap().to_owned();
+    globex.run(&["issue", "--name", "billing"]).json();
+    acme.run(&["revoke", &id]).json();
+
+    // acme's two events (positions 1 and 3), and not globex's (2).
+    let watched = acme.run(&["watch", "--from-start", "--count", "2"]);
+    assert_eq!(watched.code, 0, "{watched:?}");
+    let events: Vec<Value> = watched
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let seen: Vec<(u64, &str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["position"].as_u64().unwrap(),
+                e["workspaceId"].as_str().unwrap(),
+                e["type"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (1, "acme", "client_token_issued"),
+            (3, "acme", "token_revoked")
+        ],
+        "{watched:?}"
+    );
+    // Without --from: acme may not ask the ledger's head (tokens.snapshot
+    // shows every workspace's names), and watching starts at the stream's
+    // end instead of failing.
+    let live = acme.run(&["watch", "--count", "0"]);
+    assert_eq!(live.code, 0, "{live:?}");
+    assert!(live.stderr.contains("from position 4"), "{live:?}");
+
+    // globex's events: NATS refuses the consumer at once, and watch says so.
+    let other = acme.run(&[
+        "--workspace",
+        "globex",
+        "watch",
+        "--from-start",
+        "--count",
+        "1",
+    ]);
+    let e = refused(&other, 1);
+    assert_eq!(e["code"], "forbidden", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("$JS.API.CONSUMER.CREATE.TOKENS."),
+        "names the subject: {e}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let access = NatsAccess {
+            inbox_prefix: Some("_INBOX.acme".into()),
+            ..NatsAccess::default()
+        };
+        let url = format!(
+            "nats://acme:{}@127.0.0.1:{}",
+            stack.password,
+            stack.nats.port()
+        );
+        let client = Client::connect_with(&[url], &access).await.unwrap();
+        // Several types: the consumer takes every type of acme's events,
+        // and the subscription yields only those asked for.
+        let filter = EventFilter::all()
+            .workspace("acme")
+            .types([EventType::TokenRevoked, EventType::TokenTrashed]);
+        let mut sub = client.subscribe(filter, StartFrom::Start).await.unwrap();
+        let first = tokio::time::timeout(DEADLINE, sub.next())
+            .await
+            .expect("an event in time")
+            .expect("a stream that goes on")
+            .expect("a good event");
+        assert_eq!(
+            (first.position, first.event_type()),
+            (3, EventType::TokenRevoked)
+        );
+
+        // A create request whose body asks for more than its subject
+        // names: the server refuses it (this is what confines acme).
+        let nats = client.nats();
+        for config in [
+            json!({"name": "wide", "filter_subject": "tokens.evt.>", "ack_policy": "none"}),
+            json!({"name": "wide", "filter_subjects": ["tokens.evt.>"], "ack_policy": "none"}),
+        ] {
+            let body = json!({"stream_name": "TOKENS", "config": config});
+            let reply = nats
+                .request(
+                    "$JS.API.CONSUMER.CREATE.TOKENS.wide.tokens.evt.acme.>",
+                    body.to_string().into(),
+                )
+                .await
+                .expect("a reply");
+            let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+            assert!(
+                reply["error"]["code"].as_u64().is_some(),
+                "{config}: {reply}"
+            );
+            assert!(reply.get("config").is_none(), "{config}: {reply}");
+        }
+    });
+    stack.assert_no_secret_in("the watch output", &format!("{watched:?}{other:?}"));
 }
 
 /// A gateway with the example config's `gateway` role: a local verifier

@@ -5,7 +5,7 @@
 //! `tokens.evt.{workspaceId}.{tokenId}.{type}`. A [`Subscription`] reads
 //! that stream through an ordered consumer (ephemeral, no acks, recreated
 //! by async-nats from the last sequence it saw when it detects a gap, a
-//! lost heartbeat or a reconnection) filtered on the subjects of an
+//! lost heartbeat or a reconnection) filtered on the subject of an
 //! [`EventFilter`], and checks every message before yielding it:
 //!
 //! * it must decode as an envelope, its `hash` must recompute, its
@@ -110,8 +110,13 @@ impl EventFilter {
             && (self.types.is_empty() || self.types.contains(&env.event_type()))
     }
 
-    /// The consumer's filter subjects: `tokens.evt.{ws|*}.{token|*}.{type|*}`.
-    pub fn subjects(&self) -> Result<Vec<String>, ClientError> {
+    /// The consumer's one filter subject: `tokens.evt.{ws|*}.{token|*}.{type|*}`.
+    ///
+    /// One subject, so that the consumer's create request names it and NATS
+    /// permissions can confine a user to its workspace (see [`open`]).
+    /// Several types make the type token `*`; the subscription drops the
+    /// other types itself ([`EventFilter::matches`]).
+    pub fn subject(&self) -> Result<String, ClientError> {
         let workspace = match &self.workspace {
             Some(w) => {
                 ledger_core::validate::workspace_id("workspace", w)
@@ -121,21 +126,14 @@ impl EventFilter {
             None => "*".to_owned(),
         };
         let token = self.token.map_or_else(|| "*".to_owned(), |t| t.to_string());
-        let prefix = format!(
-            "{}.{workspace}.{token}",
+        let ty = match self.types.first() {
+            Some(first) if self.types.iter().all(|t| t == first) => first.as_str(),
+            _ => "*",
+        };
+        Ok(format!(
+            "{}.{workspace}.{token}.{ty}",
             ledger_core::event::EVENT_SUBJECT_PREFIX
-        );
-        if self.types.is_empty() {
-            return Ok(vec![format!("{prefix}.*")]);
-        }
-        let mut subjects: Vec<String> = Vec::with_capacity(self.types.len());
-        for t in &self.types {
-            let s = format!("{prefix}.{t}");
-            if !subjects.contains(&s) {
-                subjects.push(s);
-            }
-        }
-        Ok(subjects)
+        ))
     }
 
     fn is_everything(&self) -> bool {
@@ -201,7 +199,7 @@ pub(crate) async fn subscribe(
     filter: EventFilter,
     from: StartFrom,
 ) -> Result<Subscription, ClientError> {
-    let subjects = filter.subjects()?;
+    let subject = filter.subject()?;
     let start = match from {
         StartFrom::Start => 1,
         StartFrom::Position(p) => p.max(1),
@@ -216,13 +214,14 @@ pub(crate) async fn subscribe(
     };
     let stats = js.client().statistics();
     let connects = stats.connects.load(Ordering::Relaxed);
-    let (ordered, first) = open(&js, &subjects, start).await?;
+    let (ordered, first) = open(&js, &subject, start).await?;
     let next = Arc::new(AtomicU64::new(start));
     let mut state = State {
         js,
         stats,
         connects,
-        subjects,
+        subject,
+        types: filter.types.clone(),
         ordered: Some(ordered),
         retry: None,
         cursor: Cursor::new(start, filter.is_everything()),
@@ -244,19 +243,24 @@ pub(crate) async fn subscribe(
 /// caller can tell whether events before it are gone.
 async fn open(
     js: &jetstream::Context,
-    subjects: &[String],
+    subject: &str,
     start: u64,
 ) -> Result<(Ordered, u64), ClientError> {
-    let mut config = OrderedConfig {
+    // Named, with one filter subject: async-nats then asks
+    // `$JS.API.CONSUMER.CREATE.TOKENS.{name}.{filter}`, a subject NATS
+    // permissions can match, so a user allowed only
+    // `...TOKENS.*.tokens.evt.acme.>` reads acme's events and no one else's
+    // (the server refuses a body whose filter differs from the subject's).
+    // Recreations keep the name. The name is random, so no one else can
+    // guess it to pull from this consumer.
+    let config = OrderedConfig {
+        name: Some(format!("tl-{}", Uuid::new_v4().simple())),
         deliver_policy: DeliverPolicy::ByStartSequence {
             start_sequence: start,
         },
+        filter_subject: subject.to_owned(),
         ..OrderedConfig::default()
     };
-    match subjects {
-        [one] => config.filter_subject = one.clone(),
-        many => config.filter_subjects = many.to_vec(),
-    }
     let consumer = js
         .create_consumer_on_stream(config, STREAM_NAME)
         .await
@@ -287,7 +291,10 @@ struct State {
     stats: Arc<async_nats::Statistics>,
     /// Connections made when the current consumer was created.
     connects: u64,
-    subjects: Vec<String>,
+    /// The consumer's filter subject.
+    subject: String,
+    /// Types to yield when the subject cannot say (several); all when empty.
+    types: Vec<EventType>,
     ordered: Option<Ordered>,
     /// Pause before the next attempt to create a consumer, after a failure.
     retry: Option<Duration>,
@@ -317,7 +324,7 @@ impl State {
         if let Some(message) = self.pending.take() {
             let outcome = self.cursor.accept(&message);
             self.next.store(self.cursor.next, Ordering::Release);
-            if let Some(item) = outcome {
+            if let Some(item) = self.wanted(outcome) {
                 return item;
             }
         }
@@ -329,7 +336,7 @@ impl State {
                         tokio::time::sleep(pause).await;
                     }
                     let connects = self.stats.connects.load(Ordering::Relaxed);
-                    match open(&self.js, &self.subjects, self.cursor.next).await {
+                    match open(&self.js, &self.subject, self.cursor.next).await {
                         Ok((o, first)) => {
                             self.retry = None;
                             self.connects = connects;
@@ -385,13 +392,27 @@ impl State {
             };
             let outcome = self.cursor.accept(&message);
             self.next.store(self.cursor.next, Ordering::Release);
-            if let Some(item) = outcome {
+            if let Some(item) = self.wanted(outcome) {
                 if matches!(item, Err(ClientError::EventsGone { .. })) {
                     // The message itself comes next, once the gap is told.
                     self.pending = Some(message);
                 }
                 return item;
             }
+        }
+    }
+
+    /// Drops a good event of a type not asked for (the subject lets every
+    /// type through when several were asked for); errors always pass.
+    fn wanted(
+        &self,
+        outcome: Option<Result<Envelope, ClientError>>,
+    ) -> Option<Result<Envelope, ClientError>> {
+        match outcome {
+            Some(Ok(env)) if !self.types.is_empty() && !self.types.contains(&env.event_type()) => {
+                None
+            }
+            other => other,
         }
     }
 
@@ -657,35 +678,37 @@ mod tests {
     }
 
     #[test]
-    fn filters_become_subjects() {
+    fn a_filter_becomes_one_subject() {
         let t = Uuid::nil();
-        assert_eq!(EventFilter::all().subjects().unwrap(), ["tokens.evt.*.*.*"]);
+        assert_eq!(EventFilter::all().subject().unwrap(), "tokens.evt.*.*.*");
         assert_eq!(
             EventFilter::all()
                 .workspace("acme")
                 .token(t)
-                .subjects()
+                .subject()
                 .unwrap(),
-            [format!("tokens.evt.acme.{t}.*")]
+            format!("tokens.evt.acme.{t}.*")
         );
         assert_eq!(
             EventFilter::all()
-                .types([
-                    EventType::TokenRevoked,
-                    EventType::TokenTrashed,
-                    EventType::TokenRevoked
-                ])
-                .subjects()
+                .workspace("acme")
+                .types([EventType::TokenRevoked, EventType::TokenRevoked])
+                .subject()
                 .unwrap(),
-            [
-                "tokens.evt.*.*.token_revoked",
-                "tokens.evt.*.*.token_trashed"
-            ]
+            "tokens.evt.acme.*.token_revoked"
+        );
+        // Several types: every type on the wire, the others dropped here.
+        assert_eq!(
+            EventFilter::all()
+                .types([EventType::TokenRevoked, EventType::TokenTrashed])
+                .subject()
+                .unwrap(),
+            "tokens.evt.*.*.*"
         );
         assert_eq!(
             EventFilter::all()
                 .workspace("a.b")
-                .subjects()
+                .subject()
                 .unwrap_err()
                 .code(),
             "invalid_input"

@@ -58,6 +58,18 @@ pub fn run<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failu
     })
 }
 
+/// Runs `work` to its end, or until the NATS server refuses this user a
+/// subject, then with the server's words; for work that may be refused
+/// in part (see `watch`), where [`run`] would end the whole call.
+pub async fn unless_refused<T>(work: impl Future<Output = T>) -> Result<T, String> {
+    // A new receiver has seen the current value: only a refusal from now on counts.
+    let mut refusals = refusals().subscribe();
+    tokio::select! {
+        done = work => Ok(done),
+        Ok(()) = refusals.changed() => Err(refusals.borrow().clone().unwrap_or_default()),
+    }
+}
+
 /// Where [`connect`]'s connection reports permission refusals to [`run`].
 /// One per process: a CLI call makes one connection.
 fn refusals() -> &'static tokio::sync::watch::Sender<Option<String>> {
@@ -68,7 +80,7 @@ fn refusals() -> &'static tokio::sync::watch::Sender<Option<String>> {
 
 /// `forbidden` for a NATS permissions violation (`said` is the server's text,
 /// which names the subject).
-fn forbidden(said: &str) -> Failure {
+pub fn forbidden(said: &str) -> Failure {
     let publish = said.to_ascii_lowercase().contains("for publish");
     Failure::from(Rejection::new(
         ErrorCode::Forbidden,

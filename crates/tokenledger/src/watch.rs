@@ -106,23 +106,26 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
         let signal_failed = |e: std::io::Error| Failure::internal(format!("signal handler: {e}"));
         let mut term = signal(SignalKind::terminate()).map_err(signal_failed)?;
         let mut int = signal(SignalKind::interrupt()).map_err(signal_failed)?;
-        // Not under `remote::run`'s refusal guard: a watcher may lack the
-        // right to `tokens.snapshot` and still watch (see below).
+        // Not under `remote::run`'s refusal guard as a whole: a watcher may
+        // lack the right to `tokens.snapshot` (a workspace's service, see
+        // deploy/nats-auth.conf) and still watch.
         let client = remote::connect(urls, &access).await?;
         let from = match from {
             // "From now on" is past the log's head, which the stream may not
             // have reached yet (a publication catching up, a stream being
             // refilled). The stream's end is the fallback when the ledger
             // does not say (down, or no right to `tokens.snapshot`).
-            StartFrom::New => match client.head().await {
-                Ok(head) => StartFrom::Position(head + 1),
-                Err(_) => StartFrom::New,
+            StartFrom::New => match remote::unless_refused(client.head()).await {
+                Ok(Ok(head)) => StartFrom::Position(head + 1),
+                Ok(Err(_)) | Err(_) => StartFrom::New,
             },
             other => other,
         };
-        let mut events = client
-            .subscribe(filter.clone(), from)
+        // A consumer on events this user may not read is refused by NATS
+        // at once; say so, rather than time out as if no server ran.
+        let mut events = remote::unless_refused(client.subscribe(filter.clone(), from))
             .await
+            .map_err(|said| remote::forbidden(&said))?
             .map_err(|e| remote::failure(e, urls, None))?;
         let verifier = match &token_str {
             None => None,
