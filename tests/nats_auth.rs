@@ -12,7 +12,7 @@
 
 use futures_util::StreamExt;
 use ledger_client::{
-    Client, EventFilter, LocalVerifier, NatsAccess, Reason, StartFrom, VerifierOptions,
+    Client, EventFilter, ListQuery, LocalVerifier, NatsAccess, Reason, StartFrom, VerifierOptions,
 };
 use ledger_core::EventType;
 use ledger_testkit::{wait_for, wait_for_async, NatsServer};
@@ -349,6 +349,36 @@ fn a_workspace_service_watches_its_own_events_and_no_one_elses() {
             (first.position, first.event_type()),
             (3, EventType::TokenRevoked)
         );
+
+        // What acme may not reach is `forbidden` as soon as NATS says so
+        // (a timeout would be `timeout` or `jetstream`): a query of
+        // globex, a consumer on globex's events or on everyone's. "From
+        // now on" reads the stream's state, which acme may.
+        let e = client
+            .list("globex", &ListQuery::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), "forbidden", "{e}");
+        assert!(e.to_string().contains("tokens.query.globex.list"), "{e}");
+        for filter in [EventFilter::all().workspace("globex"), EventFilter::all()] {
+            let e = match client.subscribe(filter.clone(), StartFrom::Start).await {
+                Err(e) => e,
+                Ok(_) => panic!("a consumer on {filter:?} for acme"),
+            };
+            assert_eq!(e.code(), "forbidden", "{filter:?}: {e}");
+            assert!(e.to_string().contains("CONSUMER.CREATE.TOKENS"), "{e}");
+        }
+        let live = client
+            .subscribe(EventFilter::all().workspace("acme"), StartFrom::New)
+            .await
+            .expect("acme reads the stream's state");
+        assert_eq!(live.next_position(), 4);
+        // The client still serves acme after those refusals.
+        let page = client
+            .list("acme", &ListQuery::default())
+            .await
+            .expect("acme's list");
+        assert_eq!(page.items.len(), 1);
 
         // A create request whose body asks for more than its subject
         // names: the server refuses it (this is what confines acme).

@@ -49,6 +49,18 @@ pub enum ClientError {
         /// What the NATS client said.
         message: String,
     },
+    /// The NATS server refused this user the subject (a permissions
+    /// violation): nothing was sent, and retrying with the same user cannot
+    /// help. Reported as soon as the server says so, by clients made with
+    /// [`crate::Client::connect`] or [`crate::Client::connect_with`] (a
+    /// client on a connection of its own making waits for the timeout).
+    #[error("NATS refused {subject}: {message}")]
+    Forbidden {
+        /// The subject refused.
+        subject: String,
+        /// What the server said.
+        message: String,
+    },
     /// The reply is not the documented shape.
     #[error("malformed reply on {subject}: {message}")]
     MalformedReply {
@@ -90,7 +102,7 @@ pub enum ClientError {
 impl ClientError {
     /// A stable code: the ledger's error code for a rejection (`name_taken`,
     /// `conflict`, ...; `invalid_input` for [`ClientError::Invalid`]), else one of
-    /// `no_responders`, `timeout`, `connect`, `access`, `transport`, `malformed_reply`,
+    /// `no_responders`, `timeout`, `connect`, `access`, `forbidden`, `transport`, `malformed_reply`,
     /// `bad_event`, `events_gone`, `jetstream`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -99,6 +111,7 @@ impl ClientError {
             ClientError::Timeout { .. } => "timeout",
             ClientError::Connect(_) => "connect",
             ClientError::Access(_) => "access",
+            ClientError::Forbidden { .. } => "forbidden",
             ClientError::Transport { .. } => "transport",
             ClientError::MalformedReply { .. } => "malformed_reply",
             ClientError::BadEvent { .. } => "bad_event",

@@ -56,7 +56,12 @@ pub use ledger_core::{
 pub use ledger_verify::{Active, Introspection, Reason, TokenStatus};
 pub use local::{LocalVerifier, VerifierOptions};
 pub use queries::{AsOf, GetBy, ListQuery, Page, Trashed};
-pub use subscribe::{EventFilter, StartFrom, Subscription};
+pub use subscribe::{EventFilter, StartFrom, Subscription, STREAM_NAME};
+
+/// Permissions violations a client keeps for its calls to look at (more
+/// at once than calls in flight is unusual; a call that misses one waits
+/// for its timeout).
+const REFUSALS_KEPT: usize = 64;
 pub use verify::SnapshotPage;
 
 use async_nats::jetstream;
@@ -74,6 +79,9 @@ pub struct Client {
     nats: async_nats::Client,
     js: jetstream::Context,
     actor: Agent,
+    /// The server's permissions violations on this connection, when this
+    /// client made it ([`Client::connect_with`]).
+    refusals: Option<tokio::sync::broadcast::Sender<String>>,
 }
 
 impl Client {
@@ -96,13 +104,66 @@ impl Client {
     /// [`ClientError::Access`], before any connection; passwords never show
     /// in an error.
     pub async fn connect_with(urls: &[String], access: &NatsAccess) -> Result<Client, ClientError> {
-        let options = async_nats::ConnectOptions::new().name("ledger-client");
+        // NATS answers a denied publish with an asynchronous `-ERR` and
+        // nothing else: without listening for it, a request to a subject
+        // this user may not use would only time out, as if no server ran.
+        let (refusals, _) = tokio::sync::broadcast::channel(REFUSALS_KEPT);
+        let heard = refusals.clone();
+        let options = async_nats::ConnectOptions::new()
+            .name("ledger-client")
+            .event_callback(move |event| {
+                let heard = heard.clone();
+                async move {
+                    if let async_nats::Event::ServerError(async_nats::ServerError::Other(said)) =
+                        event
+                    {
+                        if said.to_ascii_lowercase().contains("permissions violation") {
+                            let _ = heard.send(said);
+                        }
+                    }
+                }
+            });
         let options = access.apply(options, urls).await?;
         let nats = options
             .connect(urls)
             .await
             .map_err(|e| ClientError::Connect(format!("{} ({e})", ledger_access::shown(urls))))?;
-        Ok(Client::new(nats))
+        let mut client = Client::new(nats);
+        client.refusals = Some(refusals);
+        Ok(client)
+    }
+
+    /// Runs `work`, unless the server first refuses a subject whose text
+    /// starts with `subject`: then [`ClientError::Forbidden`].
+    async fn unless_refused<T>(
+        &self,
+        subject: &str,
+        work: impl std::future::Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let Some(refusals) = &self.refusals else {
+            return work.await;
+        };
+        // Subscribed before the work sends anything, so no refusal of it is missed.
+        let mut heard = refusals.subscribe();
+        let quoted = format!("\"{subject}");
+        let refused = async move {
+            loop {
+                match heard.recv().await {
+                    Ok(said) if said.contains(&quoted) => return said,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            done = work => done,
+            said = refused => Err(ClientError::Forbidden {
+                subject: subject.to_owned(),
+                message: said,
+            }),
+        }
     }
 
     /// Uses an existing NATS connection (its request timeout applies).
@@ -117,6 +178,7 @@ impl Client {
                 agent_id: "ledger-client".to_owned(),
                 agent_type: AgentType::Service,
             },
+            refusals: None,
         }
     }
 
@@ -301,7 +363,20 @@ impl Client {
         filter: EventFilter,
         from: StartFrom,
     ) -> Result<Subscription, ClientError> {
-        subscribe::subscribe(self.js.clone(), filter, from).await
+        let name = subscribe::consumer_name();
+        let create = format!("$JS.API.CONSUMER.CREATE.{STREAM_NAME}.{name}.");
+        let needs_head = matches!(from, StartFrom::New);
+        let work = self.unless_refused(
+            &create,
+            subscribe::subscribe(self.js.clone(), filter, from, name),
+        );
+        if needs_head {
+            // `New` starts after the stream's last sequence, which it must read.
+            // (Otherwise the stream's state is optional: see `subscribe`.)
+            let stream_info = format!("$JS.API.STREAM.INFO.{STREAM_NAME}");
+            return self.unless_refused(&stream_info, work).await;
+        }
+        work.await
     }
 
     /// One request: sends `body` as JSON, decodes `{"ok": true, "result": T}`,
@@ -314,7 +389,12 @@ impl Client {
         let payload = serde_json::to_vec(body).map_err(|e| {
             ClientError::Invalid(Rejection::invalid("body", format!("cannot serialize: {e}")))
         })?;
-        let reply = match self.nats.request(subject.clone(), payload.into()).await {
+        let sent = self
+            .unless_refused(&subject, async {
+                Ok(self.nats.request(subject.clone(), payload.into()).await)
+            })
+            .await?;
+        let reply = match sent {
             Ok(reply) => reply,
             Err(e) => {
                 return Err(match e.kind() {

@@ -198,6 +198,7 @@ pub(crate) async fn subscribe(
     js: jetstream::Context,
     filter: EventFilter,
     from: StartFrom,
+    name: String,
 ) -> Result<Subscription, ClientError> {
     let subject = filter.subject()?;
     let start = match from {
@@ -214,7 +215,7 @@ pub(crate) async fn subscribe(
     };
     let stats = js.client().statistics();
     let connects = stats.connects.load(Ordering::Relaxed);
-    let (ordered, first) = open(&js, &subject, start).await?;
+    let (ordered, first) = open(&js, &subject, start, name).await?;
     let next = Arc::new(AtomicU64::new(start));
     let mut state = State {
         js,
@@ -238,6 +239,11 @@ pub(crate) async fn subscribe(
     Ok(Subscription { inner, next })
 }
 
+/// A new consumer's name: random, so that no one can guess it to pull from it.
+pub(crate) fn consumer_name() -> String {
+    format!("tl-{}", Uuid::new_v4().simple())
+}
+
 /// Creates an ordered consumer on `TOKENS` starting at stream sequence
 /// `start`; with the stream's first sequence once it exists, so that the
 /// caller can tell whether events before it are gone.
@@ -245,6 +251,7 @@ async fn open(
     js: &jetstream::Context,
     subject: &str,
     start: u64,
+    name: String,
 ) -> Result<(Ordered, u64), ClientError> {
     // Named, with one filter subject: async-nats then asks
     // `$JS.API.CONSUMER.CREATE.TOKENS.{name}.{filter}`, a subject NATS
@@ -254,7 +261,7 @@ async fn open(
     // Recreations keep the name. The name is random, so no one else can
     // guess it to pull from this consumer.
     let config = OrderedConfig {
-        name: Some(format!("tl-{}", Uuid::new_v4().simple())),
+        name: Some(name),
         deliver_policy: DeliverPolicy::ByStartSequence {
             start_sequence: start,
         },
@@ -336,7 +343,7 @@ impl State {
                         tokio::time::sleep(pause).await;
                     }
                     let connects = self.stats.connects.load(Ordering::Relaxed);
-                    match open(&self.js, &self.subject, self.cursor.next).await {
+                    match open(&self.js, &self.subject, self.cursor.next, consumer_name()).await {
                         Ok((o, first)) => {
                             self.retry = None;
                             self.connects = connects;

@@ -216,6 +216,7 @@ pub fn failure(e: ClientError, urls: &[String], command_id: Option<&str>) -> Fai
             },
         ),
         ClientError::Connect(m) => unavailable(urls, m),
+        ClientError::Forbidden { message, .. } => forbidden(&message),
         e @ (ClientError::Transport { .. } | ClientError::JetStream(_)) => unavailable(urls, e),
         other => Failure::internal(other.to_string()),
     }
