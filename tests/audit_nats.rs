@@ -145,15 +145,6 @@ async fn stream_last(js: &jetstream::Context) -> u64 {
     }
 }
 
-fn nats_term(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM");
-}
-
 fn note_file(data: &Path, size: u64) -> PathBuf {
     data.join("checkpoints").join(format!("{size:020}.note"))
 }
@@ -228,7 +219,7 @@ async fn a_served_ledger_verifies_from_its_stream_and_publishes_checkpoints() {
     assert_eq!(from["summary"]["headHash"], live["summary"]["headHash"]);
 
     // SIGTERM: one more note, of the whole log.
-    nats_term(&server);
+    common::sigterm(&server);
     let status = server.wait().unwrap();
     assert!(status.success(), "SIGTERM must exit cleanly: {status}");
     let last = next_note(&mut notes).await;

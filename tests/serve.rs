@@ -15,6 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
 
+mod common;
+
 const DEADLINE: Duration = Duration::from_secs(60);
 const MASTER_HEX: &str = "5f1d8a0c2b7e4f6a9c3d2e1f0a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b";
 
@@ -145,7 +147,7 @@ async fn kill_9_under_load_then_restart_loses_nothing_and_publishes_once() {
         .await,
         "publication did not catch up"
     );
-    nix_term(&child);
+    common::sigterm(&child);
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM must exit cleanly: {status}");
 
@@ -204,7 +206,7 @@ async fn a_second_server_on_the_same_data_dir_refuses() {
     assert_eq!(second.status.code(), Some(4), "exit code 4: locked");
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("locked"), "{stderr}");
-    nix_term(&first);
+    common::sigterm(&first);
     assert!(first.wait().unwrap().success());
 }
 
@@ -224,7 +226,7 @@ async fn after_kill_9_the_next_server_waits_out_the_writer_lease_and_after_sigte
     // says so, waits for the expiry, then serves.
     let successor = serve(&data, &nats.url());
     assert!(ready(&client).await, "the successor never served");
-    nix_term(&successor);
+    common::sigterm(&successor);
     let out = successor.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let log = String::from_utf8_lossy(&out.stderr);
@@ -236,20 +238,11 @@ async fn after_kill_9_the_next_server_waits_out_the_writer_lease_and_after_sigte
     // A clean stop released it: the next one does not wait.
     let next = serve(&data, &nats.url());
     assert!(ready(&client).await);
-    nix_term(&next);
+    common::sigterm(&next);
     let out = next.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!log.contains("writer lease"), "{log}");
-}
-
-fn nix_term(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -TERM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +306,7 @@ async fn the_stream_holds_only_event_subjects_and_a_stalled_publication_is_repor
     })
     .await;
     assert!(caught_up, "publication did not resume");
-    nix_term(&server);
+    common::sigterm(&server);
     assert!(server.wait().unwrap().success());
 }
 

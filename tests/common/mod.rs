@@ -67,3 +67,13 @@ impl Run {
         v["error"].clone()
     }
 }
+
+/// Sends SIGTERM to a child (a server to stop cleanly); the caller waits for it.
+pub fn sigterm(child: &std::process::Child) {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -TERM {}", child.id());
+}

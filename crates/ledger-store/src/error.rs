@@ -26,6 +26,9 @@ pub enum StoreError {
     /// The writer stopped after a storage failure or shutdown.
     #[error("the ledger writer is not running: {0}")]
     Unavailable(String),
+    /// The data dir already holds a ledger, where a new one was to be made.
+    #[error("data dir {0} already holds a ledger")]
+    Exists(String),
     /// Filesystem error outside sled.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -40,6 +43,7 @@ impl StoreError {
             StoreError::Corrupt { .. } => "corrupt",
             StoreError::Crypto(_) => "crypto",
             StoreError::Unavailable(_) => "unavailable",
+            StoreError::Exists(_) => "exists",
             StoreError::Io(_) => "io",
         }
     }

@@ -19,6 +19,7 @@
 
 mod datakeys;
 mod error;
+pub mod import;
 pub mod key_history;
 pub mod keys;
 mod read;
@@ -27,6 +28,7 @@ pub mod verify;
 mod writer;
 
 pub use error::StoreError;
+pub use import::LogImport;
 pub use key_history::{KeyEvent, KeyEventType};
 pub use read::{Outgoing, StoredEvent};
 pub use verify::Verifier;

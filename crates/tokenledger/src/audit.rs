@@ -234,7 +234,7 @@ pub fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), Failure> {
     }
 }
 
-fn fail(e: AuditError) -> Failure {
+pub(crate) fn fail(e: AuditError) -> Failure {
     let exit = match &e {
         AuditError::Locked(_) => EXIT_LOCKED,
         AuditError::NoLedger(_) | AuditError::NotFound(_) => EXIT_RULE,
@@ -256,7 +256,7 @@ fn fail(e: AuditError) -> Failure {
     }
 }
 
-fn finding_failure(f: &Finding) -> Failure {
+pub(crate) fn finding_failure(f: &Finding) -> Failure {
     Failure {
         code: f.kind.as_str(),
         message: f.to_string(),
@@ -267,14 +267,14 @@ fn finding_failure(f: &Finding) -> Failure {
 }
 
 /// Prints progress on stderr once a run has lasted a second, then every second.
-struct Ticker {
+pub(crate) struct Ticker {
     started: Instant,
     last: Instant,
     what: &'static str,
 }
 
 impl Ticker {
-    fn new(what: &'static str) -> Ticker {
+    pub(crate) fn new(what: &'static str) -> Ticker {
         let now = Instant::now();
         Ticker {
             started: now,
@@ -283,7 +283,7 @@ impl Ticker {
         }
     }
 
-    fn tick(&mut self, p: Progress) {
+    pub(crate) fn tick(&mut self, p: Progress) {
         let now = Instant::now();
         if now.duration_since(self.last) >= Duration::from_secs(1) {
             self.last = now;
@@ -313,7 +313,10 @@ fn parse_key(text: &str) -> Result<VerifierKey, Failure> {
 }
 
 /// The key to check signatures with: `--key`, else the data dir's, else none.
-fn trusted_key(arg: Option<&str>, data_dir: Option<&Path>) -> Result<Option<VerifierKey>, Failure> {
+pub(crate) fn trusted_key(
+    arg: Option<&str>,
+    data_dir: Option<&Path>,
+) -> Result<Option<VerifierKey>, Failure> {
     if let Some(k) = arg {
         return parse_key(k).map(Some);
     }
@@ -325,7 +328,7 @@ fn trusted_key(arg: Option<&str>, data_dir: Option<&Path>) -> Result<Option<Veri
     }
 }
 
-fn check_signature(
+pub(crate) fn check_signature(
     signed: &SignedCheckpoint,
     key: Option<&VerifierKey>,
     label: &str,
@@ -348,7 +351,7 @@ fn check_signature(
     }
 }
 
-fn warn(warnings: &[String]) {
+pub(crate) fn warn(warnings: &[String]) {
     let mut err = std::io::stderr().lock();
     for w in warnings {
         let _ = writeln!(err, "warning: {w}");
@@ -374,7 +377,10 @@ fn checkpoint_file(path: &Path) -> Result<SignedCheckpoint, Failure> {
     read_checkpoint(path).map_err(fail)
 }
 
-fn load_checkpoint_arg(arg: &str, data_dir: &Path) -> Result<(String, SignedCheckpoint), Failure> {
+pub(crate) fn load_checkpoint_arg(
+    arg: &str,
+    data_dir: &Path,
+) -> Result<(String, SignedCheckpoint), Failure> {
     if arg == "latest" {
         let (path, signed) = CheckpointStore::new(data_dir)
             .latest()
@@ -588,15 +594,9 @@ fn verify_nats(
     use ledger_audit::nats::{self as source, StreamPlan, CHECKPOINT_LATEST_SUBJECT};
     let mut warnings = Vec::new();
     let key = trusted_key(args.key.as_deref(), Some(&ctx.data_dir))?;
-    // The consumer runs on the runtime's worker, the verifier on this thread.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::internal(format!("tokio runtime: {e}")))?;
     let shown = ledger_nats::access::shown(urls);
     let wait = Duration::from_secs(args.wait.max(1));
-    let client = runtime.block_on(nats_connect(urls, &ctx.nats_access, wait))?;
+    let (runtime, client) = stream_connection(urls, &ctx.nats_access, wait)?;
     let mut roots = Vec::new();
     if let Some(arg) = &args.checkpoint {
         let (label, signed) = if arg == "latest" {
@@ -660,6 +660,22 @@ fn verify_nats(
             }
         })),
     )
+}
+
+/// A connection for reading the stream with ledger-audit: its consumer runs
+/// on the runtime's one worker, the verifier on the calling thread.
+pub(crate) fn stream_connection(
+    urls: &[String],
+    access: &ledger_nats::NatsAccess,
+    wait: Duration,
+) -> Result<(tokio::runtime::Runtime, async_nats::Client), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::internal(format!("tokio runtime: {e}")))?;
+    let client = runtime.block_on(nats_connect(urls, access, wait))?;
+    Ok((runtime, client))
 }
 
 /// Connects to NATS for `audit verify --nats`; unreachable is `unavailable`

@@ -147,6 +147,9 @@ pub enum TopCommand {
     Status,
     /// Audit the log offline: verify, checkpoint, prove, replay, history, export.
     Audit(crate::audit::AuditArgs),
+    /// Rebuild a lost data dir from the stream TOKENS (needs --nats and the
+    /// lost dir's key files): verified like `audit verify --nats`, then written.
+    Recover(crate::recover::RecoverArgs),
     /// Manage the JWT signing keys: rotate, list, jwks, history.
     Keys(crate::keys::KeysArgs),
     /// Introspect a client token string: {"active": true, ...claims} or {"active": false}.

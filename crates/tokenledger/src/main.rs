@@ -20,6 +20,7 @@ mod input;
 mod keys;
 mod output;
 mod queries;
+mod recover;
 mod remote;
 mod serve;
 mod status;
@@ -92,6 +93,7 @@ fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
         TopCommand::Verify(a) => verify::run(a, ctx),
         TopCommand::Watch(a) => watch::run(a, ctx),
         TopCommand::Status => status::run(ctx),
+        TopCommand::Recover(a) => recover::run(a, ctx),
     }
 }
 
