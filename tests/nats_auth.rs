@@ -380,6 +380,27 @@ fn a_workspace_service_watches_its_own_events_and_no_one_elses() {
             .expect("acme's list");
         assert_eq!(page.items.len(), 1);
 
+        // Without its inbox prefix, acme may not subscribe to its replies:
+        // every request is `forbidden`, the second one without asking.
+        let sniffing = Client::connect_with(
+            &[format!(
+                "nats://acme:{}@127.0.0.1:{}",
+                stack.password,
+                stack.nats.port()
+            )],
+            &NatsAccess::default(),
+        )
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            let e = sniffing
+                .list("acme", &ListQuery::default())
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), "forbidden", "{e}");
+            assert!(e.to_string().contains("_INBOX."), "names the inbox: {e}");
+        }
+
         // A create request whose body asks for more than its subject
         // names: the server refuses it (this is what confines acme).
         let nats = client.nats();

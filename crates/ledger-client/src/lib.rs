@@ -57,11 +57,6 @@ pub use ledger_verify::{Active, Introspection, Reason, TokenStatus};
 pub use local::{LocalVerifier, VerifierOptions};
 pub use queries::{AsOf, GetBy, ListQuery, Page, Trashed};
 pub use subscribe::{EventFilter, StartFrom, Subscription, STREAM_NAME};
-
-/// Permissions violations a client keeps for its calls to look at (more
-/// at once than calls in flight is unusual; a call that misses one waits
-/// for its timeout).
-const REFUSALS_KEPT: usize = 64;
 pub use verify::SnapshotPage;
 
 use async_nats::jetstream;
@@ -81,7 +76,24 @@ pub struct Client {
     actor: Agent,
     /// The server's permissions violations on this connection, when this
     /// client made it ([`Client::connect_with`]).
-    refusals: Option<tokio::sync::broadcast::Sender<String>>,
+    refusals: Option<Refusals>,
+}
+
+/// Permissions violations a client keeps for its calls to look at (more
+/// at once than calls in flight is unusual; a call that misses one waits
+/// for its timeout).
+const REFUSALS_KEPT: usize = 64;
+
+/// What NATS refused this connection, as its `-ERR` texts.
+#[derive(Clone, Debug)]
+struct Refusals {
+    /// Every refusal, to the calls in flight.
+    heard: tokio::sync::broadcast::Sender<String>,
+    /// The refusal of the reply subscription (under the inbox prefix), kept:
+    /// NATS says it once, and no request on this connection can get a reply after it.
+    inbox: std::sync::Arc<std::sync::OnceLock<String>>,
+    /// `Subscription to "{inbox prefix}.`: how that refusal reads.
+    inbox_needle: String,
 }
 
 impl Client {
@@ -104,21 +116,34 @@ impl Client {
     /// [`ClientError::Access`], before any connection; passwords never show
     /// in an error.
     pub async fn connect_with(urls: &[String], access: &NatsAccess) -> Result<Client, ClientError> {
-        // NATS answers a denied publish with an asynchronous `-ERR` and
-        // nothing else: without listening for it, a request to a subject
-        // this user may not use would only time out, as if no server ran.
-        let (refusals, _) = tokio::sync::broadcast::channel(REFUSALS_KEPT);
-        let heard = refusals.clone();
+        // NATS answers a denied publish or subscribe with an asynchronous
+        // `-ERR` and nothing else: without listening for it, a request to a
+        // subject this user may not use would only time out, as if no
+        // server ran.
+        let (heard, _) = tokio::sync::broadcast::channel(REFUSALS_KEPT);
+        let refusals = Refusals {
+            heard,
+            inbox: std::sync::Arc::new(std::sync::OnceLock::new()),
+            inbox_needle: format!(
+                "subscription to \"{}.",
+                access.inbox_prefix.as_deref().unwrap_or("_INBOX")
+            ),
+        };
+        let listening = refusals.clone();
         let options = async_nats::ConnectOptions::new()
             .name("ledger-client")
             .event_callback(move |event| {
-                let heard = heard.clone();
+                let refusals = listening.clone();
                 async move {
                     if let async_nats::Event::ServerError(async_nats::ServerError::Other(said)) =
                         event
                     {
-                        if said.to_ascii_lowercase().contains("permissions violation") {
-                            let _ = heard.send(said);
+                        let lower = said.to_ascii_lowercase();
+                        if lower.contains("permissions violation") {
+                            if lower.contains(&refusals.inbox_needle.to_ascii_lowercase()) {
+                                let _ = refusals.inbox.set(said.clone());
+                            }
+                            let _ = refusals.heard.send(said);
                         }
                     }
                 }
@@ -133,23 +158,33 @@ impl Client {
         Ok(client)
     }
 
-    /// Runs `work`, unless the server first refuses a subject whose text
-    /// starts with `subject`: then [`ClientError::Forbidden`].
+    /// Runs `work`, unless the server refuses this connection its replies
+    /// (before or meanwhile) or refuses a subject whose text is `needle`:
+    /// then [`ClientError::Forbidden`] naming `subject`.
     async fn unless_refused<T>(
         &self,
+        needle: String,
         subject: &str,
         work: impl std::future::Future<Output = Result<T, ClientError>>,
     ) -> Result<T, ClientError> {
         let Some(refusals) = &self.refusals else {
             return work.await;
         };
+        let forbidden = |said: String| ClientError::Forbidden {
+            subject: subject.to_owned(),
+            message: said,
+        };
         // Subscribed before the work sends anything, so no refusal of it is missed.
-        let mut heard = refusals.subscribe();
-        let quoted = format!("\"{subject}");
+        let mut heard = refusals.heard.subscribe();
+        if let Some(said) = refusals.inbox.get() {
+            return Err(forbidden(said.clone()));
+        }
+        let inbox = refusals.inbox_needle.to_ascii_lowercase();
         let refused = async move {
             loop {
                 match heard.recv().await {
-                    Ok(said) if said.contains(&quoted) => return said,
+                    Ok(said) if said.contains(&needle) => return said,
+                    Ok(said) if said.to_ascii_lowercase().contains(&inbox) => return said,
                     Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                         std::future::pending::<()>().await
@@ -159,10 +194,7 @@ impl Client {
         };
         tokio::select! {
             done = work => done,
-            said = refused => Err(ClientError::Forbidden {
-                subject: subject.to_owned(),
-                message: said,
-            }),
+            said = refused => Err(forbidden(said)),
         }
     }
 
@@ -364,9 +396,11 @@ impl Client {
         from: StartFrom,
     ) -> Result<Subscription, ClientError> {
         let name = subscribe::consumer_name();
+        // The create subject goes on with the filter: a prefix.
         let create = format!("$JS.API.CONSUMER.CREATE.{STREAM_NAME}.{name}.");
         let needs_head = matches!(from, StartFrom::New);
         let work = self.unless_refused(
+            format!("\"{create}"),
             &create,
             subscribe::subscribe(self.js.clone(), filter, from, name),
         );
@@ -374,7 +408,9 @@ impl Client {
             // `New` starts after the stream's last sequence, which it must read.
             // (Otherwise the stream's state is optional: see `subscribe`.)
             let stream_info = format!("$JS.API.STREAM.INFO.{STREAM_NAME}");
-            return self.unless_refused(&stream_info, work).await;
+            return self
+                .unless_refused(format!("\"{stream_info}\""), &stream_info, work)
+                .await;
         }
         work.await
     }
@@ -390,7 +426,7 @@ impl Client {
             ClientError::Invalid(Rejection::invalid("body", format!("cannot serialize: {e}")))
         })?;
         let sent = self
-            .unless_refused(&subject, async {
+            .unless_refused(format!("\"{subject}\""), &subject, async {
                 Ok(self.nats.request(subject.clone(), payload.into()).await)
             })
             .await?;
