@@ -42,7 +42,11 @@ impl LogImport {
         std::fs::create_dir_all(dir)?;
         let staging = dir.join(STAGING);
         // Left by an import that was interrupted: never moved into place.
+        // One still running holds its database's lock: refused, not removed.
         if staging.exists() {
+            if db_path(&staging).exists() {
+                drop(open_db(&staging)?);
+            }
             std::fs::remove_dir_all(&staging)?;
         }
         std::fs::create_dir(&staging)?;
@@ -187,6 +191,28 @@ mod tests {
         drop(import);
         assert!(!holds_ledger(dir.path()));
         assert!(!dir.path().join(STAGING).exists());
+    }
+
+    #[test]
+    fn a_running_import_is_not_disturbed_and_a_dead_one_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let chain = events(1);
+        let mut running = LogImport::create(dir.path()).unwrap();
+        running.append(&chain[0].0, &chain[0].1).unwrap();
+        let e = LogImport::create(dir.path()).err().expect("refused");
+        assert_eq!(e.code(), "locked", "{e}");
+        assert_eq!(running.finish().unwrap(), 1, "the running one is intact");
+
+        // What a killed import leaves: a staging database nobody holds.
+        let dir = tempfile::tempdir().unwrap();
+        let staging = dir.path().join(STAGING);
+        std::fs::create_dir(&staging).unwrap();
+        drop(open_db(&staging).unwrap());
+        std::fs::write(staging.join("leftover"), b"x").unwrap();
+        let import = LogImport::create(dir.path()).unwrap();
+        assert!(!staging.join("leftover").exists(), "cleared");
+        drop(import);
+        assert!(!staging.exists());
     }
 
     #[test]
