@@ -524,6 +524,33 @@ fn a_gateway_verifies_locally_with_only_its_role() {
     });
 }
 
+/// `recover` as the ledger's user, with the shipped config: its role reads
+/// the stream and the lease, which recover needs.
+#[test]
+fn the_ledger_user_recovers_a_lost_data_dir() {
+    let mut stack = Secured::start();
+    let acme = stack.acme();
+    acme.run(&["issue", "--name", "kept"]).json();
+    common::sigterm(&stack.serve);
+    assert!(stack.serve.wait().unwrap().success());
+    let lost = stack.dir.path().join("ledger");
+    let new = stack.dir.path().join("recovered");
+    std::fs::create_dir(&new).unwrap();
+    for f in ["master.key", "jwt-keys.json"] {
+        std::fs::copy(lost.join(f), new.join(f)).unwrap();
+    }
+    let mut c = clean(Command::new(BIN));
+    c.arg("--data-dir")
+        .arg(&new)
+        .args(["--nats", &stack.nats.url(), "--json", "--nats-nkey"])
+        .arg(stack.dir.path().join("ledger.nk"))
+        .arg("recover");
+    let run = Run::from(c.output().unwrap());
+    let report = run.json();
+    assert_eq!(report["recovered"]["events"], 1, "{report}");
+    stack.assert_no_secret_in("recover's output", &format!("{run:?}"));
+}
+
 #[test]
 fn wrong_credentials_are_unauthorized_and_never_shown() {
     let stack = Secured::start();
