@@ -33,8 +33,20 @@ fn cli(data: &Path, url: Option<&str>, args: &[&str]) -> Run {
     Run::from(c.output().expect("run tokenledger"))
 }
 
-fn serve(data: &Path, url: &str) -> Child {
-    Command::new(BIN)
+/// A `serve` process; killed if a test ends before stopping it.
+struct Serving(Option<Child>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn serve(data: &Path, url: &str) -> Serving {
+    let child = Command::new(BIN)
         .arg("--data-dir")
         .arg(data)
         .args(["serve", "--nats", url, "--writer-lease-secs", "2"])
@@ -42,12 +54,14 @@ fn serve(data: &Path, url: &str) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("spawn tokenledger serve")
+        .expect("spawn tokenledger serve");
+    Serving(Some(child))
 }
 
 /// SIGTERM, and the clean exit it must bring (the lease released, a
 /// checkpoint of the head signed).
-fn stop(mut child: Child) {
+fn stop(mut serving: Serving) {
+    let mut child = serving.0.take().expect("running");
     common::sigterm(&child);
     assert!(child.wait().unwrap().success(), "serve stops cleanly");
 }

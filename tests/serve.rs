@@ -327,3 +327,58 @@ fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     });
     rx
 }
+
+/// SIGTERM while NATS is gone: the server skips what needs NATS (the
+/// unsubscribe confirmations, the checkpoint's flush, the lease's release,
+/// the publisher's last drain) instead of waiting out a timeout at each
+/// step, which took about 37 s, past the grace supervisors give; it stops
+/// cleanly, and what it had appended is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_nats_gone_stops_at_once_and_keeps_the_log() {
+    let mut nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    let mut child = serve(&data, &nats.url());
+    assert!(ready(&client).await, "server not ready");
+    let acked = load(&client, 20).await;
+    nats.stop().unwrap();
+    common::sigterm(&child);
+    // Well under one of the waits it used to make (the drain timeout, 10 s).
+    let (stopped, mut child) = tokio::task::spawn_blocking(move || {
+        let stopped = ledger_testkit::wait_for(Duration::from_secs(8), || {
+            child.try_wait().unwrap().is_some()
+        });
+        (stopped, child)
+    })
+    .await
+    .unwrap();
+    if !stopped {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stopped,
+        "serve still running 8 s after SIGTERM with NATS gone: {log}"
+    );
+    assert!(out.status.success(), "{}: {log}", out.status);
+    assert!(log.contains("NATS is unreachable"), "{log}");
+    let head: u64 = acked.values().flatten().copied().max().unwrap();
+    let on_disk = tokio::task::spawn_blocking(move || {
+        let store = Store::open(
+            &data,
+            StoreConfig {
+                master_key: Some(MasterKey::from_hex(MASTER_HEX).unwrap()),
+                ..StoreConfig::default()
+            },
+        )
+        .unwrap();
+        let head = store.head_position();
+        store.shutdown().unwrap();
+        head
+    })
+    .await
+    .unwrap();
+    assert!(on_disk >= head, "acknowledged commands are on disk");
+}

@@ -173,6 +173,12 @@ impl Maker {
         if self.store.head_position() > self.covered {
             self.checkpoint().await;
         }
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            tracing::warn!(
+                "NATS is unreachable: the last checkpoint note is stored, not published"
+            );
+            return;
+        }
         match tokio::time::timeout(FLUSH_TIMEOUT, self.client.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "flushing the last checkpoint note"),

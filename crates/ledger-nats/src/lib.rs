@@ -293,12 +293,32 @@ async fn serve(
     // The lease goes last, once the publisher is done, so that the next
     // instance finds the stream complete; unless it is lost already.
     if !lease.is_finished() {
-        let _ = lease_stop_tx.send(true);
-        if let Ok(Ok(held)) = lease.await {
-            held.release().await;
+        if connected(&client) {
+            let _ = lease_stop_tx.send(true);
+            if let Ok(Ok(held)) = lease.await {
+                held.release().await;
+            }
+        } else {
+            // A renewal in flight would wait out its request timeout first.
+            lease.abort();
+            tracing::warn!(
+                "NATS is unreachable: the writer lease is not released; it expires by itself"
+            );
         }
     }
     served
+}
+
+/// How long a stop waits for the requests in flight when NATS is
+/// unreachable: their replies cannot leave anyway, and the store's part is
+/// local and quick.
+const DISCONNECTED_DRAIN: Duration = Duration::from_secs(1);
+
+/// Whether the connection is up now. A stop skips what needs NATS when it
+/// is not, rather than wait out a timeout at each step (a stop with NATS
+/// gone took about 37 s, past the grace most supervisors give).
+fn connected(client: &Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
 }
 
 /// [`serve`] once the writer lease is held: the stream check, the
@@ -364,6 +384,18 @@ async fn serve_holding(
             publisher.abort();
             let _ = publisher.await;
             Err(e)
+        }
+        Ok(None) if !connected(client) => {
+            publisher.abort();
+            let _ = publisher.await;
+            if metrics.published_position() < store.head_position() {
+                tracing::warn!(
+                    published = metrics.published_position(),
+                    head = store.head_position(),
+                    "NATS is unreachable: the rest of the log is published at the next start"
+                );
+            }
+            Ok(())
         }
         Ok(None) => match tokio::time::timeout(config.drain_timeout, &mut publisher).await {
             Ok(r) => flatten(r),
@@ -445,11 +477,17 @@ async fn serve_requests(
         let _ = shared.in_flight.acquire_many(permits).await;
         let _ = client.flush().await;
     };
-    if tokio::time::timeout(config.drain_timeout, finish)
-        .await
-        .is_err()
-    {
-        tracing::warn!("requests still in flight after the drain timeout; stopping anyway");
+    let budget = if connected(client) {
+        config.drain_timeout
+    } else {
+        DISCONNECTED_DRAIN
+    };
+    if tokio::time::timeout(budget, finish).await.is_err() {
+        if shared.in_flight.available_permits() < config.max_in_flight {
+            tracing::warn!("requests still in flight after the drain timeout; stopping anyway");
+        } else if !connected(client) {
+            tracing::info!("NATS is unreachable: not waiting for it to confirm the unsubscribes");
+        }
     }
     Ok(ended)
 }
