@@ -101,7 +101,7 @@ impl Ledger {
 
     /// Opens the raw log tree (no tokenledger process may run).
     fn tamper(&self, f: impl FnOnce(&sled::Tree)) {
-        let db = sled::open(self.data().join("ledger.sled")).unwrap();
+        let db = ledger_store::open_db(&self.data()).unwrap();
         let tree = db.open_tree("log").unwrap();
         f(&tree);
         tree.flush().unwrap();

@@ -386,7 +386,7 @@ fn one_record_per_command_so_a_group_is_atomic() {
     let dir = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
     long_log(dir.path(), &master, 10);
-    let db = sled::open(dir.path().join("ledger.sled")).unwrap();
+    let db = ledger_store::open_db(dir.path()).unwrap();
     let log = db.open_tree("log").unwrap();
     assert_eq!(log.len(), 10, "one event record per command, nothing else");
 }
@@ -513,9 +513,10 @@ fn long_log(dir: &Path, master: &MasterKey, n: usize) {
     store.shutdown().unwrap();
 }
 
-/// Rewrites the log tree of a closed data dir.
+/// Rewrites the log tree of a closed data dir (through `open_db`, which
+/// waits for sled's threads of the store just closed to let go of its lock).
 fn tamper(dir: &Path, edit: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir.join("ledger.sled")).unwrap();
+    let db = ledger_store::open_db(dir).unwrap();
     let log = db.open_tree("log").unwrap();
     edit(&log);
     db.flush().unwrap();
