@@ -74,8 +74,8 @@ pub struct Client {
     nats: async_nats::Client,
     js: jetstream::Context,
     actor: Agent,
-    /// The server's permissions violations on this connection, when this
-    /// client made it ([`Client::connect_with`]).
+    /// The server's permissions violations on this connection, when they
+    /// are listened for ([`Client::connect_with`], [`Client::with_refusals`]).
     refusals: Option<Refusals>,
 }
 
@@ -84,9 +84,15 @@ pub struct Client {
 /// for its timeout).
 const REFUSALS_KEPT: usize = 64;
 
-/// What NATS refused this connection, as its `-ERR` texts.
+/// What NATS refused a connection, as its `-ERR` texts.
+///
+/// NATS answers a denied publish or subscribe with an asynchronous `-ERR`
+/// and nothing else: without listening for it, a request to a subject the
+/// user may not use would only time out, as if no server ran.
+/// [`Client::connect_with`] listens; a program that makes its own
+/// connection does it with [`Refusals::listen`] and [`Client::with_refusals`].
 #[derive(Clone, Debug)]
-struct Refusals {
+pub struct Refusals {
     /// Every refusal, to the calls in flight.
     heard: tokio::sync::broadcast::Sender<String>,
     /// The refusal of the reply subscription (under the inbox prefix), kept:
@@ -94,6 +100,45 @@ struct Refusals {
     inbox: std::sync::Arc<std::sync::OnceLock<String>>,
     /// `Subscription to "{inbox prefix}.`: how that refusal reads.
     inbox_needle: String,
+}
+
+impl Refusals {
+    /// Sets `options`' event callback (replacing any) to hear the
+    /// connection's permissions violations; `inbox_prefix` is the one the
+    /// connection uses (`_INBOX` when `None`).
+    pub fn listen(
+        options: async_nats::ConnectOptions,
+        inbox_prefix: Option<&str>,
+    ) -> (async_nats::ConnectOptions, Refusals) {
+        let (heard, _) = tokio::sync::broadcast::channel(REFUSALS_KEPT);
+        let refusals = Refusals {
+            heard,
+            inbox: std::sync::Arc::new(std::sync::OnceLock::new()),
+            inbox_needle: format!("subscription to \"{}.", inbox_prefix.unwrap_or("_INBOX")),
+        };
+        let listening = refusals.clone();
+        let options = options.event_callback(move |event| {
+            let refusals = listening.clone();
+            async move {
+                if let async_nats::Event::ServerError(async_nats::ServerError::Other(said)) = event
+                {
+                    let lower = said.to_ascii_lowercase();
+                    if lower.contains("permissions violation") {
+                        if lower.contains(&refusals.inbox_needle.to_ascii_lowercase()) {
+                            let _ = refusals.inbox.set(said.clone());
+                        }
+                        let _ = refusals.heard.send(said);
+                    }
+                }
+            }
+        });
+        (options, refusals)
+    }
+
+    /// Every refusal heard from now on, as the server worded it.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.heard.subscribe()
+    }
 }
 
 impl Client {
@@ -116,46 +161,25 @@ impl Client {
     /// [`ClientError::Access`], before any connection; passwords never show
     /// in an error.
     pub async fn connect_with(urls: &[String], access: &NatsAccess) -> Result<Client, ClientError> {
-        // NATS answers a denied publish or subscribe with an asynchronous
-        // `-ERR` and nothing else: without listening for it, a request to a
-        // subject this user may not use would only time out, as if no
-        // server ran.
-        let (heard, _) = tokio::sync::broadcast::channel(REFUSALS_KEPT);
-        let refusals = Refusals {
-            heard,
-            inbox: std::sync::Arc::new(std::sync::OnceLock::new()),
-            inbox_needle: format!(
-                "subscription to \"{}.",
-                access.inbox_prefix.as_deref().unwrap_or("_INBOX")
-            ),
-        };
-        let listening = refusals.clone();
-        let options = async_nats::ConnectOptions::new()
-            .name("ledger-client")
-            .event_callback(move |event| {
-                let refusals = listening.clone();
-                async move {
-                    if let async_nats::Event::ServerError(async_nats::ServerError::Other(said)) =
-                        event
-                    {
-                        let lower = said.to_ascii_lowercase();
-                        if lower.contains("permissions violation") {
-                            if lower.contains(&refusals.inbox_needle.to_ascii_lowercase()) {
-                                let _ = refusals.inbox.set(said.clone());
-                            }
-                            let _ = refusals.heard.send(said);
-                        }
-                    }
-                }
-            });
+        let (options, refusals) = Refusals::listen(
+            async_nats::ConnectOptions::new().name("ledger-client"),
+            access.inbox_prefix.as_deref(),
+        );
         let options = access.apply(options, urls).await?;
         let nats = options
             .connect(urls)
             .await
             .map_err(|e| ClientError::Connect(format!("{} ({e})", ledger_access::shown(urls))))?;
-        let mut client = Client::new(nats);
-        client.refusals = Some(refusals);
-        Ok(client)
+        Ok(Client::with_refusals(nats, refusals))
+    }
+
+    /// [`Client::new`] on a connection whose options [`Refusals::listen`]
+    /// set: a subject NATS refuses is [`ClientError::Forbidden`] at once.
+    pub fn with_refusals(nats: async_nats::Client, refusals: Refusals) -> Client {
+        Client {
+            refusals: Some(refusals),
+            ..Client::new(nats)
+        }
     }
 
     /// Runs `work`, unless the server refuses this connection its replies

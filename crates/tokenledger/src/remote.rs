@@ -16,7 +16,9 @@ use crate::failure::Failure;
 use crate::output::Reply;
 use crate::queries::{self, GetArgs, GetParts, HistoryArgs, ListArgs, QueryCommand};
 use async_nats::ServerAddr;
-use ledger_client::{AsOf, Client, ClientError, CommandOptions, GetBy, ListQuery, Trashed};
+use ledger_client::{
+    AsOf, Client, ClientError, CommandOptions, GetBy, ListQuery, Refusals, Trashed,
+};
 use ledger_core::{validate, CommandName, ErrorCode, Rejection, TokenView};
 use ledger_nats::NatsAccess;
 use ledger_projector::{Lookup, ProjectorError, TrashedFilter, LIST_LIMIT_MAX};
@@ -58,18 +60,6 @@ pub fn run<T>(work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failu
     })
 }
 
-/// Runs `work` to its end, or until the NATS server refuses this user a
-/// subject, then with the server's words; for work that may be refused
-/// in part (see `watch`), where [`run`] would end the whole call.
-pub async fn unless_refused<T>(work: impl Future<Output = T>) -> Result<T, String> {
-    // A new receiver has seen the current value: only a refusal from now on counts.
-    let mut refusals = refusals().subscribe();
-    tokio::select! {
-        done = work => Ok(done),
-        Ok(()) = refusals.changed() => Err(refusals.borrow().clone().unwrap_or_default()),
-    }
-}
-
 /// Where [`connect`]'s connection reports permission refusals to [`run`].
 /// One per process: a CLI call makes one connection.
 fn refusals() -> &'static tokio::sync::watch::Sender<Option<String>> {
@@ -80,7 +70,7 @@ fn refusals() -> &'static tokio::sync::watch::Sender<Option<String>> {
 
 /// `forbidden` for a NATS permissions violation (`said` is the server's text,
 /// which names the subject).
-pub fn forbidden(said: &str) -> Failure {
+fn forbidden(said: &str) -> Failure {
     let publish = said.to_ascii_lowercase().contains("for publish");
     Failure::from(Rejection::new(
         ErrorCode::Forbidden,
@@ -129,24 +119,33 @@ fn unavailable(urls: &[String], why: impl std::fmt::Display) -> Failure {
     ))
 }
 
-/// Connects to NATS with the CLI's access settings.
+/// Connects to NATS with the CLI's access settings. The client reports a
+/// refused subject of its own requests as `ClientError::Forbidden`; every
+/// refusal also reaches [`run`], for the work that uses the connection
+/// directly (the stream's state, the lease).
 pub async fn connect(urls: &[String], access: &NatsAccess) -> Result<Client, Failure> {
     let options = async_nats::ConnectOptions::new()
         .name("tokenledger-cli")
         .connection_timeout(CONNECT_TIMEOUT)
-        .request_timeout(Some(REQUEST_TIMEOUT))
-        .event_callback(|event| async move {
-            if let async_nats::Event::ServerError(async_nats::ServerError::Other(said)) = event {
-                if said.to_ascii_lowercase().contains("permissions violation") {
-                    refusals().send_replace(Some(said));
+        .request_timeout(Some(REQUEST_TIMEOUT));
+    let (options, heard) = Refusals::listen(options, access.inbox_prefix.as_deref());
+    let mut said = heard.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match said.recv().await {
+                Ok(refusal) => {
+                    refusals().send_replace(Some(refusal));
                 }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
-        });
+        }
+    });
     let nats = open(urls, access, options, |e| {
         unavailable(urls, format!("cannot connect to NATS ({e})"))
     })
     .await?;
-    Ok(Client::new(nats))
+    Ok(Client::with_refusals(nats, heard))
 }
 
 /// Connects to `urls` with `options` and the access settings, as every

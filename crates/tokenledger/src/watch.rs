@@ -115,17 +115,17 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
             // have reached yet (a publication catching up, a stream being
             // refilled). The stream's end is the fallback when the ledger
             // does not say (down, or no right to `tokens.snapshot`).
-            StartFrom::New => match remote::unless_refused(client.head()).await {
-                Ok(Ok(head)) => StartFrom::Position(head + 1),
-                Ok(Err(_)) | Err(_) => StartFrom::New,
+            StartFrom::New => match client.head().await {
+                Ok(head) => StartFrom::Position(head + 1),
+                Err(_) => StartFrom::New,
             },
             other => other,
         };
-        // A consumer on events this user may not read is refused by NATS
-        // at once; say so, rather than time out as if no server ran.
-        let mut events = remote::unless_refused(client.subscribe(filter.clone(), from))
+        // A consumer on events this user may not read is `forbidden` at
+        // once (the client hears the refusal), not a timeout.
+        let mut events = client
+            .subscribe(filter.clone(), from)
             .await
-            .map_err(|said| remote::forbidden(&said))?
             .map_err(|e| remote::failure(e, urls, None))?;
         let verifier = match &token_str {
             None => None,
