@@ -30,7 +30,8 @@ pub const MAX_KEYS: usize = 1000;
 /// Longest token `verify` looks at; ours are a few hundred bytes.
 pub const MAX_TOKEN_LEN_BYTES: usize = 8 * 1024;
 
-const KEY_RING_FILE: &str = "jwt-keys.json";
+/// File name of the signing key ring inside the data directory.
+pub const KEY_RING_FILE: &str = "jwt-keys.json";
 const KEY_RING_FILE_MAX_BYTES: u64 = 1024 * 1024;
 const FORMAT_VERSION: u32 = 1;
 const SECRET_LEN: usize = 32;

@@ -14,7 +14,9 @@ pub mod jwt;
 mod secrets;
 
 pub use error::CryptoError;
-pub use secrets::{fingerprint, open, seal, DataKey, MasterKey, StateSeal, SEAL_ALG};
+pub use secrets::{
+    fingerprint, open, seal, DataKey, MasterKey, StateSeal, MASTER_KEY_FILE, SEAL_ALG,
+};
 
 use rand::rngs::OsRng;
 use rand::RngCore;

@@ -18,7 +18,7 @@ use zeroize::{Zeroize, Zeroizing};
 pub const SEAL_ALG: &str = "xchacha20poly1305";
 
 /// File name of the master key inside the data directory.
-const MASTER_KEY_FILE: &str = "master.key";
+pub const MASTER_KEY_FILE: &str = "master.key";
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;

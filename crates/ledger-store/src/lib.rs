@@ -148,7 +148,7 @@ impl Store {
         let log = db.open_tree("log")?;
         let master = match config.master_key.clone() {
             Some(k) => k,
-            None => match std::env::var("TOKENLEDGER_MASTER_KEY") {
+            None => match std::env::var(MASTER_KEY_ENV) {
                 Ok(hex) => MasterKey::from_hex(&hex)?,
                 Err(_) => MasterKey::load_or_create(dir)?,
             },
@@ -438,6 +438,26 @@ fn recover(
 
 /// How long [`open_db`] keeps trying while the data dir's lock is held.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where open takes the master key from when the config gives none (64
+/// hex characters), before the data dir's file.
+pub const MASTER_KEY_ENV: &str = "TOKENLEDGER_MASTER_KEY";
+
+/// The key files [`Store::open`] would make anew in `dir` with `config`,
+/// because they are not there: the master key (unless the config or
+/// [`MASTER_KEY_ENV`] gives it) and the signing key ring. A data dir rebuilt
+/// from the stream needs them from a backup of the lost one.
+pub fn absent_key_files(dir: &Path, config: &StoreConfig) -> Vec<&'static str> {
+    let master_given = config.master_key.is_some() || std::env::var_os(MASTER_KEY_ENV).is_some();
+    let mut absent = Vec::new();
+    if !master_given && !dir.join(ledger_crypto::MASTER_KEY_FILE).exists() {
+        absent.push(ledger_crypto::MASTER_KEY_FILE);
+    }
+    if !dir.join(ledger_crypto::jwt::KEY_RING_FILE).exists() {
+        absent.push(ledger_crypto::jwt::KEY_RING_FILE);
+    }
+    absent
+}
 
 /// The sled database's directory in a data dir.
 fn db_path(dir: &Path) -> std::path::PathBuf {

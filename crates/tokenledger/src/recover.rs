@@ -25,7 +25,7 @@ use ledger_core::{ErrorCode, Rejection};
 use ledger_store::{LogImport, Store, StoreError};
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -51,9 +51,6 @@ pub struct RecoverArgs {
     pub wait: u64,
 }
 
-/// The key files a data dir needs to open what the stream holds.
-const KEY_FILES: [&str; 2] = ["master.key", "jwt-keys.json"];
-
 /// Runs `recover` (needs `--nats`, and a `--data-dir` that holds no ledger).
 pub fn run(args: RecoverArgs, ctx: &Ctx) -> Result<(), Failure> {
     let Some(urls) = &ctx.nats else {
@@ -73,7 +70,7 @@ pub fn run(args: RecoverArgs, ctx: &Ctx) -> Result<(), Failure> {
             ),
         ));
     }
-    let absent = absent_key_files(dir);
+    let absent = ledger_store::absent_key_files(dir, &ctx.store_config());
     if !absent.is_empty() && !args.new_keys {
         return Err(Failure::invalid(
             "new-keys",
@@ -262,18 +259,6 @@ pub fn run(args: RecoverArgs, ctx: &Ctx) -> Result<(), Failure> {
         }
         print_text(&text)
     }
-}
-
-/// The key files `dir` lacks (the master key may come from the environment).
-fn absent_key_files(dir: &Path) -> Vec<&'static str> {
-    let from_env = std::env::var_os("TOKENLEDGER_MASTER_KEY").is_some();
-    KEY_FILES
-        .into_iter()
-        .filter(|f| {
-            let given = dir.join(f).exists() || (*f == "master.key" && from_env);
-            !given
-        })
-        .collect()
 }
 
 fn unavailable(message: String) -> Failure {
