@@ -222,10 +222,10 @@ pub(crate) async fn subscribe(
         stats,
         connects,
         subject,
-        types: filter.types.clone(),
+        cursor: Cursor::new(start, filter.is_everything()),
+        filter,
         ordered: Some(ordered),
         retry: None,
-        cursor: Cursor::new(start, filter.is_everything()),
         next: next.clone(),
         gone: None,
         pending: None,
@@ -300,8 +300,8 @@ struct State {
     connects: u64,
     /// The consumer's filter subject.
     subject: String,
-    /// Types to yield when the subject cannot say (several); all when empty.
-    types: Vec<EventType>,
+    /// What to yield: the subject cannot say it for several types.
+    filter: EventFilter,
     ordered: Option<Ordered>,
     /// Pause before the next attempt to create a consumer, after a failure.
     retry: Option<Duration>,
@@ -409,16 +409,14 @@ impl State {
         }
     }
 
-    /// Drops a good event of a type not asked for (the subject lets every
+    /// Drops a good event the filter does not match (the subject lets every
     /// type through when several were asked for); errors always pass.
     fn wanted(
         &self,
         outcome: Option<Result<Envelope, ClientError>>,
     ) -> Option<Result<Envelope, ClientError>> {
         match outcome {
-            Some(Ok(env)) if !self.types.is_empty() && !self.types.contains(&env.event_type()) => {
-                None
-            }
+            Some(Ok(env)) if !self.filter.matches(&env) => None,
             other => other,
         }
     }

@@ -173,7 +173,7 @@ impl Maker {
         if self.store.head_position() > self.covered {
             self.checkpoint().await;
         }
-        if self.client.connection_state() != async_nats::connection::State::Connected {
+        if !crate::connected(&self.client) {
             tracing::warn!(
                 "NATS is unreachable: the last checkpoint note is stored, not published"
             );

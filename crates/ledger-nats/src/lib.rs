@@ -317,7 +317,7 @@ const DISCONNECTED_DRAIN: Duration = Duration::from_secs(1);
 /// Whether the connection is up now. A stop skips what needs NATS when it
 /// is not, rather than wait out a timeout at each step (a stop with NATS
 /// gone took about 37 s, past the grace most supervisors give).
-fn connected(client: &Client) -> bool {
+pub(crate) fn connected(client: &Client) -> bool {
     client.connection_state() == async_nats::connection::State::Connected
 }
 

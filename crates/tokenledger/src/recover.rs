@@ -60,15 +60,9 @@ pub fn run(args: RecoverArgs, ctx: &Ctx) -> Result<(), Failure> {
         ));
     };
     let dir = &ctx.data_dir;
+    // Also refused by `LogImport::create`; here, before anything is read.
     if ledger_store::holds_ledger(dir) {
-        return Err(Failure::invalid(
-            "data-dir",
-            format!(
-                "{} already holds a ledger: recover rebuilds a lost one; give a new or empty \
-                 --data-dir",
-                dir.display()
-            ),
-        ));
+        return Err(holds_a_ledger(&dir.display().to_string()));
     }
     let absent = ledger_store::absent_key_files(dir, &ctx.store_config());
     if !absent.is_empty() && !args.new_keys {
@@ -267,12 +261,16 @@ fn unavailable(message: String) -> Failure {
 
 fn store_failure(e: StoreError) -> Failure {
     match e {
-        StoreError::Exists(dir) => Failure::invalid(
-            "data-dir",
-            format!("{dir} already holds a ledger: recover rebuilds a lost one"),
-        ),
+        StoreError::Exists(dir) => holds_a_ledger(&dir),
         other => Failure::from(other),
     }
+}
+
+fn holds_a_ledger(dir: &str) -> Failure {
+    Failure::invalid(
+        "data-dir",
+        format!("{dir} already holds a ledger: recover rebuilds a lost one; give a new or empty --data-dir"),
+    )
 }
 
 /// Writes every event that passed the verifier's checks; stops the pass at
