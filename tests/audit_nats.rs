@@ -23,13 +23,13 @@ use ledger_core::{Envelope, EventData, Timestamp};
 use ledger_testkit::{renamed_chain, wait_for_async, NatsServer};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
 
 mod common;
 
-use common::{Run, BIN};
+use common::{Reaped, Run, BIN};
 const MASTER_HEX: &str = "5f1d8a0c2b7e4f6a9c3d2e1f0a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b";
 const DEADLINE: Duration = Duration::from_secs(60);
 const EXIT_FINDING: i32 = 5;
@@ -81,19 +81,21 @@ fn verify_stream(url: &str, extra: &[&str]) -> Run {
     r
 }
 
-fn serve(data: &Path, url: &str) -> Child {
-    Command::new(BIN)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--nats", url])
-        .args(["--checkpoint-every-events", &EVERY.to_string()])
-        .args(["--checkpoint-every-secs", "3600"])
-        .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
-        .env_remove("TOKENLEDGER_NATS")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tokenledger serve")
+fn serve(data: &Path, url: &str) -> Reaped {
+    Reaped::new(
+        Command::new(BIN)
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--nats", url])
+            .args(["--checkpoint-every-events", &EVERY.to_string()])
+            .args(["--checkpoint-every-secs", "3600"])
+            .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
+            .env_remove("TOKENLEDGER_NATS")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tokenledger serve"),
+    )
 }
 
 async fn ready(client: &async_nats::Client) -> bool {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Run, BIN};
+use common::{Reaped, Run, BIN};
 const WS: &str = "acme";
 const PRIMAERP: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -764,16 +764,6 @@ fn human_import_mentions_the_ignored_token_string() {
     assert!(run.stdout.contains("imported"), "{}", run.stdout);
 }
 
-/// Kills a child process when dropped, so a failing test leaves none behind.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Reads a child's stdout lines on a thread, so the test can wait with a deadline.
 /// The header line of a data dir's state snapshot.
 fn snapshot_header(dir: &Path) -> Value {
@@ -847,7 +837,7 @@ fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
 #[test]
 fn a_second_process_on_a_held_data_dir_exits_4() {
     let cli = Cli::new();
-    let mut holder = KillOnDrop(
+    let mut holder = Reaped::new(
         cli.command()
             .args(["debug-load", "--count", "0"])
             .stdout(Stdio::piped())
@@ -855,7 +845,7 @@ fn a_second_process_on_a_held_data_dir_exits_4() {
             .spawn()
             .expect("spawn debug-load"),
     );
-    let lines = lines_of(&mut holder.0);
+    let lines = lines_of(&mut holder);
     // Its first acknowledged command proves it holds the data dir.
     let first = lines
         .recv_timeout(DEADLINE)

@@ -8,7 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
+mod common;
+use common::{Reaped, BIN};
 
 fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(BIN)
@@ -117,17 +118,11 @@ fn keys_rotate_list_jwks_history_and_verify() {
 }
 
 /// `tokenledger serve` on a data dir, killed on drop.
+/// Fields drop in order: the server is killed before its NATS stops.
 struct Serving {
-    child: std::process::Child,
+    _child: Reaped,
     url: String,
     _nats: ledger_testkit::NatsServer,
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn over_nats(url: &str, args: &[&str]) -> (i32, String, String) {
@@ -172,7 +167,7 @@ fn keys_and_verify_over_nats_while_serving() {
         .spawn()
         .unwrap();
     let s = Serving {
-        child,
+        _child: Reaped::new(child),
         url: nats.url(),
         _nats: nats,
     };

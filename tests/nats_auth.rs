@@ -24,7 +24,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{Run, BIN};
+use common::{Reaped, Run, BIN};
 
 /// How long a process may take to reach a state a test waits for.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -574,12 +574,12 @@ fn wrong_credentials_are_unauthorized_and_never_shown() {
     let stranger = stack.dir.path().join("stranger.nk");
     std::fs::write(&stranger, nkeys::KeyPair::new_user().seed().unwrap()).unwrap();
     let log = stack.dir.path().join("stranger.log");
-    let mut serve = serve_as(
+    let mut serve = Reaped::new(serve_as(
         &stack.dir.path().join("other"),
         &stack.nats,
         &stranger,
         &log,
-    );
+    ));
     assert!(
         wait_for(DEADLINE, || !matches!(serve.try_wait(), Ok(None))),
         "serve kept running with unknown credentials"
@@ -724,6 +724,7 @@ fn serve_and_cli_work_over_mutual_tls_and_refuse_without_it() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
+        .map(Reaped::new)
         .unwrap();
     let cli = |flags: Vec<String>| Cli {
         url: url.clone(),
@@ -863,6 +864,7 @@ fn serve_and_cli_work_with_credentials_files_in_operator_mode() {
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
+        .map(Reaped::new)
         .unwrap();
     let cli = |creds: &Path| Cli {
         url: nats.url(),

@@ -9,12 +9,12 @@
 use ledger_testkit::{wait_for, NatsServer};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 mod common;
 
-use common::{Run, BIN};
+use common::{Reaped, Run, BIN};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const SECRET: &str = "ya29.recover-me";
@@ -33,19 +33,7 @@ fn cli(data: &Path, url: Option<&str>, args: &[&str]) -> Run {
     Run::from(c.output().expect("run tokenledger"))
 }
 
-/// A `serve` process; killed if a test ends before stopping it.
-struct Serving(Option<Child>);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn serve(data: &Path, url: &str) -> Serving {
+fn serve(data: &Path, url: &str) -> Reaped {
     let child = Command::new(BIN)
         .arg("--data-dir")
         .arg(data)
@@ -55,15 +43,14 @@ fn serve(data: &Path, url: &str) -> Serving {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn tokenledger serve");
-    Serving(Some(child))
+    Reaped::new(child)
 }
 
 /// SIGTERM, and the clean exit it must bring (the lease released, a
 /// checkpoint of the head signed).
-fn stop(mut serving: Serving) {
-    let mut child = serving.0.take().expect("running");
-    common::sigterm(&child);
-    assert!(child.wait().unwrap().success(), "serve stops cleanly");
+fn stop(mut serving: Reaped) {
+    common::sigterm(&serving);
+    assert!(serving.wait().unwrap().success(), "serve stops cleanly");
 }
 
 /// A served history, stopped: what was lost, and what it looked like.

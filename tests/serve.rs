@@ -11,11 +11,12 @@ use ledger_testkit::{wait_for_async, NatsServer};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use uuid::Uuid;
 
 mod common;
+use common::Reaped;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const MASTER_HEX: &str = "5f1d8a0c2b7e4f6a9c3d2e1f0a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b";
@@ -23,16 +24,18 @@ const MASTER_HEX: &str = "5f1d8a0c2b7e4f6a9c3d2e1f0a8b7c6d5e4f3a2b1c0d9e8f7a6b5c
 /// The writer lease of these servers: a restart after kill -9 waits it out.
 const LEASE_SECS: &str = "2";
 
-fn serve(data: &Path, url: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_tokenledger"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--nats", url, "--writer-lease-secs", LEASE_SECS])
-        .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tokenledger serve")
+fn serve(data: &Path, url: &str) -> Reaped {
+    Reaped::new(
+        Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--nats", url, "--writer-lease-secs", LEASE_SECS])
+            .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tokenledger serve"),
+    )
 }
 
 async fn ready(client: &async_nats::Client) -> bool {
@@ -311,7 +314,7 @@ async fn the_stream_holds_only_event_subjects_and_a_stalled_publication_is_repor
 }
 
 /// The lines a child writes to its piped stderr, as they come.
-fn stderr_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+fn stderr_lines(child: &mut Reaped) -> std::sync::mpsc::Receiver<String> {
     use std::io::BufRead;
     let stderr = child.stderr.take().expect("piped stderr");
     let (tx, rx) = std::sync::mpsc::channel();

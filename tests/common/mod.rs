@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use serde_json::Value;
-use std::process::Output;
+use std::ops::{Deref, DerefMut};
+use std::process::{Child, Output};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tokenledger");
@@ -65,6 +66,46 @@ impl Run {
         let v: Value = serde_json::from_str(self.stderr.trim())
             .unwrap_or_else(|e| panic!("stderr is not one JSON error ({e}): {}", self.stderr));
         v["error"].clone()
+    }
+}
+
+/// A child process (a `serve`) that is killed and reaped when the guard
+/// drops, so a failing assertion does not leave a server running after its
+/// test, holding a port, a data dir and the CI job open.
+pub struct Reaped(Option<Child>);
+
+impl Reaped {
+    /// Guards a spawned child.
+    pub fn new(child: Child) -> Reaped {
+        Reaped(Some(child))
+    }
+
+    /// Waits for the child to exit and collects its piped output.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        self.0.take().expect("guarding a child").wait_with_output()
+    }
+}
+
+impl Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().expect("guarding a child")
+    }
+}
+
+impl DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("guarding a child")
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            // Already exited and waited for: both are no-ops then.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
