@@ -16,6 +16,7 @@ pub mod event;
 pub mod json;
 pub mod rejection;
 pub mod secret;
+pub mod sharded;
 pub mod state;
 pub mod time;
 pub mod validate;

@@ -3,11 +3,11 @@
 use crate::agent::Agent;
 use crate::event::{AssignedPermissionGroup, Envelope, EventData, ImportOrigin, JwtRef};
 use crate::secret::SealedSecret;
+use crate::sharded::ShardedMap;
 use crate::time::Timestamp;
 use crate::validate::fold;
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 use uuid::Uuid;
 
 /// The two kinds of token the ledger keeps.
@@ -277,14 +277,14 @@ pub enum StateError {
 /// Every token and every uniqueness key: what [`crate::decide`] needs.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LedgerState {
-    /// Boxed so that growing the map moves 24-byte entries, not whole
-    /// states: a rehash of a few hundred thousand inline states stalled the
-    /// writer for tens of milliseconds (page faults of the new table).
+    /// Boxed so that growing a shard moves 24-byte entries, not whole
+    /// states. Sharded, so that no growth of either map stalls the writer
+    /// for long (see [`ShardedMap`]).
     ///
     /// Both maps hash with foldhash (randomly seeded per map) rather than
     /// SipHash: the keys come from the log, and replay hashes every event.
-    tokens: HashMap<Uuid, Box<TokenState>, foldhash::fast::RandomState>,
-    reservations: HashMap<Reservation, Uuid, foldhash::fast::RandomState>,
+    tokens: ShardedMap<Uuid, Box<TokenState>>,
+    reservations: ShardedMap<Reservation, Uuid>,
     /// Position of the last event applied.
     pub position: u64,
 }

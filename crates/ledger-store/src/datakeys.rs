@@ -15,7 +15,7 @@
 //! Slot layout, 128 bytes: token id (16), length (1), wrapped key (up to 111),
 //! zero padding. An all-zero slot is free.
 
-use std::collections::HashMap;
+use ledger_core::sharded::ShardedMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -29,7 +29,7 @@ const WRAPPED_MAX: usize = SLOT_BYTES - 17;
 /// The open key file with an index of live slots.
 pub(crate) struct DataKeys {
     file: File,
-    slots: HashMap<Uuid, u64>,
+    slots: ShardedMap<Uuid, u64>,
     free: Vec<u64>,
     len: u64,
 }
@@ -50,7 +50,7 @@ impl DataKeys {
         let whole = bytes.len() - bytes.len() % SLOT_BYTES;
         let mut keys = DataKeys {
             file,
-            slots: HashMap::new(),
+            slots: ShardedMap::new(),
             free: Vec::new(),
             len: whole as u64 / SLOT_BYTES as u64,
         };

@@ -116,7 +116,7 @@ struct Shared {
     log: sled::Tree,
     /// Per-token stream index: positions in version order. Derived from the
     /// log on open; extended by the flusher after each flush, before it answers.
-    streams: RwLock<std::collections::HashMap<Uuid, Vec<u64>>>,
+    streams: RwLock<ledger_core::sharded::ShardedMap<Uuid, Vec<u64>>>,
     /// Wrapped data keys of access tokens, outside sled so a purge can
     /// overwrite them in place (see `datakeys.rs`).
     data_keys: Mutex<datakeys::DataKeys>,

@@ -26,10 +26,10 @@
 use crate::writer::Idempotency;
 use crate::{keys, StoreError, StoredEvent};
 use ledger_core::event::GENESIS_HASH;
+use ledger_core::sharded::ShardedMap;
 use ledger_core::{LedgerState, TokenState};
 use ledger_crypto::{MasterKey, StateSeal};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -67,8 +67,8 @@ struct Trailer {
 pub(crate) struct Start {
     pub state: LedgerState,
     pub hash: String,
-    pub idempotency: HashMap<Uuid, Idempotency>,
-    pub streams: HashMap<Uuid, Vec<u64>>,
+    pub idempotency: ShardedMap<Uuid, Idempotency>,
+    pub streams: ShardedMap<Uuid, Vec<u64>>,
 }
 
 fn path(dir: &Path) -> PathBuf {
@@ -115,8 +115,8 @@ pub(crate) fn write(
     master: &MasterKey,
     state: &LedgerState,
     hash: &str,
-    idempotency: &HashMap<Uuid, Idempotency>,
-    streams: &HashMap<Uuid, Vec<u64>>,
+    idempotency: &ShardedMap<Uuid, Idempotency>,
+    streams: &ShardedMap<Uuid, Vec<u64>>,
 ) -> Result<(), StoreError> {
     let tmp = dir.join(format!("{FILE}.tmp"));
     // 0600 like the key files: it holds no plaintext secret (the states keep
@@ -256,8 +256,8 @@ fn parse_batch(batch: &Batch) -> Result<Parsed, String> {
 
 type Sections = (
     Vec<TokenState>,
-    HashMap<Uuid, Vec<u64>>,
-    HashMap<Uuid, Idempotency>,
+    ShardedMap<Uuid, Vec<u64>>,
+    ShardedMap<Uuid, Idempotency>,
 );
 
 /// Reads and hashes the token and command lines on this thread while
@@ -275,8 +275,8 @@ fn parse_sections<R: BufRead>(lines: &mut Lines<R>, header: &Header) -> Result<S
     // failure, so they only size the first allocation up to a bound.
     let room = |count: u64| usize::try_from(count.min(PREALLOCATE_MAX)).unwrap_or(0);
     let mut tokens = Vec::with_capacity(room(header.tokens));
-    let mut streams = HashMap::with_capacity(room(header.tokens));
-    let mut idempotency = HashMap::with_capacity(room(header.commands));
+    let mut streams = ShardedMap::with_capacity(room(header.tokens));
+    let mut idempotency = ShardedMap::with_capacity(room(header.commands));
     let mut take = |parsed: Parsed| -> Result<(), String> {
         match parsed {
             Parsed::Tokens(parsed) => {

@@ -5,6 +5,7 @@ use crate::read::StoredEvent;
 use crate::{Committed, Head, Shared, StoreConfig, StoreError};
 use ledger_core::command::SealedCommand;
 use ledger_core::event::GENESIS_HASH;
+use ledger_core::sharded::ShardedMap;
 use ledger_core::{
     decide, Command, CommandName, Context, Envelope, EventType, LedgerState, Rejection, StampMeta,
     Timestamp, TokenBody, TokenView,
@@ -146,8 +147,8 @@ fn producers(ty: EventType) -> &'static [CommandName] {
 pub(crate) struct Recovered {
     pub state: LedgerState,
     pub head: Head,
-    pub idempotency: HashMap<Uuid, Idempotency>,
-    pub streams: HashMap<Uuid, Vec<u64>>,
+    pub idempotency: ShardedMap<Uuid, Idempotency>,
+    pub streams: ShardedMap<Uuid, Vec<u64>>,
     /// The position of the snapshot the replay started from (0: none).
     pub snapshot: u64,
 }
@@ -165,8 +166,8 @@ pub(crate) fn recover(
         None => (
             LedgerState::new(),
             GENESIS_HASH.to_owned(),
-            HashMap::new(),
-            HashMap::new(),
+            ShardedMap::new(),
+            ShardedMap::new(),
         ),
     };
     let snapshot = state.position;
@@ -379,8 +380,8 @@ fn check_order(state: &LedgerState, env: &Envelope) -> Result<(), StoreError> {
 
 /// Adds an event to the stream index and to its command's idempotency entry.
 fn remember(
-    idempotency: &mut HashMap<Uuid, Idempotency>,
-    streams: &mut HashMap<Uuid, Vec<u64>>,
+    idempotency: &mut ShardedMap<Uuid, Idempotency>,
+    streams: &mut ShardedMap<Uuid, Vec<u64>>,
     env: &Envelope,
 ) -> Result<(), StoreError> {
     streams.entry(env.token_id).or_default().push(env.position);
@@ -460,7 +461,7 @@ struct Progress {
 pub(crate) struct Writer {
     shared: Arc<Shared>,
     state: LedgerState,
-    idempotency: HashMap<Uuid, Idempotency>,
+    idempotency: ShardedMap<Uuid, Idempotency>,
     /// Answers of commands in groups not yet flushed, with their group: a
     /// retry of one is answered from here, since neither the stream index
     /// nor the disk has its events yet.
