@@ -8,8 +8,8 @@
 //! one shard's entries, a few hundred microseconds' work at a million.
 
 use foldhash::fast::RandomState;
+use hashbrown::hash_table::{Entry, HashTable};
 use std::borrow::Borrow;
-use std::collections::hash_map::{self, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 
@@ -17,16 +17,26 @@ use std::hash::{BuildHasher, Hash};
 /// millisecond up to tens of millions of entries.
 pub const SHARDS: usize = 256;
 
-/// A `HashMap` made of [`SHARDS`] independently growing maps, each key in
+/// A hash map made of [`SHARDS`] independently growing tables, each key in
 /// the shard its hash picks. Iteration order is unspecified, as a
 /// `HashMap`'s is.
+///
+/// One hash per operation picks the shard and the slot in it. A `HashMap`
+/// per shard hashed every key twice: lookups at 300k keys took 32 ns
+/// against one `HashMap`'s 20 ns, and the whole audit verify 5 % longer;
+/// one hash brings them to 29 ns against 22 (the shard's own header is
+/// the one load more).
 #[derive(Clone)]
 pub struct ShardedMap<K, V> {
-    /// Picks the shard. Seeded apart from the shards' own hashers: a shard
-    /// whose keys all shared the top bits of their in-shard hash would
-    /// defeat hashbrown's probing, which filters on those bits.
-    pick: RandomState,
-    shards: Box<[HashMap<K, V, RandomState>]>,
+    hasher: RandomState,
+    shards: Box<[HashTable<(K, V)>]>,
+}
+
+/// The shard of a hash: bits 48..56. hashbrown takes a slot from the low
+/// bits and filters on the top 7, so every key of a shard sharing these
+/// costs it nothing (a shard would need 2^48 slots to reach them).
+fn shard_of(hash: u64) -> usize {
+    (hash >> 48) as usize & (SHARDS - 1)
 }
 
 impl<K: Hash + Eq, V> ShardedMap<K, V> {
@@ -39,16 +49,15 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
     pub fn with_capacity(entries: usize) -> Self {
         let per_shard = entries.div_ceil(SHARDS);
         ShardedMap {
-            pick: RandomState::default(),
+            hasher: RandomState::default(),
             shards: (0..SHARDS)
-                .map(|_| HashMap::with_capacity_and_hasher(per_shard, RandomState::default()))
+                .map(|_| HashTable::with_capacity(per_shard))
                 .collect(),
         }
     }
 
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
-        // The top bits: foldhash mixes them as well as the low ones.
-        (self.pick.hash_one(key) >> (u64::BITS - SHARDS.trailing_zeros())) as usize
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// The value of `key`.
@@ -57,7 +66,10 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shards[self.shard(key)].get(key)
+        let hash = self.hash(key);
+        self.shards[shard_of(hash)]
+            .find(hash, |(k, _)| k.borrow() == key)
+            .map(|(_, v)| v)
     }
 
     /// The value of `key`, to change.
@@ -66,8 +78,10 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let shard = self.shard(key);
-        self.shards[shard].get_mut(key)
+        let hash = self.hash(key);
+        self.shards[shard_of(hash)]
+            .find_mut(hash, |(k, _)| k.borrow() == key)
+            .map(|(_, v)| v)
     }
 
     /// Whether `key` has a value.
@@ -81,8 +95,27 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
 
     /// Sets `key` to `value`; the value it had.
     pub fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let shard = self.shard(&key);
-        self.shards[shard].insert(key, value)
+        let hash = self.hash(&key);
+        let hasher = &self.hasher;
+        let shard = &mut self.shards[shard_of(hash)];
+        match shard.entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(k)) {
+            Entry::Occupied(mut entry) => Some(std::mem::replace(&mut entry.get_mut().1, value)),
+            Entry::Vacant(entry) => {
+                entry.insert((key, value));
+                None
+            }
+        }
+    }
+
+    /// The value of `key`, inserting `make()` first if it has none.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        let hash = self.hash(&key);
+        let hasher = &self.hasher;
+        let shard = &mut self.shards[shard_of(hash)];
+        match shard.entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(k)) {
+            Entry::Occupied(entry) => &mut entry.into_mut().1,
+            Entry::Vacant(entry) => &mut entry.insert((key, make())).into_mut().1,
+        }
     }
 
     /// Removes `key`; the value it had.
@@ -91,45 +124,44 @@ impl<K: Hash + Eq, V> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let shard = self.shard(key);
-        self.shards[shard].remove(key)
-    }
-
-    /// The entry of `key`, in its shard.
-    pub fn entry(&mut self, key: K) -> hash_map::Entry<'_, K, V> {
-        let shard = self.shard(&key);
-        self.shards[shard].entry(key)
+        let hash = self.hash(key);
+        match self.shards[shard_of(hash)].find_entry(hash, |(k, _)| k.borrow() == key) {
+            Ok(entry) => Some(entry.remove().0 .1),
+            Err(_) => None,
+        }
     }
 
     /// Entries in the map.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(HashMap::len).sum()
+        self.shards.iter().map(HashTable::len).sum()
     }
 
     /// Whether the map has no entry.
     pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(HashMap::is_empty)
+        self.shards.iter().all(HashTable::is_empty)
     }
 
     /// Every entry, shard by shard.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.shards.iter().flat_map(|shard| shard.iter())
+        self.shards
+            .iter()
+            .flat_map(|shard| shard.iter().map(|(k, v)| (k, v)))
     }
 
     /// Every key, shard by shard.
     pub fn keys(&self) -> impl Iterator<Item = &K> {
-        self.shards.iter().flat_map(|shard| shard.keys())
+        self.iter().map(|(k, _)| k)
     }
 
     /// Every value, shard by shard.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.shards.iter().flat_map(|shard| shard.values())
+        self.iter().map(|(_, v)| v)
     }
 
     /// Keeps only the entries for which `keep` says so.
     pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
         for shard in self.shards.iter_mut() {
-            shard.retain(&mut keep);
+            shard.retain(|(k, v)| keep(k, v));
         }
     }
 }
@@ -168,7 +200,11 @@ impl<K: Hash + Eq, V: Eq> Eq for ShardedMap<K, V> {}
 impl<K: fmt::Debug, V: fmt::Debug> fmt::Debug for ShardedMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(self.shards.iter().flat_map(|shard| shard.iter()))
+            .entries(
+                self.shards
+                    .iter()
+                    .flat_map(|shard| shard.iter().map(|(k, v)| (k, v))),
+            )
             .finish()
     }
 }
@@ -191,7 +227,7 @@ mod tests {
                 assert_eq!(sharded.remove(&gone), model.remove(&gone));
             }
         }
-        *sharded.entry(7).or_insert(0) += 1;
+        *sharded.get_or_insert_with(7, || 0) += 1;
         *model.entry(7).or_insert(0) += 1;
         sharded.retain(|_, v| *v % 5 != 0);
         model.retain(|_, v| *v % 5 != 0);
@@ -205,8 +241,8 @@ mod tests {
     #[test]
     fn keys_spread_over_the_shards() {
         let map: ShardedMap<u64, ()> = (0..(SHARDS as u64 * 64)).map(|k| (k, ())).collect();
-        let fullest = map.shards.iter().map(HashMap::len).max().unwrap();
-        let emptiest = map.shards.iter().map(HashMap::len).min().unwrap();
+        let fullest = map.shards.iter().map(HashTable::len).max().unwrap();
+        let emptiest = map.shards.iter().map(HashTable::len).min().unwrap();
         // 64 per shard on average: a shard picked by a fixed bit pattern of
         // sequential keys would hold them all, or none.
         assert!(fullest < 160 && emptiest > 10, "{emptiest}..{fullest}");

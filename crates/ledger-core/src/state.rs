@@ -7,7 +7,6 @@ use crate::sharded::ShardedMap;
 use crate::time::Timestamp;
 use crate::validate::fold;
 use serde::{Deserialize, Serialize};
-use std::collections::hash_map::Entry;
 use uuid::Uuid;
 
 /// The two kinds of token the ledger keeps.
@@ -356,16 +355,15 @@ impl LedgerState {
             "event positions must be gap-free"
         );
         self.position = event.position;
-        let (before, id, after) = match self.tokens.entry(event.token_id) {
-            Entry::Vacant(slot) => {
+        let (before, id, after) = match self.tokens.get_mut(&event.token_id) {
+            None => {
                 let token = create(event);
                 let after = token.reservations();
                 let id = token.id;
-                slot.insert(Box::new(token));
+                self.tokens.insert(id, Box::new(token));
                 (Vec::new(), id, after)
             }
-            Entry::Occupied(mut slot) => {
-                let token = slot.get_mut();
+            Some(token) => {
                 assert_eq!(
                     event.version,
                     token.version + 1,

@@ -384,17 +384,17 @@ fn remember(
     streams: &mut ShardedMap<Uuid, Vec<u64>>,
     env: &Envelope,
 ) -> Result<(), StoreError> {
-    streams.entry(env.token_id).or_default().push(env.position);
-    let entry = idempotency
-        .entry(env.command_id)
-        .or_insert_with(|| Idempotency {
-            token: env.token_id,
-            first: env.position,
-            count: 0,
-            version: env.version,
-            command: None,
-            first_event: Some(env.event_type()),
-        });
+    streams
+        .get_or_insert_with(env.token_id, Vec::new)
+        .push(env.position);
+    let entry = idempotency.get_or_insert_with(env.command_id, || Idempotency {
+        token: env.token_id,
+        first: env.position,
+        count: 0,
+        version: env.version,
+        command: None,
+        first_event: Some(env.event_type()),
+    });
     // The writer appends a command's events together, under one id.
     if env.position != entry.first + u64::from(entry.count) || env.token_id != entry.token {
         return Err(StoreError::Corrupt {
@@ -890,7 +890,7 @@ fn make_durable(shared: &Shared, applied: &Applied) -> Result<(), StoreError> {
         .shred(&applied.keys_shredded)?;
     let mut streams = shared.streams.write().expect("streams lock poisoned");
     for (token, position) in &applied.appended {
-        streams.entry(*token).or_default().push(*position);
+        streams.get_or_insert_with(*token, Vec::new).push(*position);
     }
     drop(streams);
     shared.head.send_replace(applied.head);
