@@ -8,7 +8,8 @@
 # Environment: TOKENLEDGER_DATA_DIR (the ledger's data dir, default ./data,
 # the CLI's default too, so that the CLI finds it once the server stops),
 # NATS_STORE_DIR (JetStream's store, default ./nats-data), NATS_PORT
-# (default 4222). CARGO_TARGET_DIR is honoured.
+# (default 4222), GOGC for nats-server (default 800, see the README's
+# "Tuning nats-server"). CARGO_TARGET_DIR is honoured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${TOKENLEDGER_DATA_DIR:-./data}"
@@ -26,7 +27,7 @@ else
   # In a session of its own: a Ctrl-C in the terminal reaches the whole
   # foreground process group, and nats-server must outlive the ledger's
   # drain (the EXIT trap stops it afterwards).
-  setsid "$NATS_BIN" -js -a 127.0.0.1 -p "$PORT" -sd "$STORE" >"$STORE/nats-server.log" 2>&1 &
+  GOGC="${GOGC:-800}" setsid "$NATS_BIN" -js -a 127.0.0.1 -p "$PORT" -sd "$STORE" >"$STORE/nats-server.log" 2>&1 &
   NATS_PID=$!
   listening=""
   for _ in $(seq 1 100); do

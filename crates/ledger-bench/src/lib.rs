@@ -92,7 +92,7 @@ pub async fn requests(
     subject: &'static str,
     bodies: impl IntoIterator<Item = Vec<u8>>,
 ) -> Measured {
-    drive(client, subject, bodies, false).await
+    drive(client, subject, bodies, false, None).await
 }
 
 /// [`requests`], keeping every reply's result (memory: one JSON value each).
@@ -101,7 +101,21 @@ pub async fn requests_keeping_results(
     subject: &'static str,
     bodies: impl IntoIterator<Item = Vec<u8>>,
 ) -> Measured {
-    drive(client, subject, bodies, true).await
+    drive(client, subject, bodies, true, None).await
+}
+
+/// Sends the requests on a fixed schedule, `per_sec` a second, with at most
+/// [`IN_FLIGHT`] outstanding: an open loop, where [`requests`] is a closed
+/// one. Each latency counts from the request's scheduled time, not from when
+/// it went out, so a stall delays the clock of every request behind it
+/// (no coordinated omission); the rate is of replies.
+pub async fn requests_at_rate(
+    client: &async_nats::Client,
+    subject: &'static str,
+    bodies: impl IntoIterator<Item = Vec<u8>>,
+    per_sec: f64,
+) -> Measured {
+    drive(client, subject, bodies, false, Some(per_sec)).await
 }
 
 /// The part of a reply the load generator checks; the rest is skipped.
@@ -115,21 +129,28 @@ async fn drive(
     subject: &'static str,
     bodies: impl IntoIterator<Item = Vec<u8>>,
     keep: bool,
+    per_sec: Option<f64>,
 ) -> Measured {
     use futures_util::stream::{FuturesUnordered, StreamExt};
     let mut results = Vec::new();
     let mut latencies = Vec::new();
     let mut inflight = FuturesUnordered::new();
-    let mut bodies = bodies.into_iter().enumerate();
+    let mut bodies = bodies.into_iter().enumerate().peekable();
     let start = Instant::now();
+    let due = |i: usize| per_sec.map(|r| start + Duration::from_secs_f64(i as f64 / r));
     loop {
         while inflight.len() < IN_FLIGHT {
-            let Some((i, body)) = bodies.next() else {
+            let Some(&(i, _)) = bodies.peek() else {
                 break;
             };
+            let scheduled = due(i);
+            if scheduled.is_some_and(|at| at > Instant::now()) {
+                break;
+            }
+            let (i, body) = bodies.next().expect("peeked");
             let c = client.clone();
             inflight.push(async move {
-                let t = Instant::now();
+                let t = scheduled.unwrap_or_else(Instant::now);
                 let reply = c.request(subject, body.into()).await.expect("reply");
                 if !keep {
                     // The load generator shares the cores with the server:
@@ -153,7 +174,21 @@ async fn drive(
                 (i, result, t.elapsed())
             });
         }
-        let Some((i, result, latency)) = inflight.next().await else {
+        let next_due = bodies.peek().and_then(|&(i, _)| due(i));
+        let done = match next_due {
+            // Not yet due, or held back by the cap: wake for whichever
+            // comes first, a reply or the next send.
+            Some(at) if inflight.is_empty() => {
+                tokio::time::sleep_until(at.into()).await;
+                continue;
+            }
+            Some(at) if inflight.len() < IN_FLIGHT => tokio::select! {
+                done = inflight.next() => done,
+                () = tokio::time::sleep_until(at.into()) => continue,
+            },
+            _ => inflight.next().await,
+        };
+        let Some((i, result, latency)) = done else {
             break;
         };
         if keep {

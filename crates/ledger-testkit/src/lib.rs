@@ -17,6 +17,9 @@
 //! installs it), then as `nats-server` on `PATH`. Run
 //! `bash scripts/install-nats.sh` once to get one.
 //!
+//! The server runs with Go's `GOGC` at [`NATS_GOGC`] unless the environment
+//! sets one, as the project deploys it (README, "Tuning nats-server").
+//!
 //! This crate is meant for Unix-like systems (it signals processes).
 
 #![warn(missing_docs)]
@@ -37,6 +40,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tempfile::TempDir;
+
+/// Go's `GOGC` for nats-server, as `scripts/up.sh` and docker-compose.yml
+/// set it: the stream keeps an index entry per subject (one per token and
+/// event type), and with Go's default of 100 each collection of that heap
+/// took most of a core for tens of milliseconds, the largest source of the
+/// ledger's p99 on two shared cores (BENCHMARKS.md, 2026-11-25, fifth).
+pub const NATS_GOGC: &str = "800";
 
 /// Name of the environment variable that, when set, gives the path of the
 /// `nats-server` binary to run. It takes precedence over every other lookup.
@@ -502,6 +512,11 @@ fn spawn_until_ready(
     let stderr = log.try_clone()?;
 
     let mut command = Command::new(binary);
+    if std::env::var_os("GOGC").is_none() {
+        // As `scripts/up.sh` and docker-compose.yml run it, so that the
+        // benchmarks measure the deployed setting (GOGC=100 is a run away).
+        command.env("GOGC", NATS_GOGC);
+    }
     let config = store_dir.join(CONFIG_FILE_NAME);
     if config.exists() {
         command.arg("-c").arg(&config);

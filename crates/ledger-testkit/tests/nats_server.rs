@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
-use ledger_testkit::{wait_for, NatsServer, LOG_FILE_NAME};
+use ledger_testkit::{wait_for, NatsServer, LOG_FILE_NAME, NATS_GOGC};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -209,4 +209,18 @@ fn drop_kills_the_server_and_removes_the_store() {
     drop(server);
     assert!(!store.exists(), "{} still exists", store.display());
     assert!(refuses_connections(port));
+}
+
+#[test]
+fn the_server_runs_with_the_deployed_gogc_unless_the_environment_sets_one() {
+    let server = NatsServer::start().unwrap();
+    let pid = server.pid().expect("running");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let gogc = environ
+        .split(|b| *b == 0)
+        .find_map(|var| var.strip_prefix(b"GOGC="))
+        .map(|v| String::from_utf8_lossy(v).into_owned());
+    // A GOGC in the test's own environment is passed through untouched.
+    let expected = std::env::var("GOGC").unwrap_or_else(|_| NATS_GOGC.to_owned());
+    assert_eq!(gogc.as_deref(), Some(expected.as_str()));
 }
