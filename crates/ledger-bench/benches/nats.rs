@@ -122,15 +122,7 @@ fn main() {
         // ledger plus the load generator), which together bound the rate
         // on two cores.
         let served = Served::start(nats.url()).await;
-        let bodies = (0..n).map(|i| {
-            serde_json::to_vec(&json!({
-                "commandId": Uuid::new_v4().to_string(),
-                "workspaceId": "bench",
-                "actor": {"agentId": "bench", "agentType": "service"},
-                "name": format!("token-{i}"),
-            }))
-            .unwrap()
-        });
+        let bodies = (0..n).map(|i| issue_body(format!("token-{i}")));
         let at = cpu.now();
         let m = requests(&client, "tokens.cmd.bench.issue_client_token", bodies).await;
         println!("| tokenledger issue_client_token over NATS (durable; each reply carries a freshly signed EdDSA tokenStr) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
@@ -142,16 +134,10 @@ fn main() {
             .iter()
             .map(|e| e.envelope().unwrap().token_id)
             .collect();
-        let bodies = issued.iter().enumerate().map(|(i, token)| {
-            serde_json::to_vec(&json!({
-                "commandId": Uuid::new_v4().to_string(),
-                "workspaceId": "bench",
-                "actor": {"agentId": "bench", "agentType": "service"},
-                "tokenId": token.to_string(),
-                "name": format!("renamed-{i}"),
-            }))
-            .unwrap()
-        });
+        let bodies = issued
+            .iter()
+            .enumerate()
+            .map(|(i, token)| rename_body(token, format!("renamed-{i}")));
         let at = cpu.now();
         let m = requests(&client, "tokens.cmd.bench.update_client_token", bodies).await;
         println!("| tokenledger update_client_token over NATS (durable; a rename: no signature, no secret) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
@@ -159,28 +145,14 @@ fn main() {
         // fast as 256 in flight allow: the latency a service sees at 25k/s,
         // counted from each request's scheduled time. A rate the machine
         // cannot sustain shows as a latency that grows with the run.
-        let bodies = issued.iter().enumerate().map(|(i, token)| {
-            serde_json::to_vec(&json!({
-                "commandId": Uuid::new_v4().to_string(),
-                "workspaceId": "bench",
-                "actor": {"agentId": "bench", "agentType": "service"},
-                "tokenId": token.to_string(),
-                "name": format!("offered-{i}"),
-            }))
-            .unwrap()
-        });
+        let bodies = issued
+            .iter()
+            .enumerate()
+            .map(|(i, token)| rename_body(token, format!("offered-{i}")));
         let at = cpu.now();
         let m = requests_at_rate(&client, "tokens.cmd.bench.update_client_token", bodies, OFFERED).await;
         println!("| tokenledger update_client_token over NATS, offered {OFFERED:.0}/s (open loop, at most {IN_FLIGHT} in flight; latency from the scheduled send) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
-        let bodies = (0..n).map(|i| {
-            serde_json::to_vec(&json!({
-                "commandId": Uuid::new_v4().to_string(),
-                "workspaceId": "bench",
-                "actor": {"agentId": "bench", "agentType": "service"},
-                "name": format!("issued-at-rate-{i}"),
-            }))
-            .unwrap()
-        });
+        let bodies = (0..n).map(|i| issue_body(format!("issued-at-rate-{i}")));
         let at = cpu.now();
         let m = requests_at_rate(&client, "tokens.cmd.bench.issue_client_token", bodies, OFFERED).await;
         println!("| tokenledger issue_client_token over NATS, offered {OFFERED:.0}/s (open loop, as above) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
@@ -213,6 +185,29 @@ fn main() {
         );
         served.stop().await;
     });
+}
+
+/// An `issue_client_token` request body for a token named `name`.
+fn issue_body(name: String) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "commandId": Uuid::new_v4().to_string(),
+        "workspaceId": "bench",
+        "actor": {"agentId": "bench", "agentType": "service"},
+        "name": name,
+    }))
+    .unwrap()
+}
+
+/// An `update_client_token` request body renaming `token` to `name`.
+fn rename_body(token: &Uuid, name: String) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "commandId": Uuid::new_v4().to_string(),
+        "workspaceId": "bench",
+        "actor": {"agentId": "bench", "agentType": "service"},
+        "tokenId": token.to_string(),
+        "name": name,
+    }))
+    .unwrap()
 }
 
 /// Publishes `n` messages made by `message(i)` through JetStream, with at
