@@ -156,6 +156,35 @@ mod tests {
     }
 
     #[test]
+    fn a_group_of_keys_lands_in_freed_and_new_slots_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("datakeys.bin");
+        let first: Vec<(Uuid, Vec<u8>)> = (0..5u8)
+            .map(|i| (Uuid::new_v4(), vec![i + 1; 40]))
+            .collect();
+        let mut keys = DataKeys::open(&path).unwrap();
+        keys.add(&first).unwrap();
+        // Slots 1 and 3 free: the next group fills them and appends the rest.
+        keys.shred(&[first[1].0, first[3].0]).unwrap();
+        let second: Vec<(Uuid, Vec<u8>)> = (0..4u8)
+            .map(|i| (Uuid::new_v4(), vec![i + 10; 60]))
+            .collect();
+        keys.add(&second).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            7 * SLOT_BYTES as u64
+        );
+        let reopened = DataKeys::open(&path).unwrap();
+        for keys in [&keys, &reopened] {
+            for (token, wrapped) in first.iter().chain(&second) {
+                let shredded = *token == first[1].0 || *token == first[3].0;
+                let expected = (!shredded).then(|| wrapped.clone());
+                assert_eq!(keys.get(token).unwrap(), expected, "{token}");
+            }
+        }
+    }
+
+    #[test]
     fn a_torn_append_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("datakeys.bin");
