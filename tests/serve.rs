@@ -38,6 +38,18 @@ fn serve(data: &Path, url: &str) -> Reaped {
     )
 }
 
+/// The data dir a stopped server left, opened with its master key.
+fn open_store(data: &Path) -> Store {
+    Store::open(
+        data,
+        StoreConfig {
+            master_key: Some(MasterKey::from_hex(MASTER_HEX).unwrap()),
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap()
+}
+
 async fn ready(client: &async_nats::Client) -> bool {
     wait_for_async(DEADLINE, || async {
         matches!(
@@ -155,14 +167,7 @@ async fn kill_9_under_load_then_restart_loses_nothing_and_publishes_once() {
     assert!(status.success(), "SIGTERM must exit cleanly: {status}");
 
     let log = tokio::task::spawn_blocking(move || {
-        let store = Store::open(
-            &data,
-            StoreConfig {
-                master_key: Some(MasterKey::from_hex(MASTER_HEX).unwrap()),
-                ..StoreConfig::default()
-            },
-        )
-        .unwrap();
+        let store = open_store(&data);
         let log: Vec<_> = store.iter_from(1).map(|e| e.unwrap()).collect();
         store.shutdown().unwrap();
         log
@@ -369,14 +374,7 @@ async fn sigterm_with_nats_gone_stops_at_once_and_keeps_the_log() {
     assert!(log.contains("NATS is unreachable"), "{log}");
     let head: u64 = acked.values().flatten().copied().max().unwrap();
     let on_disk = tokio::task::spawn_blocking(move || {
-        let store = Store::open(
-            &data,
-            StoreConfig {
-                master_key: Some(MasterKey::from_hex(MASTER_HEX).unwrap()),
-                ..StoreConfig::default()
-            },
-        )
-        .unwrap();
+        let store = open_store(&data);
         let head = store.head_position();
         store.shutdown().unwrap();
         head

@@ -302,7 +302,7 @@ impl Observer for Recovery {
         for token in state.tokens().filter(|t| !t.purged) {
             match &token.body {
                 TokenBody::Client { jwt, .. } if token.revoked.is_none() => {
-                    self.live.clients.push((token.id, jwt.kid.clone()));
+                    self.live.client_kids.push(jwt.kid.clone());
                 }
                 TokenBody::Access { .. } => self.live.access.push(token.id),
                 TokenBody::Client { .. } => {}
@@ -311,11 +311,11 @@ impl Observer for Recovery {
     }
 }
 
-/// The tokens whose keys matter: live client tokens with their signing
-/// key, and access tokens not purged (whose secrets are sealed).
+/// The tokens whose keys matter: the signing key of each live client
+/// token, and the access tokens not purged (whose secrets are sealed).
 #[derive(Default)]
 struct Live {
-    clients: Vec<(Uuid, String)>,
+    client_kids: Vec<String>,
     access: Vec<Uuid>,
 }
 
@@ -337,9 +337,8 @@ impl Live {
             .map(|k| k.kid)
             .collect();
         let unverifiable: Vec<&String> = self
-            .clients
+            .client_kids
             .iter()
-            .map(|(_, kid)| kid)
             .filter(|kid| !kids.contains(*kid))
             .collect();
         Lost {
