@@ -10,6 +10,11 @@
 //! Each row also gives the CPU time per command of nats-server and of this
 //! process (the ledger plus the load generator): on two cores, their sum
 //! bounds the rate at 2 s / (sum) whatever the ledger's latency.
+//!
+//! `NATS_BENCH_ONLY=<text>` runs only the rows whose key contains the text
+//! (`echo`, `jetstream`, `issue`, `update`, `offered`, `register`), for
+//! profiling one of them; the update and offered rows need tokens, so they
+//! run the issue row too.
 
 /// The allocator the `tokenledger` binary uses, so figures match it.
 #[global_allocator]
@@ -44,6 +49,8 @@ fn main() {
         println!("| --- | --- |");
 
         // Ceiling 1: a trivial echo responder.
+        let cpu = Cpu::new(nats.pid().expect("nats-server runs"));
+        if wanted("echo") {
         let mut echo = client.subscribe("bench.echo").await.unwrap();
         let responder = client.clone();
         let echo_task = tokio::spawn(async move {
@@ -53,7 +60,6 @@ fn main() {
                 }
             }
         });
-        let cpu = Cpu::new(nats.pid().expect("nats-server runs"));
         let at = cpu.now();
         let m = requests(&client, "bench.echo", (0..n).map(|_| b"{}".to_vec())).await;
         println!(
@@ -64,6 +70,8 @@ fn main() {
             cpu.per_op(at, n)
         );
         echo_task.abort();
+        }
+        if wanted("jetstream") {
 
         // Ceiling 2: JetStream publish with ack, message id, window of 512.
         let js = jetstream::new(client.clone());
@@ -116,13 +124,18 @@ fn main() {
             rate(n as u64, start.elapsed()),
             cpu.per_op(at, n)
         );
+        }
 
         // The ledger: durable commands over NATS. Each row also gives the
         // CPU time per command of nats-server and of this process (the
         // ledger plus the load generator), which together bound the rate
         // on two cores.
         let served = Served::start(nats.url()).await;
-        let bodies = (0..n).map(|i| issue_body(format!("token-{i}")));
+        if wanted("issue") || wanted("update") || wanted("offered") {
+        // Bodies are built before the clock starts, as a load generator's
+        // payloads are: building one costs a few µs of the cores the ledger
+        // is measured on.
+        let bodies: Vec<_> = (0..n).map(|i| issue_body(format!("token-{i}"))).collect();
         let at = cpu.now();
         let m = requests(&client, "tokens.cmd.bench.issue_client_token", bodies).await;
         println!("| tokenledger issue_client_token over NATS (durable; each reply carries a freshly signed EdDSA tokenStr) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
@@ -134,10 +147,12 @@ fn main() {
             .iter()
             .map(|e| e.envelope().unwrap().token_id)
             .collect();
+        if wanted("update") {
         let bodies = issued
             .iter()
             .enumerate()
-            .map(|(i, token)| rename_body(token, format!("renamed-{i}")));
+            .map(|(i, token)| rename_body(token, format!("renamed-{i}")))
+            .collect::<Vec<_>>();
         let at = cpu.now();
         let m = requests(&client, "tokens.cmd.bench.update_client_token", bodies).await;
         println!("| tokenledger update_client_token over NATS (durable; a rename: no signature, no secret) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
@@ -145,32 +160,43 @@ fn main() {
         // fast as 256 in flight allow: the latency a service sees at 25k/s,
         // counted from each request's scheduled time. A rate the machine
         // cannot sustain shows as a latency that grows with the run.
+        }
+        if wanted("offered") {
         let bodies = issued
             .iter()
             .enumerate()
-            .map(|(i, token)| rename_body(token, format!("offered-{i}")));
+            .map(|(i, token)| rename_body(token, format!("offered-{i}")))
+            .collect::<Vec<_>>();
         let at = cpu.now();
         let m = requests_at_rate(&client, "tokens.cmd.bench.update_client_token", bodies, OFFERED).await;
         println!("| tokenledger update_client_token over NATS, offered {OFFERED:.0}/s (open loop, at most {IN_FLIGHT} in flight; latency from the scheduled send) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
-        let bodies = (0..n).map(|i| issue_body(format!("issued-at-rate-{i}")));
+        let bodies: Vec<_> = (0..n)
+            .map(|i| issue_body(format!("issued-at-rate-{i}")))
+            .collect();
         let at = cpu.now();
         let m = requests_at_rate(&client, "tokens.cmd.bench.issue_client_token", bodies, OFFERED).await;
         println!("| tokenledger issue_client_token over NATS, offered {OFFERED:.0}/s (open loop, as above) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
-        let bodies = (0..n).map(|i| {
-            serde_json::to_vec(&json!({
-                "commandId": Uuid::new_v4().to_string(),
-                "workspaceId": "bench",
-                "actor": {"agentId": "bench", "agentType": "service"},
-                "user": {"id": Uuid::new_v4().to_string()},
-                "provider": "google",
-                "accountName": format!("user-{i}@example.com"),
-                "accessToken": format!("ya29.secret-{i}"),
-            }))
-            .unwrap()
-        });
+        }
+        }
+        if wanted("register") {
+        let bodies: Vec<_> = (0..n)
+            .map(|i| {
+                serde_json::to_vec(&json!({
+                    "commandId": Uuid::new_v4().to_string(),
+                    "workspaceId": "bench",
+                    "actor": {"agentId": "bench", "agentType": "service"},
+                    "user": {"id": Uuid::new_v4().to_string()},
+                    "provider": "google",
+                    "accountName": format!("user-{i}@example.com"),
+                    "accessToken": format!("ya29.secret-{i}"),
+                }))
+                .unwrap()
+            })
+            .collect();
         let at = cpu.now();
         let m = requests(&client, "tokens.cmd.bench.register_access_token", bodies).await;
         println!("| tokenledger register_access_token over NATS (durable; secret sealed, no signature) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
+        }
         let start = Instant::now();
         let head = served.store.head_position();
         assert!(
@@ -185,6 +211,11 @@ fn main() {
         );
         served.stop().await;
     });
+}
+
+/// Whether `NATS_BENCH_ONLY` (unset: everything) selects the row `key`.
+fn wanted(key: &str) -> bool {
+    std::env::var("NATS_BENCH_ONLY").map_or(true, |only| key.contains(&only))
 }
 
 /// An `issue_client_token` request body for a token named `name`.
