@@ -51,79 +51,79 @@ fn main() {
         // Ceiling 1: a trivial echo responder.
         let cpu = Cpu::new(nats.pid().expect("nats-server runs"));
         if wanted("echo") {
-        let mut echo = client.subscribe("bench.echo").await.unwrap();
-        let responder = client.clone();
-        let echo_task = tokio::spawn(async move {
-            while let Some(m) = echo.next().await {
-                if let Some(reply) = m.reply {
-                    responder.publish(reply, m.payload).await.unwrap();
+            let mut echo = client.subscribe("bench.echo").await.unwrap();
+            let responder = client.clone();
+            let echo_task = tokio::spawn(async move {
+                while let Some(m) = echo.next().await {
+                    if let Some(reply) = m.reply {
+                        responder.publish(reply, m.payload).await.unwrap();
+                    }
                 }
-            }
-        });
-        let at = cpu.now();
-        let m = requests(&client, "bench.echo", (0..n).map(|_| b"{}".to_vec())).await;
-        println!(
-            "| core NATS request/reply echo | {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms; {} |",
-            m.rate,
-            m.p50_ms,
-            m.p99_ms,
-            cpu.per_op(at, n)
-        );
-        echo_task.abort();
+            });
+            let at = cpu.now();
+            let m = requests(&client, "bench.echo", (0..n).map(|_| b"{}".to_vec())).await;
+            println!(
+                "| core NATS request/reply echo | {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms; {} |",
+                m.rate,
+                m.p50_ms,
+                m.p99_ms,
+                cpu.per_op(at, n)
+            );
+            echo_task.abort();
         }
         if wanted("jetstream") {
 
-        // Ceiling 2: JetStream publish with ack, message id, window of 512.
-        let js = jetstream::new(client.clone());
-        js.create_stream(jetstream::stream::Config {
-            name: "BENCH".into(),
-            subjects: vec!["bench.js".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let body = vec![b'x'; 700];
-        let at = cpu.now();
-        let start = Instant::now();
-        publish_windowed(&js, n, |i| {
-            let msg = jetstream::message::PublishMessage::build()
-                .payload(body.clone().into())
-                .message_id(i.to_string());
-            ("bench.js".to_owned(), msg)
-        })
-        .await;
-        println!(
-            "| JetStream publish with ack + Nats-Msg-Id, window 512, 700 B | {:.0} msg/s; {} |",
-            rate(n as u64, start.elapsed()),
-            cpu.per_op(at, n)
-        );
+            // Ceiling 2: JetStream publish with ack, message id, window of 512.
+            let js = jetstream::new(client.clone());
+            js.create_stream(jetstream::stream::Config {
+                name: "BENCH".into(),
+                subjects: vec!["bench.js".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let body = vec![b'x'; 700];
+            let at = cpu.now();
+            let start = Instant::now();
+            publish_windowed(&js, n, |i| {
+                let msg = jetstream::message::PublishMessage::build()
+                    .payload(body.clone().into())
+                    .message_id(i.to_string());
+                ("bench.js".to_owned(), msg)
+            })
+            .await;
+            println!(
+                "| JetStream publish with ack + Nats-Msg-Id, window 512, 700 B | {:.0} msg/s; {} |",
+                rate(n as u64, start.elapsed()),
+                cpu.per_op(at, n)
+            );
 
-        // Ceiling 3: the same, published as the ledger does: a subject per
-        // token (`tokens.evt.{ws}.{token}.{type}`: every message a new
-        // subject the stream indexes) and the expected last sequence.
-        js.create_stream(jetstream::stream::Config {
-            name: "BENCH_SUBJECTS".into(),
-            subjects: vec!["bench.evt.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let at = cpu.now();
-        let start = Instant::now();
-        publish_windowed(&js, n, |i| {
-            let msg = jetstream::message::PublishMessage::build()
-                .payload(body.clone().into())
-                .message_id(Uuid::now_v7().to_string())
-                .expected_last_sequence(i as u64);
-            let subject = format!("bench.evt.bench.{}.client_token_issued", Uuid::new_v4());
-            (subject, msg)
-        })
-        .await;
-        println!(
-            "| JetStream publish as the ledger does: a new subject per message, expected last sequence, window 512, 700 B | {:.0} msg/s; {} |",
-            rate(n as u64, start.elapsed()),
-            cpu.per_op(at, n)
-        );
+            // Ceiling 3: the same, published as the ledger does: a subject per
+            // token (`tokens.evt.{ws}.{token}.{type}`: every message a new
+            // subject the stream indexes) and the expected last sequence.
+            js.create_stream(jetstream::stream::Config {
+                name: "BENCH_SUBJECTS".into(),
+                subjects: vec!["bench.evt.>".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            let at = cpu.now();
+            let start = Instant::now();
+            publish_windowed(&js, n, |i| {
+                let msg = jetstream::message::PublishMessage::build()
+                    .payload(body.clone().into())
+                    .message_id(Uuid::now_v7().to_string())
+                    .expected_last_sequence(i as u64);
+                let subject = format!("bench.evt.bench.{}.client_token_issued", Uuid::new_v4());
+                (subject, msg)
+            })
+            .await;
+            println!(
+                "| JetStream publish as the ledger does: a new subject per message, expected last sequence, window 512, 700 B | {:.0} msg/s; {} |",
+                rate(n as u64, start.elapsed()),
+                cpu.per_op(at, n)
+            );
         }
 
         // The ledger: durable commands over NATS. Each row also gives the
@@ -132,70 +132,71 @@ fn main() {
         // on two cores.
         let served = Served::start(nats.url()).await;
         if wanted("issue") || wanted("update") || wanted("offered") {
-        // Bodies are built before the clock starts, as a load generator's
-        // payloads are: building one costs a few µs of the cores the ledger
-        // is measured on.
-        let bodies: Vec<_> = (0..n).map(|i| issue_body(format!("token-{i}"))).collect();
-        let at = cpu.now();
-        let m = requests(&client, "tokens.cmd.bench.issue_client_token", bodies).await;
-        println!("| tokenledger issue_client_token over NATS (durable; each reply carries a freshly signed EdDSA tokenStr) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
-        // The tokens just issued, for the update row.
-        let issued: Vec<Uuid> = served
-            .store
-            .read_from(1, n)
-            .unwrap()
-            .iter()
-            .map(|e| e.envelope().unwrap().token_id)
-            .collect();
-        if wanted("update") {
-        let bodies = issued
-            .iter()
-            .enumerate()
-            .map(|(i, token)| rename_body(token, format!("renamed-{i}")))
-            .collect::<Vec<_>>();
-        let at = cpu.now();
-        let m = requests(&client, "tokens.cmd.bench.update_client_token", bodies).await;
-        println!("| tokenledger update_client_token over NATS (durable; a rename: no signature, no secret) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
-        // The same two commands offered at the target rate instead of as
-        // fast as 256 in flight allow: the latency a service sees at 25k/s,
-        // counted from each request's scheduled time. A rate the machine
-        // cannot sustain shows as a latency that grows with the run.
-        }
-        if wanted("offered") {
-        let bodies = issued
-            .iter()
-            .enumerate()
-            .map(|(i, token)| rename_body(token, format!("offered-{i}")))
-            .collect::<Vec<_>>();
-        let at = cpu.now();
-        let m = requests_at_rate(&client, "tokens.cmd.bench.update_client_token", bodies, OFFERED).await;
-        println!("| tokenledger update_client_token over NATS, offered {OFFERED:.0}/s (open loop, at most {IN_FLIGHT} in flight; latency from the scheduled send) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
-        let bodies: Vec<_> = (0..n)
-            .map(|i| issue_body(format!("issued-at-rate-{i}")))
-            .collect();
-        let at = cpu.now();
-        let m = requests_at_rate(&client, "tokens.cmd.bench.issue_client_token", bodies, OFFERED).await;
-        println!("| tokenledger issue_client_token over NATS, offered {OFFERED:.0}/s (open loop, as above) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
-        }
+            // Bodies are built before the clock starts, as a load generator's
+            // payloads are: building one costs a few µs of the cores the ledger
+            // is measured on.
+            let bodies: Vec<_> = (0..n).map(|i| issue_body(format!("token-{i}"))).collect();
+            let at = cpu.now();
+            let m = requests(&client, "tokens.cmd.bench.issue_client_token", bodies).await;
+            println!("| tokenledger issue_client_token over NATS (durable; each reply carries a freshly signed EdDSA tokenStr) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
+            // The tokens just issued, for the update row.
+            let issued: Vec<Uuid> = served
+                .store
+                .read_from(1, n)
+                .unwrap()
+                .iter()
+                .map(|e| e.envelope().unwrap().token_id)
+                .collect();
+            if wanted("update") {
+                let bodies = issued
+                    .iter()
+                    .enumerate()
+                    .map(|(i, token)| rename_body(token, format!("renamed-{i}")))
+                    .collect::<Vec<_>>();
+                let at = cpu.now();
+                let m = requests(&client, "tokens.cmd.bench.update_client_token", bodies).await;
+                println!("| tokenledger update_client_token over NATS (durable; a rename: no signature, no secret) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
+            }
+            if wanted("offered") {
+                // The same two commands offered at the target rate instead of
+                // as fast as 256 in flight allow: the latency a service sees at
+                // 25k/s, counted from each request's scheduled time. A rate the
+                // machine cannot sustain shows as a latency that grows with the
+                // run.
+                let bodies = issued
+                    .iter()
+                    .enumerate()
+                    .map(|(i, token)| rename_body(token, format!("offered-{i}")))
+                    .collect::<Vec<_>>();
+                let at = cpu.now();
+                let m = requests_at_rate(&client, "tokens.cmd.bench.update_client_token", bodies, OFFERED).await;
+                println!("| tokenledger update_client_token over NATS, offered {OFFERED:.0}/s (open loop, at most {IN_FLIGHT} in flight; latency from the scheduled send) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
+                let bodies: Vec<_> = (0..n)
+                    .map(|i| issue_body(format!("issued-at-rate-{i}")))
+                    .collect();
+                let at = cpu.now();
+                let m = requests_at_rate(&client, "tokens.cmd.bench.issue_client_token", bodies, OFFERED).await;
+                println!("| tokenledger issue_client_token over NATS, offered {OFFERED:.0}/s (open loop, as above) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
+            }
         }
         if wanted("register") {
-        let bodies: Vec<_> = (0..n)
-            .map(|i| {
-                serde_json::to_vec(&json!({
-                    "commandId": Uuid::new_v4().to_string(),
-                    "workspaceId": "bench",
-                    "actor": {"agentId": "bench", "agentType": "service"},
-                    "user": {"id": Uuid::new_v4().to_string()},
-                    "provider": "google",
-                    "accountName": format!("user-{i}@example.com"),
-                    "accessToken": format!("ya29.secret-{i}"),
-                }))
-                .unwrap()
-            })
-            .collect();
-        let at = cpu.now();
-        let m = requests(&client, "tokens.cmd.bench.register_access_token", bodies).await;
-        println!("| tokenledger register_access_token over NATS (durable; secret sealed, no signature) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
+            let bodies: Vec<_> = (0..n)
+                .map(|i| {
+                    serde_json::to_vec(&json!({
+                        "commandId": Uuid::new_v4().to_string(),
+                        "workspaceId": "bench",
+                        "actor": {"agentId": "bench", "agentType": "service"},
+                        "user": {"id": Uuid::new_v4().to_string()},
+                        "provider": "google",
+                        "accountName": format!("user-{i}@example.com"),
+                        "accessToken": format!("ya29.secret-{i}"),
+                    }))
+                    .unwrap()
+                })
+                .collect();
+            let at = cpu.now();
+            let m = requests(&client, "tokens.cmd.bench.register_access_token", bodies).await;
+            println!("| tokenledger register_access_token over NATS (durable; secret sealed, no signature) | {:.0} commands/s, p50 {:.1} ms, p99 {:.1} ms; {} |", m.rate, m.p50_ms, m.p99_ms, cpu.per_op(at, n));
         }
         let start = Instant::now();
         let head = served.store.head_position();

@@ -115,7 +115,9 @@ struct RingKey {
     /// doubles the cost of each signature. AWS-LC's, not dalek's: an issue's
     /// reply carries a fresh signature, and AWS-LC signs in about 9 µs here
     /// where ed25519-dalek takes 18 (Ed25519 is deterministic, so both give
-    /// the same bytes; a test holds them equal).
+    /// the same bytes; a test holds them equal). AWS-LC keeps the key in its
+    /// own memory and wipes it when freeing it (`OPENSSL_free` cleanses),
+    /// as dalek's zeroizes on drop.
     ed_signer: Option<Ed25519KeyPair>,
     encoding: EncodingKey,
     decoding: DecodingKey,
