@@ -435,6 +435,22 @@ fn access_tokens_keep_secrets_out_of_output() {
     assert!(ids(&cli.json(&["list", "--kind", "client"])).is_empty());
     let human = cli.run(&["get", &id]);
     assert!(human.stdout.contains("john@example.com") && !human.stdout.contains(secret));
+
+    // Only an explicit --reveal shows them: the current access token (the
+    // refresh above), and the refresh token it kept.
+    let v = cli.json(&["get", &id, "--reveal"]);
+    assert_eq!(
+        (
+            v["token"]["accessToken"].as_str(),
+            v["token"]["refreshToken"].as_str()
+        ),
+        (Some("new-access-secret"), Some(refresh))
+    );
+    assert_eq!(v["token"]["version"], 3);
+    let human = cli.run(&["get", &id, "--reveal"]);
+    assert!(human.stdout.contains("new-access-secret") && human.stdout.contains(refresh));
+    let e = cli.fails(2, &["get", &id, "--reveal", "--actor", "nobody"]);
+    assert_eq!(e["field"], "actor");
 }
 
 #[test]

@@ -128,6 +128,12 @@ impl Stack {
 
     /// With `Some(file)`, the server logs everything (`RUST_LOG=trace`) to it.
     fn start_logging(log: Option<&std::path::Path>) -> Stack {
+        Stack::start_logging_at(log.map(|file| (file, Some("trace"))))
+    }
+
+    /// With `Some((file, level))`, the server logs to the file, filtered by
+    /// `RUST_LOG=level` (`None`: its default filter).
+    fn start_logging_at(log: Option<(&std::path::Path, Option<&str>)>) -> Stack {
         let nats = NatsServer::start().expect("nats-server (run scripts/install-nats.sh)");
         let data = tempfile::tempdir().unwrap();
         let mut serve = Command::new(BIN);
@@ -140,10 +146,11 @@ impl Stack {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        if let Some(log) = log {
-            serve
-                .env("RUST_LOG", "trace")
-                .stderr(std::fs::File::create(log).unwrap());
+        if let Some((log, level)) = log {
+            serve.stderr(std::fs::File::create(log).unwrap());
+            if let Some(level) = level {
+                serve.env("RUST_LOG", level);
+            }
         }
         let serve = serve.spawn().expect("spawn tokenledger serve");
         let stack = Stack {
@@ -443,6 +450,14 @@ fn trace_logs_carry_no_secret_and_no_token_string() {
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains(secret), "the CLI traced the secret");
+    // A reveal carries the secret in its reply, and must not log it either.
+    let access = id_of(&run.json());
+    let run = traced(&["--json", "get", &access, "--reveal"], None);
+    assert_eq!(run.json()["token"]["accessToken"], secret);
+    assert!(
+        !run.stderr.contains(secret),
+        "the CLI traced the revealed secret"
+    );
     let run = traced(&["--json", "issue", "--name", "traced"], None);
     let token_str = run.json()["token"]["tokenStr"]
         .as_str()
@@ -460,6 +475,94 @@ fn trace_logs_carry_no_secret_and_no_token_string() {
     );
     assert!(!server.contains(secret), "the server traced the secret");
     assert!(!server.contains(&token_str), "the server traced the string");
+}
+
+#[test]
+fn reveal_shows_live_secrets_as_on_the_data_dir_and_leaves_an_audit_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    // The server's default filter: the audit record must be in it unasked.
+    let stack = Stack::start_logging_at(Some((&log, None)));
+    let remote = stack.cli();
+    let local = Cli::local();
+    let secret = "ya29.reveal-secret-7";
+    let user = uuid::Uuid::new_v4().to_string();
+    let mut revealed_ids = Vec::new();
+    for cli in [&remote, &local] {
+        let run = Run::from(
+            cli.command()
+                .args([
+                    "--json",
+                    "register",
+                    "--user",
+                    &user,
+                    "--provider",
+                    "google",
+                ])
+                .args(["--account", "r@example.com"])
+                .env("TOKENLEDGER_ACCESS_TOKEN", secret)
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let access = id_of(&run.json());
+        let issued = cli.json(&["issue", "--name", "shown"]);
+        let minted = issued["token"]["tokenStr"].clone();
+        assert!(minted.is_string(), "{issued}");
+
+        // Plain get: fingerprints only.
+        let plain = cli.json(&["get", &access]);
+        assert!(plain["token"]["accessToken"].is_null(), "{plain}");
+        // --reveal: the plaintext, in JSON and in the table.
+        let v = cli.json(&["get", &access, "--reveal", "--actor", "service:billing"]);
+        assert_eq!(v["token"]["accessToken"], secret, "{v}");
+        assert_eq!(v["token"]["version"], 1);
+        let human = cli.run(&["get", &access, "--reveal"]);
+        assert!(human.stdout.contains(secret), "{}", human.stdout);
+        let v = cli.json(&["get", "--name", "SHOWN", "--reveal"]);
+        assert_eq!(v["token"]["tokenStr"], minted);
+        // --show-token-str: the current string, over NATS as on the data dir.
+        let v = cli.json(&["get", "--name", "shown", "--show-token-str"]);
+        assert_eq!(v["token"]["tokenStr"], minted);
+        let v = cli.json(&["get", &access, "--show-token-str"]);
+        assert!(v["token"]["accessToken"].is_null(), "{v}");
+
+        // Refusals: a point in the past, a trashed or revoked token.
+        let run = cli.run(&["get", &access, "--reveal", "--as-of-version", "1"]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        cli.json(&["trash", &access]);
+        let e = cli.fails(1, &["get", &access, "--reveal"]);
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("trashed"), Some("tokenId"))
+        );
+        assert!(!e.to_string().contains(secret));
+        let shown = id_of(&issued);
+        cli.json(&["revoke", &shown]);
+        let e = cli.fails(1, &["get", &shown, "--reveal"]);
+        assert_eq!(e["code"], "revoked");
+        revealed_ids.push(access);
+    }
+    remote.assert_no_local_data();
+    // The server recorded who read the secret, and not the secret.
+    let remote_id = &revealed_ids[0];
+    let audit = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("token secrets revealed"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(DEADLINE, || audit()
+            .iter()
+            .any(|l| l.contains(remote_id.as_str()) && l.contains("billing"))),
+        "no audit record of the reveal: {:?}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    let server_log = std::fs::read_to_string(&log).unwrap();
+    assert!(!server_log.contains(secret), "the server logged the secret");
 }
 
 #[test]
@@ -514,8 +617,18 @@ fn refusals_and_invalid_input_over_nats_keep_codes_and_fields() {
         "{}",
         run.stderr
     );
-    // Only on the data dir.
-    let e = remote.fails(2, &["get", "--name", "taken", "--show-token-str"]);
+    // Only on the data dir: an earlier version's string.
+    let e = remote.fails(
+        2,
+        &[
+            "get",
+            "--name",
+            "taken",
+            "--show-token-str",
+            "--as-of-version",
+            "1",
+        ],
+    );
     assert_eq!(e["field"], "showTokenStr");
     let e = remote.fails(2, &["import", "-"]);
     assert_eq!(e["field"], "nats");

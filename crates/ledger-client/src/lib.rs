@@ -5,8 +5,8 @@
 //!   a [`CommandResult`] or a [`ClientError`]: [`ClientError::Rejected`]
 //!   carries the ledger's [`Rejection`] (code, message, `field`,
 //!   `currentVersion`), the other variants are transport trouble.
-//! * **Queries** on `tokens.query.{workspaceId}.{get|list|history}`:
-//!   [`Client::get`], [`Client::list`], [`Client::history`].
+//! * **Queries** on `tokens.query.{workspaceId}.{get|list|history|reveal}`:
+//!   [`Client::get`], [`Client::list`], [`Client::history`], [`Client::reveal`].
 //! * **Subscriptions** on the JetStream stream `TOKENS`: [`Client::subscribe`]
 //!   yields checked [`Envelope`]s in log order, each once, from any position
 //!   (see [`subscribe`]).
@@ -326,6 +326,27 @@ impl Client {
         let body = queries::GetQuery { by: &by, as_of };
         let got: Got = self
             .request(format!("tokens.query.{workspace}.get"), &body)
+            .await?;
+        Ok(got.token)
+    }
+
+    /// A live token's current view with its secrets in plaintext: a client
+    /// token's `token_str`, an access token's `access_token` and
+    /// `refresh_token`. The server logs who asked (this client's actor) and
+    /// for which token. A trashed token is `trashed`, a revoked one
+    /// `revoked`; an unknown or purged one `not_found`.
+    pub async fn reveal(&self, workspace: &str, by: GetBy) -> Result<TokenView, ClientError> {
+        check_workspace(workspace)?;
+        #[derive(Deserialize)]
+        struct Got {
+            token: TokenView,
+        }
+        let body = queries::RevealQuery {
+            by: &by,
+            actor: &self.actor,
+        };
+        let got: Got = self
+            .request(format!("tokens.query.{workspace}.reveal"), &body)
             .await?;
         Ok(got.token)
     }

@@ -1,4 +1,4 @@
-//! Query inputs and results: `tokens.query.{workspaceId}.{get|list|history}`.
+//! Query inputs and results: `tokens.query.{workspaceId}.{get|list|history|reveal}`.
 
 use ledger_core::{Timestamp, TokenKind, TokenView};
 use serde::{Deserialize, Serialize};
@@ -95,6 +95,15 @@ pub(crate) struct GetQuery<'a> {
     pub as_of: Option<AsOf>,
 }
 
+/// The body of a `reveal`: the lookup and who asks.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RevealQuery<'a> {
+    #[serde(flatten)]
+    pub by: &'a GetBy,
+    pub actor: &'a ledger_core::Agent,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +127,18 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&q).unwrap(),
             json!({"providedResourceId": "u"})
+        );
+        let actor = ledger_core::Agent {
+            agent_id: "svc".into(),
+            agent_type: ledger_core::AgentType::Service,
+        };
+        let q = RevealQuery {
+            by: &GetBy::Name("n".into()),
+            actor: &actor,
+        };
+        assert_eq!(
+            serde_json::to_value(&q).unwrap(),
+            json!({"name": "n", "actor": {"agentId": "svc", "agentType": "service"}})
         );
         let t = Timestamp::parse("2026-11-24T14:00:00.000Z").unwrap();
         assert_eq!(

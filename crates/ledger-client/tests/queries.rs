@@ -1,11 +1,11 @@
-//! Typed queries (`get`, `list`, `history`) against a real ledger server.
+//! Typed queries (`get`, `list`, `history`, `reveal`) against a real ledger server.
 
 mod common;
 
 use common::*;
 use ledger_client::{
-    AsOf, ErrorCode, GetBy, IssueClientToken, ListQuery, Patch, RegisterAccessToken, TokenKind,
-    TrashToken, Trashed, UpdateClientToken,
+    AsOf, ErrorCode, GetBy, IssueClientToken, ListQuery, Patch, PurgeToken, RefreshAccessToken,
+    RegisterAccessToken, RevokeToken, TokenKind, TrashToken, Trashed, UpdateClientToken,
 };
 use uuid::Uuid;
 
@@ -187,4 +187,171 @@ async fn get_list_and_history() {
         .await
         .unwrap_err();
     assert_eq!(err.rejection().unwrap().field.as_deref(), Some("limit"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reveal_hands_out_secrets_of_live_tokens_only() {
+    let env = Env::start().await;
+    let c = &env.client;
+    let issued = c
+        .issue_client_token(
+            WS,
+            IssueClientToken {
+                name: Some("svc".into()),
+                provided_resource_id: Some("p-1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .token
+        .unwrap();
+    let client = issued.token_id();
+    let minted = issued
+        .token_str
+        .clone()
+        .expect("the issue reply shows the string");
+    let user = Uuid::new_v4();
+    let access = c
+        .register_access_token(
+            WS,
+            RegisterAccessToken {
+                id: None,
+                user_id: user,
+                provider: "google".into(),
+                account_name: "u@example.com".into(),
+                access_token: "ya29.first".into(),
+                refresh_token: Some("1//refresh".into()),
+            },
+        )
+        .await
+        .unwrap()
+        .token
+        .unwrap()
+        .token_id();
+
+    // A client token: by id, name or provided id, the string its issue showed.
+    for by in [
+        GetBy::Id(client),
+        GetBy::Name("SVC".into()),
+        GetBy::ProvidedId("p-1".into()),
+    ] {
+        let view = c.reveal(WS, by).await.unwrap();
+        assert_eq!(view.token_id(), client);
+        assert_eq!(view.token_str.as_deref(), Some(minted.as_str()));
+        assert_eq!(view.expired, Some(false));
+    }
+    assert!(c.verify(&minted).await.unwrap().is_active());
+    // `get` never shows it.
+    assert!(c
+        .get(WS, GetBy::Id(client), None)
+        .await
+        .unwrap()
+        .token_str
+        .is_none());
+
+    // An access token: the current secrets, in plaintext, with the view they belong to.
+    let view = c.reveal(WS, GetBy::Id(access)).await.unwrap();
+    assert_eq!(
+        (view.access_token.as_deref(), view.refresh_token.as_deref()),
+        (Some("ya29.first"), Some("1//refresh"))
+    );
+    c.refresh_access_token(
+        WS,
+        RefreshAccessToken {
+            token_id: access,
+            access_token: "ya29.second".into(),
+            refresh_token: None,
+        },
+    )
+    .await
+    .unwrap();
+    let view = c.reveal(WS, GetBy::Id(access)).await.unwrap();
+    assert_eq!(
+        (
+            view.access_token.as_deref(),
+            view.refresh_token.as_deref(),
+            view.version
+        ),
+        (Some("ya29.second"), Some("1//refresh"), 2)
+    );
+    let plain = c.get(WS, GetBy::Id(access), None).await.unwrap();
+    assert_eq!((plain.access_token, plain.refresh_token), (None, None));
+
+    // Rejections: another workspace, unknown, no actor, unknown field, two lookups.
+    let code = |r: Result<ledger_client::TokenView, ledger_client::ClientError>| {
+        let e = r.unwrap_err();
+        let rejection = e.rejection().expect("a rejection").clone();
+        (rejection.code, rejection.field)
+    };
+    assert_eq!(
+        code(c.reveal("other", GetBy::Id(access)).await),
+        (ErrorCode::NotFound, Some("tokenId".into()))
+    );
+    assert_eq!(
+        code(c.reveal(WS, GetBy::Name("nope".into())).await),
+        (ErrorCode::NotFound, Some("name".into()))
+    );
+    let raw = |body: serde_json::Value| async move {
+        let reply = c
+            .nats()
+            .request(format!("tokens.query.{WS}.reveal"), body.to_string().into())
+            .await
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+    };
+    let no_actor = raw(serde_json::json!({ "tokenId": access.to_string() })).await;
+    assert_eq!(no_actor["error"]["code"], "invalid_input", "{no_actor}");
+    assert_eq!(no_actor["error"]["field"], "actor", "{no_actor}");
+    let actor = serde_json::json!({ "agentId": "svc", "agentType": "service" });
+    let extra = raw(serde_json::json!({ "tokenId": access.to_string(), "actor": actor, "asOf": {"version": 1} })).await;
+    assert_eq!(extra["error"]["field"], "asOf", "{extra}");
+    let two =
+        raw(serde_json::json!({ "tokenId": access.to_string(), "name": "svc", "actor": actor }))
+            .await;
+    assert_eq!(two["error"]["code"], "invalid_input", "{two}");
+    for bad in [&no_actor, &extra, &two] {
+        assert!(!bad.to_string().contains("ya29"), "{bad}");
+    }
+
+    // Trashed, revoked, purged: nothing.
+    c.trash_token(
+        WS,
+        TrashToken {
+            token_id: access,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(c.reveal(WS, GetBy::Id(access)).await).0,
+        ErrorCode::Trashed
+    );
+    c.revoke_token(
+        WS,
+        RevokeToken {
+            token_id: client,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(c.reveal(WS, GetBy::Name("svc".into())).await).0,
+        ErrorCode::Revoked
+    );
+    c.purge_token(
+        WS,
+        PurgeToken {
+            token_id: access,
+            force: false,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        code(c.reveal(WS, GetBy::Id(access)).await).0,
+        ErrorCode::NotFound
+    );
 }

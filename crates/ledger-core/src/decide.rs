@@ -606,3 +606,40 @@ impl<'a> Decider<'a> {
 pub fn names_collide(a: &str, b: &str) -> bool {
     fold(a) == fold(b)
 }
+
+/// The rule for handing out a token's secrets (a client token's string, an
+/// access token's provider tokens) on an explicit request: only a live
+/// token's, in its own workspace.
+///
+/// An unknown token, a purged one (its secrets are shredded) and one of
+/// another workspace are all `not_found`, so a caller learns nothing about
+/// other tenants. A revoked token is `revoked` and a trashed one `trashed`:
+/// both are inactive, and a secret handed out now would be put to use.
+/// An expired client token's string is still handed out: it verifies as
+/// inactive, and the view says `expired`.
+pub fn may_reveal<'a>(
+    token: Option<&'a TokenState>,
+    workspace_id: &str,
+) -> Result<&'a TokenState, Rejection> {
+    let Some(token) = token.filter(|t| !t.purged && t.workspace_id == workspace_id) else {
+        return Err(
+            Rejection::new(ErrorCode::NotFound, "no such token in this workspace")
+                .with_field("tokenId"),
+        );
+    };
+    if token.revoked.is_some() {
+        return Err(Rejection::new(
+            ErrorCode::Revoked,
+            "token was revoked: its secrets are no longer handed out",
+        )
+        .with_field("tokenId"));
+    }
+    if token.trash.is_some() {
+        return Err(Rejection::new(
+            ErrorCode::Trashed,
+            "token is in the trash: restore it to read its secrets",
+        )
+        .with_field("tokenId"));
+    }
+    Ok(token)
+}

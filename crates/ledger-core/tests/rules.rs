@@ -2264,3 +2264,43 @@ fn an_unassign_may_name_a_group_id_from_before_the_key_rules() {
         Some("permissionGroups[0].permissionGroupId")
     );
 }
+
+#[test]
+fn secrets_are_revealed_only_for_a_live_token_of_the_workspace() {
+    use ledger_core::decide::may_reveal;
+    let mut s = Scenario::new();
+    let (client, access) = two_kinds(&mut s);
+    for id in [client, access] {
+        let token = may_reveal(s.state.token(&id), WS).expect("a live token reveals");
+        assert_eq!(token.id, id);
+    }
+    fn code(s: &Scenario, id: Uuid, ws: &str) -> ledger_core::Rejection {
+        may_reveal(s.state.token(&id), ws).unwrap_err()
+    }
+    let other = code(&s, client, OTHER_WS);
+    assert_eq!(
+        (other.code, other.field.as_deref()),
+        (ErrorCode::NotFound, Some("tokenId"))
+    );
+    let unknown = may_reveal(None, WS).unwrap_err();
+    assert_eq!(unknown.code, ErrorCode::NotFound);
+
+    s.on("trash_token", access, json!({}))
+        .then_events(&[E::TokenTrashed]);
+    assert_eq!(code(&s, access, WS).code, ErrorCode::Trashed);
+    s.on("restore_token", access, json!({}))
+        .then_events(&[E::TokenRestored]);
+    assert!(may_reveal(s.state.token(&access), WS).is_ok());
+
+    s.on("revoke_token", client, json!({}))
+        .then_events(&[E::TokenRevoked]);
+    assert_eq!(code(&s, client, WS).code, ErrorCode::Revoked);
+    // Revoked and then trashed: revoked is what is final.
+    s.on("trash_token", client, json!({}))
+        .then_events(&[E::TokenTrashed]);
+    assert_eq!(code(&s, client, WS).code, ErrorCode::Revoked);
+
+    s.on("purge_token", access, json!({ "force": true }))
+        .then_events(&[E::TokenPurged]);
+    assert_eq!(code(&s, access, WS).code, ErrorCode::NotFound);
+}

@@ -4,7 +4,7 @@
 //!
 //! * the micro service `tokenledger` (`$SRV.PING/INFO/STATS.tokenledger`),
 //!   one endpoint per command on `tokens.cmd.*.{command}` and one per query
-//!   on `tokens.query.*.{get|list|history}`, all in the queue group
+//!   on `tokens.query.*.{get|list|history|reveal}`, all in the queue group
 //!   [`subjects::QUEUE_GROUP`], so instances share the load; two catch-alls
 //!   (`tokens.cmd.*.*`, `tokens.query.*.*`, in their own queue group, see
 //!   [`subjects::CATCH_ALL_QUEUE_GROUP`]) answer requests naming an unknown

@@ -1,11 +1,17 @@
-//! Queries over request/reply: `tokens.query.{workspaceId}.{get|list|history}`.
+//! Queries over request/reply: `tokens.query.{workspaceId}.{get|list|history|reveal}`.
+//!
+//! `reveal` is `get` with the token's secrets in plaintext (a client
+//! token's `tokenStr`, an access token's `accessToken` and `refreshToken`):
+//! the "explicit request" of PRODUCT.md. It has a subject of its own so that
+//! a NATS permission can grant `get` without it, and it names its `actor`,
+//! whom the audit log records with the token (never the secrets).
 
 use crate::commands::subject_workspace;
 use crate::reply::ReplyLimit;
 use crate::subjects::{request_parts, QUERY_NAMES};
 use crate::NatsError;
 use chrono::Utc;
-use ledger_core::{validate, ErrorCode, Rejection, Timestamp};
+use ledger_core::{validate, Agent, ErrorCode, Rejection, Timestamp};
 use ledger_projector::{
     AsOf, ListFilter, Lookup, PageBudget, Projector, ProjectorError, Views, LIST_LIMIT_MAX,
 };
@@ -16,22 +22,24 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-/// The three queries.
+/// The four queries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Query {
     Get,
     List,
     History,
+    Reveal,
 }
 
 impl Query {
-    pub const ALL: [Query; 3] = [Query::Get, Query::List, Query::History];
+    pub const ALL: [Query; 4] = [Query::Get, Query::List, Query::History, Query::Reveal];
 
     pub fn name(self) -> &'static str {
         match self {
             Query::Get => QUERY_NAMES[0],
             Query::List => QUERY_NAMES[1],
             Query::History => QUERY_NAMES[2],
+            Query::Reveal => QUERY_NAMES[3],
         }
     }
 
@@ -120,6 +128,7 @@ pub(crate) async fn handle(
     let workspace = subject_workspace(subject)?.to_owned();
     match query {
         Query::Get => get(ctx, workspace, body(payload)?).await,
+        Query::Reveal => reveal(ctx, workspace, body(payload)?).await,
         Query::List => {
             let mut filter: ListFilter = body(payload)?;
             filter.max_bytes = Some(ctx.reply_limit.page_bytes_max());
@@ -186,8 +195,13 @@ struct GetQuery {
     as_of: Option<AsOf>,
 }
 
-async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value, Rejection> {
-    let lookup = match (q.token_id, q.name, q.provided_resource_id) {
+/// The one lookup a `get` or `reveal` names, and how a `not_found` describes it.
+fn lookup_of(
+    token_id: Option<String>,
+    name: Option<String>,
+    provided_resource_id: Option<String>,
+) -> Result<(Lookup, String), Rejection> {
+    let lookup = match (token_id, name, provided_resource_id) {
         (Some(id), None, None) => Lookup::Id(validate::uuid("tokenId", &id)?),
         (None, Some(name), None) => Lookup::Name(name),
         (None, None, Some(provided)) => Lookup::ProvidedId(provided),
@@ -198,12 +212,17 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
             ))
         }
     };
-    let field = lookup.field();
     let described = match &lookup {
         Lookup::Id(id) => id.to_string(),
         Lookup::Name(n) => format!("named {n:?}"),
         Lookup::ProvidedId(p) => format!("with providedResourceId {p:?}"),
     };
+    Ok((lookup, described))
+}
+
+async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value, Rejection> {
+    let (lookup, described) = lookup_of(q.token_id, q.name, q.provided_resource_id)?;
+    let field = lookup.field();
     let view = match q.as_of {
         Some(as_of) => {
             as_of.check()?;
@@ -228,6 +247,59 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
         Some(view) => Ok(json!({ "token": view })),
         None => Err(not_found(&described).with_field(field)),
     }
+}
+
+/// `reveal`: exactly one of `tokenId`, `name`, `providedResourceId`, and who asks.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RevealQuery {
+    token_id: Option<String>,
+    name: Option<String>,
+    provided_resource_id: Option<String>,
+    actor: Agent,
+}
+
+async fn reveal(ctx: &QueryContext, workspace: String, q: RevealQuery) -> Result<Value, Rejection> {
+    validate::text(
+        "actor.agentId",
+        &q.actor.agent_id,
+        validate::AGENT_ID_LEN_MAX,
+    )?;
+    let (lookup, described) = lookup_of(q.token_id, q.name, q.provided_resource_id)?;
+    let field = lookup.field();
+    let token_id = match lookup {
+        Lookup::Id(id) => id,
+        // A name or provided id names the token that holds it now.
+        other => {
+            ctx.catch_up().await?;
+            let views = ctx.views.clone();
+            let ws = workspace.clone();
+            blocking_views(move || views.get(&ws, other, now()))
+                .await?
+                .ok_or_else(|| not_found(&described).with_field(field))?
+                .token_id()
+        }
+    };
+    let store = ctx.store.clone();
+    let ws = workspace.clone();
+    let view = tokio::task::spawn_blocking(move || store.reveal(&ws, &token_id))
+        .await
+        .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))?
+        .map_err(|e| match e.code {
+            ErrorCode::NotFound => not_found(&described).with_field(field),
+            _ => e,
+        })?;
+    // The audit trail of who read which token's secrets; never the secrets.
+    tracing::info!(
+        target: ledger_store::AUDIT_LOG_TARGET,
+        workspace = %workspace,
+        token_id = %token_id,
+        kind = view.kind.as_str(),
+        agent_id = %q.actor.agent_id,
+        agent_type = q.actor.agent_type.as_str(),
+        "token secrets revealed"
+    );
+    Ok(json!({ "token": view.with_expired(now()) }))
 }
 
 fn now() -> Timestamp {

@@ -1,7 +1,7 @@
 //! The subjects of the NATS surface, built and parsed in one place.
 //!
 //! * commands: `tokens.cmd.{workspaceId}.{command}`
-//! * queries: `tokens.query.{workspaceId}.{get|list|history}`
+//! * queries: `tokens.query.{workspaceId}.{get|list|history|reveal}`
 //! * events: `tokens.evt.{workspaceId}.{tokenId}.{type}` (stream [`STREAM_NAME`])
 //! * verification and keys: [`VERIFY`], [`JWKS`], [`SNAPSHOT`], [`KEYS_ROTATE`], [`KEYS_LIST`]
 //!
@@ -28,7 +28,7 @@ pub const QUEUE_GROUP: &str = "tokenledger";
 pub const CATCH_ALL_QUEUE_GROUP: &str = "tokenledger-unknown";
 
 /// The queries, by the last token of their subject.
-pub const QUERY_NAMES: [&str; 3] = ["get", "list", "history"];
+pub const QUERY_NAMES: [&str; 4] = ["get", "list", "history", "reveal"];
 
 /// Subject of a command endpoint: `tokens.cmd.*.{command}`.
 pub fn command_endpoint(name: CommandName) -> String {

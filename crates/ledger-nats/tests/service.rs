@@ -327,7 +327,7 @@ async fn the_micro_service_answers_ping_info_and_stats() {
         assert_eq!(ep["subject"], format!("tokens.cmd.*.{name}"));
         assert_eq!(ep["queue_group"], "tokenledger");
     }
-    for q in ["get", "list", "history"] {
+    for q in ["get", "list", "history", "reveal"] {
         assert_eq!(subject_of(q)["subject"], format!("tokens.query.*.{q}"));
     }
     assert_eq!(subject_of("unknown_command")["subject"], "tokens.cmd.*.*");
@@ -341,7 +341,7 @@ async fn the_micro_service_answers_ping_info_and_stats() {
         assert_eq!(subject_of(name)["subject"], subject);
         assert_eq!(subject_of(name)["queue_group"], "tokenledger");
     }
-    assert_eq!(endpoints.len(), 22);
+    assert_eq!(endpoints.len(), 23);
 
     command(&e.client, "issue_client_token", json!({})).await;
     let (stats, _) = request(&e.client, "$SRV.STATS.tokenledger", vec![]).await;

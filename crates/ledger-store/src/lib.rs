@@ -28,6 +28,11 @@ pub mod verify;
 mod writer;
 
 pub use error::StoreError;
+
+/// The log target of the audit records: secrets revealed, token strings
+/// found inactive (with the reason the caller is not told). `serve` logs it
+/// at `info` by default; nothing logged under it carries a secret.
+pub const AUDIT_LOG_TARGET: &str = "tokenledger::audit";
 pub use import::LogImport;
 pub use key_history::{KeyEvent, KeyEventType};
 pub use read::{Outgoing, StoredEvent};
@@ -35,7 +40,7 @@ pub use verify::Verifier;
 
 use chrono::{DateTime, Utc};
 use ledger_core::command::{ParsedCommand, SealedCommand};
-use ledger_core::{Command, Rejection, SealedSecret, Secret, TokenView};
+use ledger_core::{Command, Rejection, SealedSecret, Secret, TokenBody, TokenView};
 use ledger_crypto::jwt::{JwtClaims, KeyRing, SigningAlg};
 use ledger_crypto::{DataKey, MasterKey};
 use std::path::{Path, PathBuf};
@@ -341,6 +346,47 @@ impl Store {
             &secret_aad(token_id, field),
             sealed,
         )?)
+    }
+
+    /// A token's current view with its secrets in plaintext, for a caller's
+    /// explicit request: a client token's `tokenStr`, an access token's
+    /// `accessToken` and `refreshToken`. Which tokens reveal is
+    /// [`ledger_core::decide::may_reveal`]'s rule; `expired` is the caller's
+    /// to set, who knows the time.
+    ///
+    /// The view and the secrets come from one fold of the token's durable
+    /// events, so a concurrent refresh cannot pair one version's view with
+    /// another's secret.
+    pub fn reveal(&self, workspace_id: &str, token_id: &Uuid) -> Result<TokenView, Rejection> {
+        let durable = self.head_position();
+        let events = self
+            .token_events(token_id, None)
+            .map_err(|e| e.to_rejection())?;
+        let state = ledger_core::state::fold_token(events.iter().filter(|e| e.position <= durable));
+        let token = ledger_core::decide::may_reveal(state.as_ref(), workspace_id)?;
+        let mut view = TokenView::of(token).expect("a token that may reveal is not purged");
+        let open = |field: &str, sealed: &SealedSecret| {
+            self.open_secret(token_id, field, sealed)
+                .map(|s| s.expose().to_owned())
+                .map_err(|e| e.to_rejection())
+        };
+        match &token.body {
+            TokenBody::Client { .. } => {
+                view.token_str = self.token_str(&view).map_err(|e| e.to_rejection())?;
+            }
+            TokenBody::Access {
+                access_token,
+                refresh_token,
+                ..
+            } => {
+                view.access_token = Some(open("accessToken", access_token)?);
+                view.refresh_token = refresh_token
+                    .as_ref()
+                    .map(|sealed| open("refreshToken", sealed))
+                    .transpose()?;
+            }
+        }
+        Ok(view)
     }
 
     /// Re-mints a client token's string from the claims recorded in its

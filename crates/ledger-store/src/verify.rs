@@ -84,10 +84,17 @@ impl Verifier {
         let outcome = self.check(token, now);
         if let Err((reason, token_id)) = &outcome {
             match token_id {
-                Some(id) => {
-                    tracing::info!(reason = reason.code(), token_id = %id, "token string inactive")
-                }
-                None => tracing::info!(reason = reason.code(), "token string inactive"),
+                Some(id) => tracing::info!(
+                    target: crate::AUDIT_LOG_TARGET,
+                    reason = reason.code(),
+                    token_id = %id,
+                    "token string inactive"
+                ),
+                None => tracing::info!(
+                    target: crate::AUDIT_LOG_TARGET,
+                    reason = reason.code(),
+                    "token string inactive"
+                ),
             }
         }
         Introspection::from_outcome(outcome.map_err(|(r, _)| r))

@@ -679,3 +679,71 @@ fn a_purged_token_string_is_never_minted_again() {
         None
     );
 }
+
+#[test]
+fn reveal_hands_out_a_live_tokens_current_secrets_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let id = register(&store, "jsmith@gmail.com", "ya29.first");
+    let view = store.reveal("acme", &id).unwrap();
+    assert_eq!(view.access_token.as_deref(), Some("ya29.first"));
+    assert_eq!(view.refresh_token.as_deref(), Some("ya29.first-refresh"));
+    assert_eq!(view.version, 1);
+    // A refresh without a refresh token keeps the old one.
+    store
+        .execute_blocking(cmd(
+            CommandName::RefreshAccessToken,
+            json!({"tokenId": id.to_string(), "accessToken": "ya29.second"}),
+        ))
+        .unwrap();
+    let view = store.reveal("acme", &id).unwrap();
+    assert_eq!(
+        (view.access_token.as_deref(), view.refresh_token.as_deref()),
+        (Some("ya29.second"), Some("ya29.first-refresh"))
+    );
+    assert_eq!(view.version, 2);
+    // Never across workspaces, and not for an unknown token.
+    let other = store.reveal("globex", &id).unwrap_err();
+    assert_eq!(other.code, ErrorCode::NotFound);
+    assert_eq!(
+        store.reveal("acme", &Uuid::new_v4()).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+
+    // A client token reveals the string its issue reply carried, which verifies.
+    let issued = store
+        .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "svc"})))
+        .unwrap();
+    let minted = store
+        .token_str(issued.view.as_ref().unwrap())
+        .unwrap()
+        .unwrap();
+    let view = store.reveal("acme", &issued.token_id).unwrap();
+    assert_eq!(view.token_str.as_deref(), Some(minted.as_str()));
+    assert_eq!((view.access_token, view.refresh_token), (None, None));
+    let verifier = ledger_store::Verifier::new(store.clone());
+    assert!(verifier.introspect(&minted, chrono::Utc::now()).is_active());
+
+    // Trashed, revoked and purged tokens reveal nothing.
+    let on = |name: CommandName, token: Uuid, extra: Value| {
+        let mut body = extra;
+        body["tokenId"] = json!(token.to_string());
+        store.execute_blocking(cmd(name, body)).unwrap();
+    };
+    on(CommandName::TrashToken, id, json!({}));
+    assert_eq!(
+        store.reveal("acme", &id).unwrap_err().code,
+        ErrorCode::Trashed
+    );
+    on(CommandName::RevokeToken, issued.token_id, json!({}));
+    assert_eq!(
+        store.reveal("acme", &issued.token_id).unwrap_err().code,
+        ErrorCode::Revoked
+    );
+    on(CommandName::PurgeToken, id, json!({}));
+    assert_eq!(
+        store.reveal("acme", &id).unwrap_err().code,
+        ErrorCode::NotFound
+    );
+}

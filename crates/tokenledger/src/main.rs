@@ -97,7 +97,8 @@ fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
     }
 }
 
-/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors).
+/// Logs to stderr, filtered by `RUST_LOG` (default: warnings and errors, and
+/// for `serve` the audit records of [`ledger_store::AUDIT_LOG_TARGET`] too).
 ///
 /// Nothing logged carries a secret or a token string: commands are logged by
 /// name, id and positions only. async-nats logs every message's payload at
@@ -111,7 +112,14 @@ fn init_logging(serving: bool) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // PRODUCT.md: a refused string's reason "goes to the audit trail".
+        if serving {
+            EnvFilter::new(format!("warn,{}=info", ledger_store::AUDIT_LOG_TARGET))
+        } else {
+            EnvFilter::new("warn")
+        }
+    });
     let no_payloads = filter_fn(move |meta| {
         !(meta.target().starts_with("async_nats")
             && (!serving || *meta.level() > tracing::Level::INFO))

@@ -190,6 +190,13 @@ pub fn view_detail(view: &TokenView, now: Timestamp) -> String {
     if let Some(s) = &view.token_str {
         rows.push(("token str", s.clone()));
     }
+    // Only a `get --reveal` carries them.
+    if let Some(s) = &view.access_token {
+        rows.push(("access token value", s.clone()));
+    }
+    if let Some(s) = &view.refresh_token {
+        rows.push(("refresh token value", s.clone()));
+    }
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()
         .map(|(k, v)| format!("  {k:<width$}  {v}"))

@@ -38,9 +38,15 @@ pub struct GetArgs {
     /// The token as it was at this time (RFC 3339).
     #[arg(long, value_name = "T")]
     pub as_of_time: Option<String>,
-    /// Re-mint and show the client token's string.
+    /// Show the client token's string: re-minted from the data dir for any
+    /// version; over NATS the current one only (the `reveal` query).
     #[arg(long)]
     pub show_token_str: bool,
+    /// Show the token's secrets in plaintext: a client token's string, an
+    /// access token's access and refresh tokens. Live tokens only (trashed
+    /// and revoked ones are refused); the ledger logs who asked (--actor).
+    #[arg(long, conflicts_with_all = ["as_of_version", "as_of_position", "as_of_time", "show_token_str"])]
+    pub reveal: bool,
 }
 
 /// `--kind`.
@@ -188,6 +194,32 @@ pub fn print_view(ctx: &Ctx, view: &TokenView, now: Timestamp) -> Result<(), Fai
     }
 }
 
+/// Who asks for a `get --reveal`: `--actor`, or the default actor.
+pub fn reveal_actor(ctx: &Ctx) -> Result<ledger_core::Agent, Failure> {
+    let actor = ctx.actor_json()?;
+    let agent: ledger_core::Agent = serde_json::from_value(actor)
+        .map_err(|e| Failure::invalid("actor", format!("--actor: {e}")))?;
+    ledger_core::validate::text(
+        "actor.agentId",
+        &agent.agent_id,
+        ledger_core::validate::AGENT_ID_LEN_MAX,
+    )?;
+    Ok(agent)
+}
+
+/// The audit record of a reveal on the data dir, as `serve` writes one.
+fn log_reveal(ws: &str, view: &TokenView, actor: &ledger_core::Agent) {
+    tracing::info!(
+        target: ledger_store::AUDIT_LOG_TARGET,
+        workspace = ws,
+        token_id = %view.token_id(),
+        kind = view.kind.as_str(),
+        agent_id = %actor.agent_id,
+        agent_type = actor.agent_type.as_str(),
+        "token secrets revealed"
+    );
+}
+
 /// Prints one page of `list`.
 pub fn print_page(
     ctx: &Ctx,
@@ -283,7 +315,11 @@ fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
         let Some(mut view) = view else {
             return Err(parts.not_found(ws));
         };
-        if args.show_token_str {
+        if args.reveal {
+            let actor = reveal_actor(ctx)?;
+            view = ledger.store.reveal(ws, &view.token_id())?.with_expired(now);
+            log_reveal(ws, &view, &actor);
+        } else if args.show_token_str {
             view.token_str = ledger.store.token_str(&view)?;
         }
         print_view(ctx, &view, now)

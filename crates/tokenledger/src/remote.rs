@@ -281,23 +281,41 @@ fn get_by(lookup: &Lookup) -> GetBy {
 }
 
 fn get(args: GetArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failure> {
-    if args.show_token_str {
-        return Err(Failure::invalid(
-            "showTokenStr",
-            "--show-token-str is not available over NATS (the wire shows a token string \
-             only in the issue and rotate replies); rotate the token for a new one, or run \
-             get on the data dir while no server holds it",
-        ));
-    }
     let parts = GetParts::of(&args)?;
     let as_of = parts.as_of.map(|a| match a {
         ledger_projector::AsOf::Version(v) => AsOf::Version(v),
         ledger_projector::AsOf::Position(p) => AsOf::Position(p),
         ledger_projector::AsOf::Time(t) => AsOf::Time(t),
     });
+    if args.show_token_str && as_of.is_some() {
+        return Err(Failure::invalid(
+            "showTokenStr",
+            "over NATS --show-token-str shows the current string only (the reveal query); \
+             an earlier version's string is re-minted by get on the data dir while no server \
+             holds it",
+        ));
+    }
+    let revealing = args.reveal || args.show_token_str;
+    let actor = if revealing {
+        Some(queries::reveal_actor(ctx)?)
+    } else {
+        None
+    };
     let got = run(async {
         let client = connect(urls, &ctx.nats_access).await?;
         let asked = async {
+            if let Some(actor) = actor {
+                let mut view = client
+                    .with_actor(actor)
+                    .reveal(ws, get_by(&parts.lookup))
+                    .await?;
+                if !args.reveal {
+                    // --show-token-str asks for the string alone.
+                    view.access_token = None;
+                    view.refresh_token = None;
+                }
+                return Ok(view);
+            }
             match as_of {
                 None => client.get(ws, get_by(&parts.lookup), None).await,
                 Some(as_of) => {
