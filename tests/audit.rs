@@ -850,8 +850,6 @@ fn audit_commands_that_read_a_data_dir_neither_take_nats_nor_create_one() {
     assert!(!l.data().exists(), "a checkpoint created a ledger");
     for args in [
         &["audit", "checkpoint"][..],
-        &["audit", "history", "00000000-0000-4000-8000-000000000000"],
-        &["audit", "replay", "--position", "1"],
         &["audit", "export", "--out", "x.jsonl"],
     ] {
         let mut all = vec!["--json", "--nats", "nats://127.0.0.1:1"];
@@ -860,5 +858,269 @@ fn audit_commands_that_read_a_data_dir_neither_take_nats_nor_create_one() {
         assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
         assert!(run.stderr.contains("\"field\":\"nats\""), "{}", run.stderr);
     }
+    // Replay and history read the stream instead (nobody listens there).
+    for args in [
+        &["audit", "history", "00000000-0000-4000-8000-000000000000"][..],
+        &["audit", "replay", "--position", "1"],
+    ] {
+        let mut all = vec!["--json", "--nats", "nats://127.0.0.1:1"];
+        all.extend_from_slice(args);
+        let run = l.run(&all);
+        assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
+        assert_eq!(run.error()["code"], "unavailable", "{}", run.stderr);
+    }
     assert!(!l.data().exists());
+}
+
+/// `--json audit replay|history ...` from the data dir and from `file`
+/// (read in another directory, with a NATS URL that an explicit --file
+/// wins over): the same answer, as JSON and as text.
+fn same_from_file(l: &Ledger, file: &Path, args: &[&str]) -> Value {
+    let elsewhere = Ledger::new();
+    let nats = [("TOKENLEDGER_NATS", "nats://127.0.0.1:1")];
+    for json in [true, false] {
+        let mut local: Vec<&str> = if json { vec!["--json"] } else { vec![] };
+        local.extend_from_slice(args);
+        let mut remote = local.clone();
+        remote.extend_from_slice(&["--file", file.to_str().unwrap()]);
+        let (a, b) = (l.run(&local).ok(), elsewhere.run_env(&remote, &nats).ok());
+        assert_eq!(a.stdout, b.stdout, "{args:?}");
+    }
+    assert!(!elsewhere.data().exists());
+    let mut local = vec!["--json"];
+    local.extend_from_slice(args);
+    l.run(&local).ok().report()
+}
+
+/// The `--json` error of a run that must fail with `code` and exit `exit`.
+fn refused(run: &Run, exit: i32) -> Value {
+    assert_eq!(
+        run.code, exit,
+        "stdout: {}\nstderr: {}",
+        run.stdout, run.stderr
+    );
+    run.error()
+}
+
+#[test]
+fn replay_and_history_from_an_export_are_those_of_the_data_dir() {
+    let l = Ledger::new();
+    let (clients, acc) = l.story();
+    l.run_env(&["--workspace", "globex", "issue", "--name", "other"], &[])
+        .ok();
+    l.run(&["audit", "checkpoint"]).ok();
+    let out = l.file("all.jsonl");
+    l.run(&["audit", "export", "--out", out.to_str().unwrap()])
+        .ok();
+    let history = |id: &str| same_from_file(&l, &out, &["audit", "history", id]);
+    let h = history(&clients[0]);
+    assert_eq!(h["entries"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        history(&acc)["entries"][0]["type"],
+        "access_token_registered"
+    );
+    let time = h["entries"][1]["occurredAt"].as_str().unwrap().to_owned();
+    for args in [
+        &["audit", "replay", "--position", "4"][..],
+        &["audit", "replay", "--position", "99"],
+        &["audit", "replay", "--as-of", &time],
+        &["audit", "replay", "--diff", "4", "10"],
+        &["audit", "replay", "--diff", "1", &time],
+        &["--workspace", "acme", "audit", "replay", "--position", "10"],
+    ] {
+        let v = same_from_file(&l, &out, args);
+        assert!(v["tokens"].is_array() || v["changes"].is_array(), "{v}");
+    }
+    let at4 = same_from_file(&l, &out, &["audit", "replay", "--position", "4"]);
+    assert_eq!(at4["tokens"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_tampered_export_stops_replay_and_history_at_the_bad_position() {
+    let l = Ledger::new();
+    let (clients, _) = l.story();
+    let out = l.file("all.jsonl");
+    l.run(&["audit", "export", "--out", out.to_str().unwrap()])
+        .ok();
+    // Line 6 is position 6: an actor renamed after the event was hashed.
+    let mut lines: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines[6] = lines[6].replace("\"agentId\":\"", "\"agentId\":\"x");
+    let bad = l.file("bad.jsonl");
+    std::fs::write(&bad, lines.join("\n") + "\n").unwrap();
+    let elsewhere = Ledger::new();
+    // A file is verified whole: a point before the bad event does not help.
+    for args in [
+        &["audit", "replay", "--position", "2"][..],
+        &["audit", "replay", "--diff", "1", "9"],
+        &["audit", "history", &clients[0]],
+    ] {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--file", bad.to_str().unwrap()]);
+        let e = refused(&elsewhere.run(&all), EXIT_FINDING);
+        assert_eq!(e["code"], "hash_mismatch", "{args:?}: {e}");
+        let message = e["message"].as_str().unwrap();
+        assert!(message.starts_with("position 6:"), "{args:?}: {message}");
+    }
+}
+
+#[test]
+fn partial_exports_answer_only_what_they_hold_in_full() {
+    let l = Ledger::new();
+    let (clients, _) = l.story();
+    let globex = l
+        .run_env(
+            &[
+                "--workspace",
+                "globex",
+                "--json",
+                "issue",
+                "--name",
+                "other",
+            ],
+            &[],
+        )
+        .ok()
+        .report()["token"]["resourceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    l.run(&["update", &clients[1], "--name", "beta-2"]).ok();
+    let export = |name: &str, global: &[&str], flags: &[&str]| {
+        let p = l.file(name);
+        let mut all = global.to_vec();
+        all.extend_from_slice(&["audit", "export", "--out", p.to_str().unwrap()]);
+        all.extend_from_slice(flags);
+        l.run(&all).ok();
+        p
+    };
+    let later = export("later.jsonl", &[], &["--from", "4"]);
+    let early = export("early.jsonl", &[], &["--to", "5"]);
+    let acme = export("acme.jsonl", &["--workspace", "acme"], &[]);
+    let elsewhere = Ledger::new();
+    let from = |file: &Path, args: &[&str]| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--file", file.to_str().unwrap()]);
+        elsewhere.run(&all)
+    };
+    let field = |run: Run| refused(&run, 2)["field"].as_str().unwrap().to_owned();
+
+    // From position 4: its tokens' first events are not in it.
+    let run = from(&later, &["audit", "replay", "--position", "9"]);
+    let e = refused(&run, 2);
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("invalid_input"), Some("file"))
+    );
+    assert!(
+        e["message"].as_str().unwrap().starts_with("--file: ")
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .contains("starts at position 4"),
+        "{e}"
+    );
+    assert_eq!(
+        field(from(&later, &["audit", "history", &clients[0]])),
+        "file"
+    );
+
+    // To position 5 of 11: positions up to 5 only, no times, no history.
+    let at5 = from(&early, &["audit", "replay", "--position", "5"]).json();
+    assert_eq!(
+        at5,
+        l.run(&["--json", "audit", "replay", "--position", "5"])
+            .ok()
+            .report()
+    );
+    assert_eq!(
+        field(from(&early, &["audit", "replay", "--position", "6"])),
+        "position"
+    );
+    assert_eq!(
+        field(from(&early, &["audit", "replay", "--diff", "2", "7"])),
+        "diff"
+    );
+    assert_eq!(
+        field(from(
+            &early,
+            &["audit", "replay", "--as-of", "2999-01-01T00:00:00Z"]
+        )),
+        "asOf"
+    );
+    assert_eq!(
+        field(from(&early, &["audit", "history", &clients[0]])),
+        "file"
+    );
+
+    // One workspace: its own views, at times; its own tokens' histories.
+    let acme_args = |args: &[&str]| {
+        let mut all = vec!["--workspace", "acme"];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let time_of = |id: &str, version: usize| {
+        l.run(&["--json", "audit", "history", id]).ok().report()["entries"][version - 1]
+            ["occurredAt"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // beta trashed (position 6), and globex's token issued (position 10).
+    let (time, globex_time) = (time_of(&clients[1], 2), time_of(&globex, 1));
+    for args in [
+        acme_args(&["audit", "replay", "--as-of", &time]),
+        acme_args(&["audit", "replay", "--as-of", &globex_time]),
+        acme_args(&["audit", "replay", "--diff", &time, "2999-01-01T00:00:00Z"]),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut local = vec!["--json"];
+        local.extend_from_slice(&args);
+        let (mut a, mut b) = (l.run(&local).ok().report(), from(&acme, &args).json());
+        // The data dir replays every workspace's events up to the time;
+        // the export, acme's only (at globex's issue, up to position 9).
+        if args.contains(&globex_time.as_str()) {
+            assert_eq!(
+                (a["position"].as_u64(), b["position"].as_u64()),
+                (Some(10), Some(9))
+            );
+        }
+        for v in [&mut a, &mut b] {
+            if v["changes"].is_array() {
+                v["from"]["position"] = Value::Null;
+            }
+            v["position"] = Value::Null;
+        }
+        assert_eq!(a, b, "{args:?}");
+    }
+    assert_eq!(
+        from(&acme, &["audit", "history", &clients[1]]).json(),
+        l.run(&["--json", "audit", "history", &clients[1]])
+            .ok()
+            .report()
+    );
+    assert_eq!(
+        field(from(&acme, &["audit", "replay", "--as-of", &time])),
+        "workspace"
+    );
+    let globex_args = ["--workspace", "globex", "audit", "replay", "--as-of", &time];
+    assert_eq!(field(from(&acme, &globex_args)), "workspace");
+    let acme_position = acme_args(&["audit", "replay", "--position", "4"]);
+    let acme_position: Vec<&str> = acme_position.iter().map(String::as_str).collect();
+    assert_eq!(field(from(&acme, &acme_position)), "position");
+    let run = from(&acme, &["audit", "history", &globex]);
+    let e = refused(&run, 1);
+    assert_eq!(e["code"], "not_found");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("holds workspace acme's events only"),
+        "{e}"
+    );
 }

@@ -70,15 +70,22 @@ fn run(data: &Path, args: &[&str]) -> Run {
     Run::from(out)
 }
 
-/// `audit verify --nats URL --json ...` with a data dir that must stay absent.
-fn verify_stream(url: &str, extra: &[&str]) -> Run {
+/// `--nats URL ARGS...` with a data dir that must stay absent.
+fn over_nats(url: &str, args: &[&str]) -> Run {
     let nowhere = tempfile::tempdir().unwrap();
     let data = nowhere.path().join("no-data-dir");
-    let mut args = vec!["--json", "--nats", url, "audit", "verify"];
-    args.extend_from_slice(extra);
-    let r = run(&data, &args);
-    assert!(!data.exists(), "audit verify --nats created a data dir");
+    let mut all = vec!["--nats", url];
+    all.extend_from_slice(args);
+    let r = run(&data, &all);
+    assert!(!data.exists(), "{args:?} over --nats created a data dir");
     r
+}
+
+/// `audit verify --nats URL --json ...` with a data dir that must stay absent.
+fn verify_stream(url: &str, extra: &[&str]) -> Run {
+    let mut args = vec!["--json", "audit", "verify"];
+    args.extend_from_slice(extra);
+    over_nats(url, &args)
 }
 
 fn serve(data: &Path, url: &str) -> Reaped {
@@ -420,4 +427,129 @@ async fn a_stream_shorter_than_a_checkpoint_is_truncated() {
         "{}",
         r.stdout
     );
+}
+
+/// The replays and histories compared over the stream and from the data dir
+/// (the first history is `tokens[0]`'s, at index 5).
+fn view_questions(tokens: &[String]) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = [
+        &["audit", "replay", "--position", "2"][..],
+        &["audit", "replay", "--position", "5"],
+        &["audit", "replay", "--diff", "1", "5"],
+        &["audit", "replay", "--as-of", "2999-01-01T00:00:00Z"],
+        &["--workspace", "acme", "audit", "replay", "--diff", "2", "4"],
+    ]
+    .iter()
+    .map(|a| a.iter().map(|s| s.to_string()).collect())
+    .collect();
+    for t in tokens {
+        out.push(vec!["audit".into(), "history".into(), t.clone()]);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_and_history_read_the_stream_of_a_running_server() {
+    let nats = NatsServer::start().unwrap();
+    let url = nats.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = serve(&data, &url);
+    assert!(ready(&client).await, "the server did not become ready");
+
+    // Five events through the CLI over NATS: three tokens, a rename, a trash.
+    let command = |args: &[&str]| {
+        let mut all = vec!["--json", "--workspace", "acme"];
+        all.extend_from_slice(args);
+        over_nats(&url, &all).json()
+    };
+    let tokens: Vec<String> = (1..=3)
+        .map(|i| {
+            command(&["issue", "--name", &format!("t{i}")])["token"]["resourceId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    command(&["update", &tokens[0], "--name", "t1-renamed"]);
+    command(&["trash", &tokens[1]]);
+    assert!(
+        wait_for_async(DEADLINE, || async { stream_last(&js).await == 5 }).await,
+        "publication did not catch up"
+    );
+
+    // The server holds the data dir; the stream answers.
+    let locked = run(&data, &["--json", "audit", "replay", "--position", "2"]);
+    assert_eq!(locked.code, 4, "{}", locked.stderr);
+    let questions = view_questions(&tokens);
+    let mut live = Vec::new();
+    for q in &questions {
+        let q: Vec<&str> = q.iter().map(String::as_str).collect();
+        let mut json = vec!["--json"];
+        json.extend_from_slice(&q);
+        live.push((
+            over_nats(&url, &json).json(),
+            over_nats(&url, &q).ok().stdout,
+        ));
+    }
+    let h = &live[5].0;
+    assert_eq!(
+        h["entries"][1]["changes"][0]["to"],
+        json!("t1-renamed"),
+        "{h}"
+    );
+    assert_eq!(live[0].0["tokens"].as_array().unwrap().len(), 2);
+
+    // Stopped, the data dir gives the same answers.
+    common::sigterm(&server);
+    let status = server.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit cleanly: {status}");
+    for (q, (json, text)) in questions.iter().zip(&live) {
+        let q: Vec<&str> = q.iter().map(String::as_str).collect();
+        let mut j = vec!["--json"];
+        j.extend_from_slice(&q);
+        assert_eq!(&run(&data, &j).json(), json, "{q:?}");
+        assert_eq!(&run(&data, &q).ok().stdout, text, "{q:?}");
+    }
+}
+
+/// A replay over the stream stops reading at its point: a bad event after
+/// it is never verified, while a replay past it, or a history, fails there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_reads_the_stream_only_up_to_its_point() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let events = renamed_chain(10, "crafted");
+    let mut bodies: Vec<Vec<u8>> = events.iter().map(|e| e.to_json_bytes()).collect();
+    let mut tampered: Value = serde_json::from_slice(&bodies[7]).unwrap();
+    tampered["data"]["name"] = json!("forged");
+    bodies[7] = serde_json::to_vec(&tampered).unwrap();
+    publish(&js, &events, bodies).await;
+    let url = nats.url();
+
+    let at3 = over_nats(&url, &["--json", "audit", "replay", "--position", "3"]).json();
+    assert_eq!(at3["position"], json!(3));
+    assert_eq!(at3["tokens"][0]["name"], json!("crafted-3"));
+    let t3 = events[2].occurred_at.to_string();
+    let asof = over_nats(&url, &["--json", "audit", "replay", "--as-of", &t3]).json();
+    assert_eq!(asof["tokens"][0]["name"], json!("crafted-3"));
+
+    let token = events[0].token_id.to_string();
+    for args in [
+        &["--json", "audit", "replay", "--position", "9"][..],
+        &["--json", "audit", "replay", "--diff", "2", "8"],
+        &["--json", "audit", "history", &token],
+    ] {
+        let r = over_nats(&url, args);
+        assert_eq!(r.code, EXIT_FINDING, "{args:?}: {}", r.stderr);
+        let e = r.error();
+        assert_eq!(e["code"], json!("hash_mismatch"), "{e}");
+        assert!(
+            e["message"].as_str().unwrap().starts_with("position 8:"),
+            "{e}"
+        );
+    }
 }

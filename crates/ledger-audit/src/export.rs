@@ -41,14 +41,23 @@
 //!   edits the manifest along with the events is not caught, as a rewrite
 //!   of a whole range is caught only by a checkpoint. Proving that the
 //!   workspace has no other events needs the whole log.
+//!
+//! What a replay or a history can show from an export ([`crate::replay::gap`],
+//! [`crate::history::gap`]), after verifying it whole as above: from position
+//! 1, everything the file holds. A range from a later position lacks its
+//! tokens' earlier events: refused. A workspace's export answers for that
+//! workspace, at times only (a position it skips is another workspace's
+//! event, whose time the views are judged at). An export that ends before
+//! the log's head (its header's `head`) answers positions up to its end,
+//! and no history (a token's later versions may be missing).
 
 use crate::checkpoints::CheckpointStore;
 use crate::merkle::{parse_hash, verify_inclusion, InclusionProofJson, ProofTree};
 use crate::note::SignedCheckpoint;
 use crate::source::{find, LogReader, Record};
 use crate::verify::{
-    verify, DeclaredEnd, ExpectedRoot, KeepHashes, Observer, Plan, Progress, Report, VerifiedEvent,
-    VerifyOptions,
+    verify, DeclaredEnd, ExpectedRoot, KeepHashes, NoObserver, Observer, Plan, Progress, Report,
+    VerifiedEvent, VerifyOptions,
 };
 use crate::{AuditError, Finding, FindingKind};
 use ledger_core::LedgerState;
@@ -378,16 +387,9 @@ fn read_line<R: BufRead>(reader: &mut R, buf: &mut Vec<u8>) -> Result<bool, Stri
     Ok(true)
 }
 
-/// Verifies an export file on its own, and against `given` checkpoints.
-///
-/// Signatures are the caller's business: it checks the embedded
-/// checkpoint's (in [`ExportVerification::embedded`]) with the key it trusts.
-pub fn verify_export(
-    path: &Path,
-    given: &[GivenCheckpoint],
-    options: &VerifyOptions,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<ExportVerification, AuditError> {
+/// Opens an export and reads its header, checked for its format and range;
+/// the reader is left at the first event line.
+fn open_export(path: &Path) -> Result<(ExportHeader, BufReader<File>), AuditError> {
     let file = File::open(path).map_err(|e| AuditError::io("open", path, e))?;
     let mut input = BufReader::with_capacity(1 << 20, file);
     let mut line = Vec::new();
@@ -403,13 +405,52 @@ pub fn verify_export(
             header.format
         )));
     }
-    let manifest_due = header.format == FORMAT;
     if header.from == 0 || header.from > header.to {
         return Err(invalid(format!(
             "the header's range {}..={} is empty",
             header.from, header.to
         )));
     }
+    Ok((header, input))
+}
+
+/// The header of an export, unverified: what the file claims to hold
+/// (a replay or a history decides from it whether the file can answer,
+/// before reading the rest).
+pub fn read_header(path: &Path) -> Result<ExportHeader, AuditError> {
+    open_export(path).map(|(header, _)| header)
+}
+
+/// Verifies an export file on its own, and against `given` checkpoints.
+///
+/// Signatures are the caller's business: it checks the embedded
+/// checkpoint's (in [`ExportVerification::embedded`]) with the key it trusts.
+pub fn verify_export(
+    path: &Path,
+    given: &[GivenCheckpoint],
+    options: &VerifyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ExportVerification, AuditError> {
+    verify_export_with(path, given, options, &mut NoObserver, progress)
+}
+
+/// [`verify_export`], with `observer` seeing every event that passed its
+/// checks (a replay's snapshots, a history's collector).
+///
+/// The file is always read whole, even once the observer is
+/// [`done`](Observer::done): its manifest and inclusion proofs come after
+/// its events, and what it vouches for is judged on all of them. A
+/// finding anywhere in the file is the pass's finding.
+pub fn verify_export_with(
+    path: &Path,
+    given: &[GivenCheckpoint],
+    options: &VerifyOptions,
+    observer: &mut dyn Observer,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ExportVerification, AuditError> {
+    let (header, input) = open_export(path)?;
+    let invalid = |why: String| AuditError::Invalid(format!("{}: {why}", path.display()));
+    let manifest_due = header.format == FORMAT;
     let prev_hash = parse_hash(&header.prev_hash).map_err(|e| invalid(format!("prevHash: {e}")))?;
     let head_hash =
         parse_hash(&header.head.hash).map_err(|e| invalid(format!("head.hash: {e}")))?;
@@ -483,13 +524,7 @@ pub fn verify_export(
         tail: tail.clone(),
         path: path.display().to_string(),
     };
-    let mut report = verify(
-        records,
-        plan,
-        options,
-        &mut crate::verify::NoObserver,
-        progress,
-    )?;
+    let mut report = verify(records, plan, options, &mut ReadWhole(observer), progress)?;
     let tail = std::mem::take(&mut *tail.lock().expect("lock"));
     if let Some(e) = tail.error {
         return Err(invalid(e));
@@ -518,6 +553,23 @@ pub fn verify_export(
         proofs_verified,
         manifest,
     })
+}
+
+/// An observer that never ends a pass early (see [`verify_export_with`]).
+struct ReadWhole<'a>(&'a mut dyn Observer);
+
+impl Observer for ReadWhole<'_> {
+    fn before(&mut self, state: &LedgerState, event: &VerifiedEvent) {
+        self.0.before(state, event);
+    }
+
+    fn after(&mut self, state: &LedgerState, event: &VerifiedEvent) {
+        self.0.after(state, event);
+    }
+
+    fn finish(&mut self, state: &LedgerState) {
+        self.0.finish(state);
+    }
 }
 
 /// Checks that the file holds exactly the positions its manifest lists.

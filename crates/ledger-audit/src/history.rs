@@ -6,10 +6,15 @@
 //! event; secrets appear only as their fingerprints (views carry no more).
 //! `version`, `updatedAt`, `lastUpdatedAt` and `lastUpdatedBy` change with
 //! every event and are left out of the changes: the entry states them.
+//!
+//! Any [`Source`] will do that holds every event of the token ([`gap`]): a
+//! data dir, the stream, or an export from position 1 to the log's head
+//! (of every workspace, or of the token's).
 
 use crate::diff::{diff, FieldChange};
+use crate::replay::{Extent, Incomplete, Input, Source};
 use crate::source::LogReader;
-use crate::verify::{verify, Observer, Plan, Progress, VerifiedEvent, VerifyOptions};
+use crate::verify::{Observer, Progress, VerifiedEvent, VerifyOptions};
 use crate::{AuditError, Finding};
 use ledger_core::{Agent, LedgerState, Timestamp, TokenView};
 use serde::Serialize;
@@ -100,6 +105,30 @@ pub struct History {
     pub entries: Vec<HistoryEntry>,
 }
 
+/// Whether `extent` holds every version of any token it holds: it must
+/// start at position 1 and run to the log's head (a workspace's export
+/// holds its tokens' every event; the tokens of other workspaces are not in
+/// it, and the caller says so when one is asked for).
+pub fn gap(extent: &Extent) -> Option<Incomplete> {
+    let label = &extent.label;
+    let reason = if extent.from > 1 {
+        format!(
+            "{label} starts at position {}: a token's versions before it are not in it; give an export from position 1",
+            extent.from
+        )
+    } else if let Some((to, head)) = extent.ends_early {
+        format!(
+            "{label} ends at position {to}, before the log's head ({head}) when it was exported: a token's later versions may be missing; give an export to the head"
+        )
+    } else {
+        return None;
+    };
+    Some(Incomplete {
+        input: Input::Source,
+        reason,
+    })
+}
+
 /// The history of `token` in the log of `reader`; `Err(finding)` when the
 /// log does not verify.
 pub fn token_history(
@@ -108,6 +137,23 @@ pub fn token_history(
     options: &VerifyOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Result<History, Finding>, AuditError> {
+    history_from(&Source::DataDir(reader), token, options, progress)
+}
+
+/// The history of `token` in `source`, read whole; `Err(finding)` when it
+/// does not verify. [`AuditError::Invalid`] when the source may lack some
+/// of the token's versions ([`gap`]).
+pub fn history_from(
+    source: &Source<'_>,
+    token: Uuid,
+    options: &VerifyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Result<History, Finding>, AuditError> {
+    let refuse = |extent: &Extent| match gap(extent) {
+        Some(why) => Err(AuditError::Invalid(why.reason)),
+        None => Ok(()),
+    };
+    refuse(&source.extent()?)?;
     let mut collector = Collector {
         token,
         before: None,
@@ -118,13 +164,8 @@ pub fn token_history(
         schema: false,
         ..options.clone()
     };
-    let report = verify(
-        reader.all_records(),
-        Plan::whole_log(),
-        &options,
-        &mut collector,
-        progress,
-    )?;
+    let (report, extent) = source.pass(u64::MAX, &options, &mut collector, progress)?;
+    refuse(&extent)?;
     if let Some(finding) = report.finding {
         return Ok(Err(finding));
     }

@@ -13,7 +13,10 @@
 //!   [`make_checkpoint`] and [`Checkpointer`] for the server.
 //! - [`replay`], [`history`], [`export`]: views at a point and their diff, a
 //!   token's versions with field-level changes, and JSON Lines exports that
-//!   verify on their own.
+//!   verify on their own. Replays and histories read any
+//!   [`replay::Source`] (a data dir, an export, the stream) through the
+//!   verifier with their own observer, and refuse a question a partial
+//!   source cannot answer in full ([`replay::gap`], [`history::gap`]).
 //! - [`nats`]: the JetStream stream `TOKENS` as a source ([`nats::verify_stream`]),
 //!   and the subjects the server publishes checkpoints on. The only async
 //!   code of the crate (async-nats and tokio, behind no feature flag).

@@ -9,7 +9,9 @@
 //! [`Record::Published`] `{ sequence: Some(stream sequence), bytes }`, so the
 //! verifier checks everything it checks in a data dir or an export, plus
 //! that the stream sequence is the event's position. Nothing here needs the
-//! data dir: an auditor with read access to the stream verifies it alone.
+//! data dir: an auditor with read access to the stream verifies it alone,
+//! and replays it or reads a token's history from it
+//! ([`crate::replay::Source::Stream`]), while the server runs.
 //!
 //! It lives in ledger-audit, behind no feature flag, so that the CLI, the
 //! benches and tests share one reader; the rest of the crate stays
@@ -24,7 +26,9 @@
 //! come for [`StreamPlan::idle_timeout`] after the stream's last sequence
 //! (the checkpoint's events never came: a `truncated` finding too). A
 //! stream that stops delivering before its own last sequence is an error
-//! ([`AuditError::Source`]), not a finding.
+//! ([`AuditError::Source`]), not a finding. A pass whose observer has seen
+//! enough ([`Observer::done`], a replay past its last point) ends the read
+//! there: the consumer's task stops with the iterator that is dropped.
 
 use crate::source::{MessageMeta, Record};
 use crate::verify::{DeclaredEnd, ExpectedRoot, Observer, Plan, Progress, Report, VerifyOptions};

@@ -5,8 +5,10 @@
 //! Read-only subcommands open the data dir's sled database themselves (not
 //! through `Store::open`, which refuses a log that does not verify): they
 //! take the data dir's lock like any command, so stop a server first. The
-//! exception is `audit verify --nats URL`, which reads the JetStream stream
-//! `TOKENS` of a running (or stopped) server and never opens the data dir.
+//! exceptions are `audit verify`, `audit replay` and `audit history`: with
+//! `--file FILE` they read an export, and with `--nats URL` (or
+//! TOKENLEDGER_NATS, and no `--file`) the JetStream stream `TOKENS` of a
+//! running (or stopped) server; neither opens the data dir.
 
 use crate::app::Ctx;
 use crate::failure::{
@@ -21,7 +23,9 @@ use ledger_audit::merkle::{
     parse_hash, verify_consistency, verify_inclusion, ConsistencyProofJson, InclusionProofJson,
     ProofTree,
 };
-use ledger_audit::replay::{diff_snapshots, Point, Snapshot, TokenChange};
+use ledger_audit::replay::{
+    diff_snapshots, Incomplete, Input, Point, Snapshot, Source, TokenChange,
+};
 use ledger_audit::verify::{ExpectedRoot, Progress, Report, VerifyOptions};
 use ledger_audit::{
     AuditError, CheckpointKey, Finding, LogReader, Plan, SignedCheckpoint, VerifierKey,
@@ -46,7 +50,14 @@ the NATS subject tokens.checkpoint.
 
 `audit verify --nats URL` verifies the JetStream stream TOKENS itself, without
 the data dir (stream sequence = position is checked too); `--from N` starts at
-sequence N, `--checkpoint latest` asks the server for its newest checkpoint.";
+sequence N, `--checkpoint latest` asks the server for its newest checkpoint.
+
+`audit replay` and `audit history` read the data dir, an export (`--file
+FILE`), or the stream of a running server (`--nats URL` or TOKENLEDGER_NATS;
+an explicit --file wins), verifying every event on the way: same answer from
+each. Replay reads the stream only up to its last point. From an export they
+answer only what it holds in full (see their --file) and refuse the rest
+(exit 2).";
 
 /// `audit`.
 #[derive(Subcommand, Debug)]
@@ -64,9 +75,11 @@ pub enum AuditCommand {
     VerifyProof(VerifyProofArgs),
     /// Prove (and check) that checkpoint NEW extends checkpoint OLD.
     Consistency(ConsistencyArgs),
-    /// Token views at a point, or what changed between two (all workspaces, or --workspace W).
+    /// Token views at a point, or what changed between two (all workspaces, or
+    /// --workspace W), from the data dir, an export (--file) or the stream (--nats).
     Replay(ReplayArgs),
-    /// Every version of a token: actor, time, event and field-level changes.
+    /// Every version of a token: actor, time, event and field-level changes,
+    /// from the data dir, an export (--file) or the stream (--nats).
     History(AuditHistoryArgs),
     /// Write a range of the log (or of --workspace W) as JSON Lines that `audit verify --file` checks alone.
     Export(ExportArgs),
@@ -166,6 +179,14 @@ pub struct ReplayArgs {
     /// What changed from point A to point B (each a position or an RFC 3339 time).
     #[arg(long, num_args = 2, value_names = ["A", "B"])]
     pub diff: Option<Vec<String>>,
+    /// Replay this export instead of the data dir (wins over --nats). It
+    /// must start at position 1; a workspace's export shows that workspace
+    /// only (--workspace W), at times only (--as-of, or --diff of two
+    /// times), its `position` being the last of its own events replayed; an
+    /// export that ends before the log's head shows positions up to its end
+    /// only. Anything else would be incomplete and is refused (exit 2).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 /// `audit history`.
@@ -174,6 +195,13 @@ pub struct AuditHistoryArgs {
     /// The token id.
     #[arg(value_name = "TOKEN")]
     pub token: String,
+    /// Read this export instead of the data dir (wins over --nats). It must
+    /// run from position 1 to the log's head when exported (`audit export`
+    /// without --from or --to), else a token's versions may be missing and
+    /// it is refused (exit 2); a workspace's export holds that workspace's
+    /// tokens only.
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 /// `audit export`.
@@ -192,18 +220,19 @@ pub struct ExportArgs {
 
 /// Runs an `audit` subcommand.
 pub fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), Failure> {
-    // Only `verify` reads the stream; the others read the data dir, and with
-    // `--nats` given they would quietly read (or create) `./data` instead
-    // of the server's ledger.
+    // `verify`, `replay` and `history` read the stream; the others read the
+    // data dir, and with `--nats` given they would quietly read (or create)
+    // `./data` instead of the server's ledger.
     let reads_data_dir = match &args.command {
-        AuditCommand::Verify(_) | AuditCommand::VerifyProof(_) => None,
+        AuditCommand::Verify(_)
+        | AuditCommand::VerifyProof(_)
+        | AuditCommand::Replay(_)
+        | AuditCommand::History(_) => None,
         AuditCommand::Consistency(a) if a.proof.is_some() => None,
         AuditCommand::Checkpoint => Some("checkpoint"),
         AuditCommand::Key => Some("key"),
         AuditCommand::Prove(_) => Some("prove"),
         AuditCommand::Consistency(_) => Some("consistency"),
-        AuditCommand::Replay(_) => Some("replay"),
-        AuditCommand::History(_) => Some("history"),
         AuditCommand::Export(_) => Some("export"),
     };
     // A ledger in the data dir (given with --data-dir, say, while
@@ -215,8 +244,8 @@ pub fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), Failure> {
             format!(
                 "audit {name} reads a data dir, not a server, and {} holds no ledger: stop the \
                  server and give its --data-dir (over NATS, from --nats or TOKENLEDGER_NATS, \
-                 only `audit verify` reads the stream; verify-proof and consistency --proof \
-                 need neither)",
+                 only `audit verify`, `replay` and `history` read the stream; verify-proof \
+                 and consistency --proof need neither)",
                 ctx.data_dir.display()
             ),
         ));
@@ -1056,17 +1085,27 @@ fn replay(args: ReplayArgs, ctx: &Ctx) -> Result<(), Failure> {
         (_, _, Some(ab)) => vec![point("diff", &ab[0])?, point("diff", &ab[1])?],
         _ => unreachable!("clap requires one"),
     };
-    let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
-    let mut ticker = Ticker::new("replay");
-    let snapshots = ledger_audit::replay::replay(
-        &reader,
-        &points,
-        ws.as_deref(),
-        &VerifyOptions::default(),
-        &mut |p| ticker.tick(p),
-    )
-    .map_err(fail)?
-    .map_err(|f| finding_failure(&f))?;
+    let (field, flag) = match (&args.as_of, &args.diff) {
+        (Some(_), _) => ("asOf", "--as-of"),
+        (_, Some(_)) => ("diff", "--diff"),
+        _ => ("position", "--position"),
+    };
+    let snapshots = read_views(args.file.as_deref(), ctx, |source, _| {
+        let extent = source.extent().map_err(fail)?;
+        if let Some(why) = ledger_audit::replay::gap(&extent, &points, ws.as_deref()) {
+            return Err(incomplete(why, (field, flag)));
+        }
+        let mut ticker = Ticker::new("replay");
+        ledger_audit::replay::replay_from(
+            source,
+            &points,
+            ws.as_deref(),
+            &VerifyOptions::default(),
+            &mut |p| ticker.tick(p),
+        )
+        .map_err(fail)?
+        .map_err(|f| finding_failure(&f))
+    })?;
     if snapshots.len() == 2 {
         let changes = diff_snapshots(&snapshots[0], &snapshots[1]);
         if ctx.json {
@@ -1104,6 +1143,54 @@ fn replay(args: ReplayArgs, ctx: &Ctx) -> Result<(), Failure> {
         text.push_str(&token_table(&views, now));
     }
     print_text(&text)
+}
+
+/// Runs `read` on the source `audit replay` and `audit history` read, as
+/// `audit verify` picks it: `--file FILE`, else the stream (`--nats URL` or
+/// TOKENLEDGER_NATS), else the data dir. `read` also gets the source's
+/// name for messages.
+fn read_views<T>(
+    file: Option<&Path>,
+    ctx: &Ctx,
+    read: impl FnOnce(&Source<'_>, &str) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    match (file, &ctx.nats) {
+        (Some(file), _) => read(&Source::Export(file), &file.display().to_string()),
+        (None, Some(urls)) => {
+            let (runtime, client) = stream_connection(urls, &ctx.nats_access, NATS_WAIT)?;
+            let js = {
+                // The context spawns its acker task on the current runtime.
+                let _entered = runtime.enter();
+                async_nats::jetstream::new(client)
+            };
+            let source = Source::Stream {
+                runtime: runtime.handle(),
+                js: &js,
+                idle_timeout: NATS_WAIT,
+            };
+            let label = format!(
+                "stream {} on {}",
+                ledger_audit::nats::STREAM_NAME,
+                ledger_nats::access::shown(urls)
+            );
+            read(&source, &label)
+        }
+        (None, None) => {
+            let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
+            read(&Source::DataDir(&reader), "the log")
+        }
+    }
+}
+
+/// A question the source cannot answer in full, as a usage error on the
+/// flag to change (`point`: the flag the points came from).
+fn incomplete(why: Incomplete, point: (&'static str, &'static str)) -> Failure {
+    let (field, flag) = match why.input {
+        Input::Source => ("file", "--file"),
+        Input::Workspace => ("workspace", "--workspace"),
+        Input::Point(_) => point,
+    };
+    Failure::invalid(field, format!("{flag}: {}", why.reason))
 }
 
 fn token_table(views: &[ledger_core::TokenView], now: Timestamp) -> String {
@@ -1177,22 +1264,30 @@ fn diff_text(a: &Snapshot, b: &Snapshot, changes: &[TokenChange]) -> String {
 fn history(args: AuditHistoryArgs, ctx: &Ctx) -> Result<(), Failure> {
     let id = validate::uuid("tokenId", &args.token)?;
     let ws = workspace(ctx)?;
-    let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
-    let mut ticker = Ticker::new("history");
-    let history =
-        ledger_audit::history::token_history(&reader, id, &VerifyOptions::default(), &mut |p| {
-            ticker.tick(p)
-        })
-        .map_err(fail)?
-        .map_err(|f| finding_failure(&f))?;
+    let (history, label, held) = read_views(args.file.as_deref(), ctx, |source, label| {
+        let extent = source.extent().map_err(fail)?;
+        if let Some(why) = ledger_audit::history::gap(&extent) {
+            return Err(incomplete(why, ("file", "--file")));
+        }
+        let mut ticker = Ticker::new("history");
+        let history =
+            ledger_audit::history::history_from(source, id, &VerifyOptions::default(), &mut |p| {
+                ticker.tick(p)
+            })
+            .map_err(fail)?
+            .map_err(|f| finding_failure(&f))?;
+        Ok((history, label.to_owned(), extent.workspace))
+    })?;
     let belongs = history.workspace_id.is_some()
         && ws
             .as_ref()
             .is_none_or(|w| history.workspace_id.as_ref() == Some(w));
     if !belongs {
         return Err(Failure::not_found(format!(
-            "no token {id} in the log{}",
-            ws.map(|w| format!(" of workspace {w}")).unwrap_or_default()
+            "no token {id} in {label}{}{}",
+            ws.map(|w| format!(" of workspace {w}")).unwrap_or_default(),
+            held.map(|w| format!(" (it holds workspace {w}'s events only)"))
+                .unwrap_or_default()
         )));
     }
     if ctx.json {
