@@ -309,9 +309,10 @@ impl Client {
         self.request(subject, &Value::Object(body)).await
     }
 
-    /// A token's current view, or its view at an earlier point (`as_of`,
-    /// with [`GetBy::Id`] only). A token that does not exist (or not in this
-    /// workspace, or not yet / no longer at that point) is `not_found`.
+    /// A token's current view, or its view at an earlier point (`as_of`; a
+    /// name or provided id names the token that holds it now). A token that
+    /// does not exist (or not in this workspace, or not yet / no longer at
+    /// that point) is `not_found`.
     pub async fn get(
         &self,
         workspace: &str,

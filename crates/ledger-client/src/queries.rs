@@ -18,7 +18,8 @@ pub enum GetBy {
     ProvidedId(String),
 }
 
-/// A point in a token's history (`get` by [`GetBy::Id`] only).
+/// A point in a token's history (`get` by any [`GetBy`]: a name or provided
+/// id names the token that holds it now).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum AsOf {

@@ -106,11 +106,21 @@ async fn get_list_and_history() {
     let at = history[0].occurred_at;
     let then = c.get(WS, GetBy::Id(a), Some(AsOf::Time(at))).await.unwrap();
     assert_eq!(then.version, 1);
+    // A name names the token that holds it now, shown as it was then.
+    assert_eq!(
+        c.get(WS, GetBy::Name("beta".into()), Some(AsOf::Version(1)))
+            .await
+            .unwrap(),
+        v1
+    );
     let err = c
-        .get(WS, GetBy::Name("beta".into()), Some(AsOf::Version(1)))
+        .get(WS, GetBy::Name("alpha".into()), Some(AsOf::Version(1)))
         .await
         .unwrap_err();
-    assert_eq!(err.rejection().unwrap().field.as_deref(), Some("asOf"));
+    assert_eq!(
+        (err.error_code(), err.rejection().unwrap().field.as_deref()),
+        (Some(ErrorCode::NotFound), Some("name"))
+    );
     let err = c
         .get(WS, GetBy::Name("nope".into()), None)
         .await

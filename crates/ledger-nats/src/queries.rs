@@ -185,7 +185,7 @@ pub(crate) async fn handle(
     }
 }
 
-/// `get`: exactly one of `tokenId`, `name`, `providedResourceId`; `asOf` with `tokenId` only.
+/// `get`: exactly one of `tokenId`, `name`, `providedResourceId`, and an optional `asOf`.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct GetQuery {
@@ -226,11 +226,19 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
     let view = match q.as_of {
         Some(as_of) => {
             as_of.check()?;
-            let Lookup::Id(id) = lookup else {
-                return Err(Rejection::invalid(
-                    "asOf",
-                    "asOf needs tokenId (a name or provided id may have changed hands since)",
-                ));
+            // A name or provided id names the token that holds it now (it
+            // may have changed hands since), as the CLI resolves it.
+            let id = match lookup {
+                Lookup::Id(id) => id,
+                other => {
+                    ctx.catch_up().await?;
+                    let views = ctx.views.clone();
+                    let ws = workspace.clone();
+                    blocking_views(move || views.get(&ws, other, now()))
+                        .await?
+                        .ok_or_else(|| not_found(&described).with_field(field))?
+                        .token_id()
+                }
             };
             let store = ctx.store.clone();
             blocking_views(move || Projector::get_as_of(&store, id, as_of))

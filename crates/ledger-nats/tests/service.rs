@@ -491,8 +491,29 @@ async fn get_and_list_read_the_views_with_their_own_writes() {
     )
     .await;
     assert_eq!(err["code"], "not_found", "not yet created then");
-    let err = query_error(c, "get", json!({"name": "Alpha-2", "asOf": {"version": 1}})).await;
-    assert_eq!(err["field"], "asOf");
+    // By the name it holds now, as it was then (PRODUCT.md: by tokenId, name
+    // or providedResourceId, optional asOf).
+    let then = query(
+        c,
+        WS,
+        "get",
+        json!({"name": "ALPHA-2", "asOf": {"version": 1}}),
+    )
+    .await;
+    assert_eq!(then["token"]["name"], "Alpha");
+    let then = query(
+        c,
+        WS,
+        "get",
+        json!({"providedResourceId": "p-1", "asOf": {"version": 1}}),
+    )
+    .await;
+    assert_eq!(then["token"]["resourceId"], a.as_str());
+    let err = query_error(c, "get", json!({"name": "Alpha", "asOf": {"version": 1}})).await;
+    assert_eq!(
+        (err["code"].as_str(), err["field"].as_str()),
+        (Some("not_found"), Some("name"))
+    );
     let err = query_error(
         c,
         "get",
