@@ -68,6 +68,11 @@ struct Secured {
 
 impl Secured {
     fn start() -> Secured {
+        Secured::start_with(&with_globex(AUTH_CONF))
+    }
+
+    /// As [`Secured::start`], with this authorization config.
+    fn start_with(auth_conf: &str) -> Secured {
         let dir = tempfile::tempdir().unwrap();
         let ledger = nkeys::KeyPair::new_user();
         let ledger_seed = ledger.seed().unwrap();
@@ -81,7 +86,7 @@ impl Secured {
              GLOBEX_PASSWORD: \"{password}-globex\"\n\
              GATEWAY_PASSWORD: \"{gateway_password}\"\n{}",
             ledger.public_key(),
-            with_globex(AUTH_CONF)
+            auth_conf
         );
         let nats = NatsServer::start_with_config(&config)
             .expect("nats-server with deploy/nats-auth.conf (run scripts/install-nats.sh)");
@@ -222,6 +227,12 @@ fn a_workspace_service_reaches_its_own_workspace_and_nothing_else() {
     let id = issued["token"]["resourceId"].as_str().expect("token id");
     let got = acme.run(&["get", id]).json();
     assert_eq!(got["token"]["name"], "billing", "{got}");
+    // Its role reaches its own secrets too (tokens.query.acme.reveal).
+    let revealed = acme.run(&["get", id, "--reveal"]).json();
+    assert_eq!(
+        revealed["token"]["tokenStr"], issued["token"]["tokenStr"],
+        "{revealed}"
+    );
 
     // Another workspace: NATS refuses the publish, and the CLI says so
     // rather than waiting for a reply that cannot come.
@@ -255,6 +266,46 @@ fn a_workspace_service_reaches_its_own_workspace_and_nothing_else() {
         stack.assert_no_secret_in("CLI output", &format!("{run:?}"));
     }
     stack.assert_no_secret_in("the server's debug log", &stack.serve_log());
+}
+
+/// `reveal` has a subject of its own so that a role can read views without
+/// the secrets: with the config's documented deny, acme's `get` works and
+/// its `get --reveal` is refused by NATS, named as such.
+#[test]
+fn a_role_may_read_views_and_be_denied_the_secrets() {
+    let acme_start = AUTH_CONF.find("      user: acme").expect("the acme user");
+    let (head, tail) = AUTH_CONF.split_at(acme_start);
+    let tail = tail
+        .replacen(
+            "publish: [",
+            "publish: { deny: [\"tokens.query.acme.reveal\"], allow: [",
+            1,
+        )
+        .replacen(
+            "\n        ]\n        subscribe",
+            "\n        ] }\n        subscribe",
+            1,
+        );
+    let stack = Secured::start_with(&with_globex(&format!("{head}{tail}")));
+    let acme = stack.acme();
+    let issued = acme.run(&["issue", "--name", "viewer"]).json();
+    let id = issued["token"]["resourceId"].as_str().expect("token id");
+    let got = acme.run(&["get", id]).json();
+    assert_eq!(got["token"]["name"], "viewer", "{got}");
+    let denied = acme.run(&["get", id, "--reveal"]);
+    let e = refused(&denied, 1);
+    assert_eq!(e["code"], "forbidden", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("tokens.query.acme.reveal"),
+        "names the subject: {e}"
+    );
+    assert!(
+        !denied.stdout.contains("eyJ"),
+        "no token string: {denied:?}"
+    );
 }
 
 /// A workspace's service follows its own events with the example config's
