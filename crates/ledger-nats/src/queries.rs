@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use tokio::sync::watch;
+use uuid::Uuid;
 
 /// The four queries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,20 +227,7 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
     let view = match q.as_of {
         Some(as_of) => {
             as_of.check()?;
-            // A name or provided id names the token that holds it now (it
-            // may have changed hands since), as the CLI resolves it.
-            let id = match lookup {
-                Lookup::Id(id) => id,
-                other => {
-                    ctx.catch_up().await?;
-                    let views = ctx.views.clone();
-                    let ws = workspace.clone();
-                    blocking_views(move || views.get(&ws, other, now()))
-                        .await?
-                        .ok_or_else(|| not_found(&described).with_field(field))?
-                        .token_id()
-                }
-            };
+            let id = holder(ctx, &workspace, lookup, &described).await?;
             let store = ctx.store.clone();
             blocking_views(move || Projector::get_as_of(&store, id, as_of))
                 .await?
@@ -255,6 +243,28 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
         Some(view) => Ok(json!({ "token": view })),
         None => Err(not_found(&described).with_field(field)),
     }
+}
+
+/// The id of the token a lookup names: a name or provided id names the token
+/// that holds it now (it may have changed hands since), as the CLI resolves
+/// it; `not_found` on the lookup's field when none does.
+async fn holder(
+    ctx: &QueryContext,
+    workspace: &str,
+    lookup: Lookup,
+    described: &str,
+) -> Result<Uuid, Rejection> {
+    let field = lookup.field();
+    if let Lookup::Id(id) = lookup {
+        return Ok(id);
+    }
+    ctx.catch_up().await?;
+    let views = ctx.views.clone();
+    let ws = workspace.to_owned();
+    Ok(blocking_views(move || views.get(&ws, lookup, now()))
+        .await?
+        .ok_or_else(|| not_found(described).with_field(field))?
+        .token_id())
 }
 
 /// `reveal`: exactly one of `tokenId`, `name`, `providedResourceId`, and who asks.
@@ -275,19 +285,7 @@ async fn reveal(ctx: &QueryContext, workspace: String, q: RevealQuery) -> Result
     )?;
     let (lookup, described) = lookup_of(q.token_id, q.name, q.provided_resource_id)?;
     let field = lookup.field();
-    let token_id = match lookup {
-        Lookup::Id(id) => id,
-        // A name or provided id names the token that holds it now.
-        other => {
-            ctx.catch_up().await?;
-            let views = ctx.views.clone();
-            let ws = workspace.clone();
-            blocking_views(move || views.get(&ws, other, now()))
-                .await?
-                .ok_or_else(|| not_found(&described).with_field(field))?
-                .token_id()
-        }
-    };
+    let token_id = holder(ctx, &workspace, lookup, &described).await?;
     let store = ctx.store.clone();
     let ws = workspace.clone();
     let view = tokio::task::spawn_blocking(move || store.reveal(&ws, &token_id))
