@@ -848,28 +848,37 @@ fn audit_commands_that_read_a_data_dir_neither_take_nats_nor_create_one() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("not_found"), "{}", run.stderr);
     assert!(!l.data().exists(), "a checkpoint created a ledger");
-    for args in [
-        &["audit", "checkpoint"][..],
-        &["audit", "export", "--out", "x.jsonl"],
-    ] {
-        let mut all = vec!["--json", "--nats", "nats://127.0.0.1:1"];
-        all.extend_from_slice(args);
-        let run = l.run(&all);
-        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
-        assert!(run.stderr.contains("\"field\":\"nats\""), "{}", run.stderr);
-    }
-    // Replay and history read the stream instead (nobody listens there).
+    let mut all = vec![
+        "--json",
+        "--nats",
+        "nats://127.0.0.1:1",
+        "audit",
+        "checkpoint",
+    ];
+    let run = l.run(&all);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("\"field\":\"nats\""), "{}", run.stderr);
+    // Replay, history and export read the stream instead (nobody listens there).
+    let out = l.dir.path().join("x.jsonl");
     for args in [
         &["audit", "history", "00000000-0000-4000-8000-000000000000"][..],
         &["audit", "replay", "--position", "1"],
+        &["audit", "export", "--out", out.to_str().unwrap()],
     ] {
-        let mut all = vec!["--json", "--nats", "nats://127.0.0.1:1"];
+        all.truncate(3);
         all.extend_from_slice(args);
         let run = l.run(&all);
         assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
         assert_eq!(run.error()["code"], "unavailable", "{}", run.stderr);
     }
     assert!(!l.data().exists());
+    assert!(!out.exists(), "an export that read nothing wrote a file");
+    // --key checks the server's checkpoint: it means nothing to a data dir's export.
+    let run = l.run(&[
+        "--json", "audit", "export", "--key", "k", "--out", "x.jsonl",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(run.error()["field"], "key", "{}", run.stderr);
 }
 
 /// `--json audit replay|history ...` from the data dir and from `file`

@@ -11,6 +11,10 @@
 //!   named at its position; a suffix rewritten with recomputed hashes passes
 //!   alone but fails a signed checkpoint of the honest history; a stream
 //!   shorter than a checkpoint is truncated.
+//! * `audit export --nats` of a running server: the whole log, ranges and a
+//!   workspace verify alone (`audit verify --file`) and equal the data dir's
+//!   exports once it stops; a tampered stream fails the export at the bad
+//!   position and leaves no file; a stream without sequence 1 is refused.
 //!
 //! Nothing waits by sleeping: a test waits for a message, a process, or a
 //! condition polled with a deadline.
@@ -120,15 +124,20 @@ async fn ready(client: &async_nats::Client) -> bool {
 }
 
 async fn issue(client: &async_nats::Client, i: u64) -> u64 {
+    issue_in(client, "acme", &format!("token-{i}")).await
+}
+
+/// Issues a client token named `name` in `workspace`; returns its position.
+async fn issue_in(client: &async_nats::Client, workspace: &str, name: &str) -> u64 {
     let body = json!({
         "commandId": Uuid::new_v4().to_string(),
-        "workspaceId": "acme",
+        "workspaceId": workspace,
         "actor": {"agentId": "auditor-test", "agentType": "service"},
-        "name": format!("token-{i}"),
+        "name": name,
     });
     let reply = client
         .request(
-            "tokens.cmd.acme.issue_client_token",
+            format!("tokens.cmd.{workspace}.issue_client_token"),
             serde_json::to_vec(&body).unwrap().into(),
         )
         .await
@@ -296,13 +305,28 @@ fn rewrite_from(events: &[Envelope], from: u64) -> Vec<Envelope> {
     out
 }
 
-/// Creates `TOKENS` with the server's own config and publishes `bodies` as sequences 1, 2, ...
-async fn publish(js: &jetstream::Context, events: &[Envelope], bodies: Vec<Vec<u8>>) {
+/// The server's own config of `TOKENS`.
+fn stream_config() -> jetstream::stream::Config {
     let settings = ledger_nats::StreamSettings {
         replicas: 1,
         duplicate_window: Duration::from_secs(120),
     };
-    js.create_stream(settings.config()).await.unwrap();
+    settings.config()
+}
+
+/// Creates `TOKENS` with the server's own config and publishes `bodies` as sequences 1, 2, ...
+async fn publish(js: &jetstream::Context, events: &[Envelope], bodies: Vec<Vec<u8>>) {
+    publish_with(js, stream_config(), events, bodies).await;
+}
+
+/// Creates `TOKENS` with `config` and publishes `bodies` as sequences 1, 2, ...
+async fn publish_with(
+    js: &jetstream::Context,
+    config: jetstream::stream::Config,
+    events: &[Envelope],
+    bodies: Vec<Vec<u8>>,
+) {
+    js.create_stream(config).await.unwrap();
     for (env, body) in events.iter().zip(bodies) {
         // As the server publishes: the event's subject, its id as Nats-Msg-Id.
         let message = jetstream::message::PublishMessage::build()
@@ -552,4 +576,398 @@ async fn a_replay_reads_the_stream_only_up_to_its_point() {
             "{e}"
         );
     }
+}
+
+/// `[GLOBAL...] --json audit export --out OUT [EXTRA...]` over `--nats URL`,
+/// with a data dir that must stay absent.
+fn export_stream(url: &str, global: &[&str], out: &Path, extra: &[&str]) -> Run {
+    let mut args = global.to_vec();
+    args.extend_from_slice(&["--json", "audit", "export", "--out", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    over_nats(url, &args)
+}
+
+/// `audit verify --file FILE --key KEY --json`, away from any data dir.
+fn verify_file(file: &Path, key: &str) -> Value {
+    let nowhere = tempfile::tempdir().unwrap();
+    let data = nowhere.path().join("no-data-dir");
+    let args = [
+        "--json",
+        "audit",
+        "verify",
+        "--file",
+        file.to_str().unwrap(),
+        "--key",
+        key,
+    ];
+    let v = run(&data, &args).ok().report();
+    assert_eq!(v["ok"], json!(true), "{v}");
+    v
+}
+
+/// An export's lines.
+fn lines(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An export's event lines: after the header, before the proofs and the manifest.
+fn event_lines(file: &Path) -> Vec<String> {
+    lines(file)
+        .into_iter()
+        .skip(1)
+        .filter(|l| !l.starts_with("{\"inclusionProof\":") && !l.starts_with("{\"manifest\":"))
+        .collect()
+}
+
+/// One export of the stream, and what it must hold.
+struct Case {
+    name: &'static str,
+    /// Flags before `audit` (`--workspace W`).
+    global: &'static [&'static str],
+    /// Flags of `audit export`.
+    flags: &'static [&'static str],
+    events: u64,
+    proofs: u64,
+}
+
+impl Case {
+    fn new(
+        name: &'static str,
+        global: &'static [&'static str],
+        flags: &'static [&'static str],
+        events: u64,
+        proofs: u64,
+    ) -> Case {
+        Case {
+            name,
+            global,
+            flags,
+            events,
+            proofs,
+        }
+    }
+}
+
+/// `audit export --nats` of a running server (which holds the data dir):
+/// the whole log, ranges and a workspace, each verifying on its own with the
+/// server's checkpoint when it falls in the range; once the server stops,
+/// the data dir's exports hold the same event lines, and with the same
+/// checkpoint the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_exports_its_stream_as_its_data_dir_would() {
+    let nats = NatsServer::start().unwrap();
+    let url = nats.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = jetstream::new(client.clone());
+    let mut notes = client.subscribe("tokens.checkpoint").await.unwrap();
+    client.flush().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = |name: &str| dir.path().join(name);
+
+    let mut server = serve(&data, &url);
+    assert!(ready(&client).await, "the server did not become ready");
+    // Two checkpoints' worth of events, acme's at odd positions and
+    // globex's at even ones, each round's note awaited before the next (see
+    // the first test): the newest checkpoint then covers the whole log, and
+    // the one made at shutdown is that one again.
+    let size = 2 * EVERY;
+    for round in 0..2 {
+        for i in 1..=EVERY {
+            let p = round * EVERY + i;
+            let ws = if p % 2 == 1 { "acme" } else { "globex" };
+            assert_eq!(issue_in(&client, ws, &format!("token-{p}")).await, p);
+        }
+        let note = next_note(&mut notes).await;
+        assert_eq!(note.checkpoint.size, (round + 1) * EVERY);
+    }
+    assert!(
+        wait_for_async(DEADLINE, || async { stream_last(&js).await == size }).await,
+        "publication did not catch up"
+    );
+    let key = run(&data, &["audit", "key"]).ok().stdout.trim().to_owned();
+    let locked = run(
+        &data,
+        &[
+            "--json",
+            "audit",
+            "export",
+            "--out",
+            file("locked.jsonl").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        locked.code, 4,
+        "the server holds its data dir: {}",
+        locked.stderr
+    );
+
+    let cases = [
+        Case::new("whole.jsonl", &[], &[], size, 1),
+        Case::new("later.jsonl", &[], &["--from", "3"], size - 2, 1),
+        Case::new("early.jsonl", &[], &["--from", "2", "--to", "5"], 4, 0),
+        Case::new(
+            "acme.jsonl",
+            &["--workspace", "acme"],
+            &[],
+            size / 2,
+            size / 2,
+        ),
+    ];
+    let latest = client
+        .request("tokens.checkpoint.latest", "".into())
+        .await
+        .unwrap();
+    let latest: Value = serde_json::from_slice(&latest.payload).unwrap();
+    assert_eq!(latest["result"]["size"], json!(size), "{latest}");
+    for &Case {
+        name,
+        global,
+        flags,
+        events,
+        proofs,
+    } in &cases
+    {
+        let mut extra = flags.to_vec();
+        extra.extend_from_slice(&["--key", &key]);
+        let out = export_stream(&url, global, &file(name), &extra).json();
+        let h = &out["header"];
+        assert_eq!(out["events"], json!(events), "{name}: {out}");
+        assert_eq!(out["inclusionProofs"], json!(proofs), "{name}: {out}");
+        assert_eq!(h["head"]["position"], json!(size), "{name}: {out}");
+        let embedded = proofs > 0;
+        assert_eq!(h["checkpoint"].is_string(), embedded, "{name}: {out}");
+        if embedded {
+            assert_eq!(h["checkpoint"], latest["result"]["note"], "{name}");
+            assert_eq!(out["stream"]["checkpointSignatureChecked"], json!(true));
+        }
+        let v = verify_file(&file(name), &key);
+        assert_eq!(v["summary"]["events"], json!(events), "{name}: {v}");
+        assert_eq!(v["proofsVerified"], json!(proofs), "{name}: {v}");
+    }
+    // Without --json, why a range has no checkpoint.
+    let text = over_nats(
+        &url,
+        &[
+            "audit",
+            "export",
+            "--from",
+            "2",
+            "--to",
+            "5",
+            "--out",
+            file("early-text.jsonl").to_str().unwrap(),
+        ],
+    )
+    .ok();
+    assert!(
+        text.stdout.contains(&format!(
+            "the server's newest checkpoint, of size {size}, is not inside positions 2..=5"
+        )),
+        "{}",
+        text.stdout
+    );
+    // Without a key the signature is not checked, and that is said.
+    let unchecked = export_stream(&url, &[], &file("unchecked.jsonl"), &[]);
+    assert_eq!(
+        unchecked.json()["stream"]["checkpointSignatureChecked"],
+        json!(false)
+    );
+    assert!(
+        unchecked.stderr.contains("signature NOT checked"),
+        "{}",
+        unchecked.stderr
+    );
+    // Another key: a finding (exit 5) before anything is written.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = CheckpointKey::load_or_create(&other_dir).unwrap();
+    let forged = file("other-key.jsonl");
+    let r = export_stream(
+        &url,
+        &[],
+        &forged,
+        &["--key", &other.verifier().to_string()],
+    );
+    assert_eq!(r.code, EXIT_FINDING, "stderr: {}", r.stderr);
+    assert_eq!(r.error()["code"], json!("bad_signature"), "{}", r.stderr);
+    assert!(!forged.exists(), "a refused export left a file");
+
+    // Stopped: the data dir's exports. No checkpoint was added at shutdown
+    // (the newest covered the whole log), so those that embed one embed the
+    // same, and the files are equal; the early range embeds the stored
+    // checkpoint of size EVERY, which the server no longer offers: the same
+    // events, byte for byte.
+    common::sigterm(&server);
+    let status = server.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit cleanly: {status}");
+    let stored: Vec<_> = std::fs::read_dir(data.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    for &Case {
+        name,
+        global,
+        flags,
+        proofs,
+        ..
+    } in &cases
+    {
+        let local = file(&format!("local-{name}"));
+        let mut args = global.to_vec();
+        args.extend_from_slice(&[
+            "--json",
+            "audit",
+            "export",
+            "--out",
+            local.to_str().unwrap(),
+        ]);
+        args.extend_from_slice(flags);
+        run(&data, &args).ok();
+        assert_eq!(event_lines(&local), event_lines(&file(name)), "{name}");
+        if proofs > 0 {
+            assert_eq!(lines(&local), lines(&file(name)), "{name}");
+        }
+    }
+    assert_eq!(event_lines(&file("whole.jsonl")).len() as u64, size);
+}
+
+/// An export from the stream verifies it from position 1 as it writes: a
+/// tampered event fails the export at its position, with no file left, even
+/// for a range after it; a range before it exports and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_of_a_tampered_stream_fails_at_the_bad_event_and_leaves_no_file() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let events = renamed_chain(10, "crafted");
+    let mut bodies: Vec<Vec<u8>> = events.iter().map(|e| e.to_json_bytes()).collect();
+    let mut tampered: Value = serde_json::from_slice(&bodies[5]).unwrap();
+    tampered["data"]["name"] = json!("forged");
+    bodies[5] = serde_json::to_vec(&tampered).unwrap();
+    publish(&js, &events, bodies).await;
+    let url = nats.url();
+    let dir = tempfile::tempdir().unwrap();
+
+    for (name, flags) in [("whole.jsonl", &[][..]), ("after.jsonl", &["--from", "8"])] {
+        let out = dir.path().join(name);
+        let r = export_stream(&url, &[], &out, flags);
+        assert_eq!(r.code, EXIT_FINDING, "{name}: {}", r.stderr);
+        let e = r.error();
+        assert_eq!(e["code"], json!("hash_mismatch"), "{name}: {e}");
+        assert!(
+            e["message"].as_str().unwrap().starts_with("position 6:"),
+            "{name}: {e}"
+        );
+        assert!(
+            !out.exists(),
+            "{name}: a failed export left its partial file"
+        );
+    }
+
+    // Before the bad event: exported (no server answers for a checkpoint:
+    // said, and none embedded), and it verifies on its own.
+    let out = dir.path().join("before.jsonl");
+    let r = export_stream(&url, &[], &out, &["--to", "5"]);
+    let v = r.json();
+    assert_eq!(v["events"], json!(5));
+    assert_eq!(v["header"]["head"]["position"], json!(10));
+    assert_eq!(v["header"]["head"]["hash"], json!(events[9].hash));
+    assert!(v["header"]["checkpoint"].is_null(), "{v}");
+    assert!(
+        r.stderr.contains("no checkpoint from the server"),
+        "{}",
+        r.stderr
+    );
+    let nowhere = dir.path().join("no-data-dir");
+    let verified = run(
+        &nowhere,
+        &["--json", "audit", "verify", "--file", out.to_str().unwrap()],
+    )
+    .ok()
+    .report();
+    assert_eq!(verified["summary"]["headPosition"], json!(5));
+    assert_eq!(
+        event_lines(&out),
+        events[..5]
+            .iter()
+            .map(|e| String::from_utf8(e.to_json_bytes()).unwrap())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A tampered last event: the export that ends there fails at it, as a
+/// finding; one that ends before it refuses to state it as the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_head_fails_the_export() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let events = renamed_chain(6, "crafted");
+    let mut bodies: Vec<Vec<u8>> = events.iter().map(|e| e.to_json_bytes()).collect();
+    let mut tampered: Value = serde_json::from_slice(&bodies[5]).unwrap();
+    tampered["data"]["name"] = json!("forged");
+    bodies[5] = serde_json::to_vec(&tampered).unwrap();
+    publish(&js, &events, bodies).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.jsonl");
+
+    let r = export_stream(&nats.url(), &[], &out, &[]);
+    assert_eq!(r.code, EXIT_FINDING, "{}", r.stderr);
+    let e = r.error();
+    assert_eq!(e["code"], json!("hash_mismatch"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("position 6:"),
+        "{e}"
+    );
+    assert!(!out.exists());
+    let r = export_stream(&nats.url(), &[], &out, &["--to", "5"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("at sequence 6"),
+        "{}",
+        r.stderr
+    );
+    assert!(!out.exists());
+}
+
+/// A stream that no longer holds sequence 1 cannot be verified from the
+/// start: its export is refused (exit 2), and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_its_first_events_is_not_exported() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let events = renamed_chain(5, "short");
+    let config = jetstream::stream::Config {
+        deny_delete: false,
+        deny_purge: false,
+        ..stream_config()
+    };
+    let bodies = events.iter().map(|e| e.to_json_bytes()).collect();
+    publish_with(&js, config, &events, bodies).await;
+    let stream = js.get_stream("TOKENS").await.unwrap();
+    assert!(stream.delete_message(1).await.unwrap());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.jsonl");
+    let r = export_stream(&nats.url(), &[], &out, &["--from", "3"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = r.error();
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("starts at sequence 2"),
+        "{e}"
+    );
+    assert!(!out.exists());
 }

@@ -17,6 +17,17 @@
 //!    count], ...]}}`, the positions the file holds as runs (format
 //!    `tokenledger-export/2`; a `/1` file has none and is read as before).
 //!
+//! Where an export is taken from ([`ExportSource`]): a data dir (its newest
+//! stored checkpoint inside the range), or the JetStream stream `TOKENS` of
+//! a running server, which needs no lock on the data dir (the head is the
+//! stream's last sequence when the export starts; the checkpoint is the
+//! server's newest, from `tokens.checkpoint.latest`, when its size is
+//! inside the range; the stream must still hold sequence 1). Either way the
+//! log is verified from position 1 as the range is written, against the
+//! checkpoint's root, and the inclusion proofs are built from the event
+//! hashes that pass saw: one format, and for one log one file, whatever
+//! the source. A finding removes the partial file.
+//!
 //! What `verify_export` can prove:
 //!
 //! - **A whole range** (no `--workspace`): everything `audit verify` checks on
@@ -53,13 +64,17 @@
 
 use crate::checkpoints::CheckpointStore;
 use crate::merkle::{parse_hash, verify_inclusion, InclusionProofJson, ProofTree};
+use crate::nats::{
+    checked_hash, stream_records, stream_state, BlockingRecords, ReadRange,
+    CHECKPOINT_LATEST_SUBJECT, STREAM_NAME,
+};
 use crate::note::SignedCheckpoint;
 use crate::source::{find, LogReader, Record};
 use crate::verify::{
     verify, DeclaredEnd, ExpectedRoot, KeepHashes, NoObserver, Observer, Plan, Progress, Report,
     VerifiedEvent, VerifyOptions,
 };
-use crate::{AuditError, Finding, FindingKind};
+use crate::{AuditError, Finding, FindingKind, Hash};
 use ledger_core::LedgerState;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -67,6 +82,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The header's `format`.
 pub const FORMAT: &str = "tokenledger-export/2";
@@ -172,14 +188,73 @@ pub struct ExportOutcome {
     pub proofs: u64,
 }
 
+/// Where an export reads the log. Either is verified from position 1 as
+/// it is written, and the same writer makes the same file of it: a data
+/// dir and the stream of the server that holds it give equal exports.
+#[derive(Clone, Copy)]
+pub enum ExportSource<'a> {
+    /// The `log` tree of a data dir (locked while a server runs), with the
+    /// newest checkpoint stored there inside the range.
+    DataDir {
+        /// The data dir (its `checkpoints/`).
+        data_dir: &'a Path,
+        /// Its log.
+        reader: &'a LogReader,
+    },
+    /// The JetStream stream `TOKENS` (see [`crate::nats`]), a running
+    /// server's: from sequence 1 to its last sequence when the export
+    /// starts, which is the head. It must still hold sequence 1.
+    Stream {
+        /// A multi-thread runtime that drives the consumer (the pass runs on
+        /// the calling thread, which must not be one of its).
+        runtime: &'a tokio::runtime::Handle,
+        /// The JetStream context.
+        js: &'a async_nats::jetstream::Context,
+        /// The server's newest checkpoint ([`crate::nats::latest_checkpoint`]),
+        /// embedded when its size is inside the range. Its signature is the
+        /// caller's business, checked before.
+        checkpoint: Option<&'a SignedCheckpoint>,
+        /// How long to wait for a message.
+        idle_timeout: Duration,
+    },
+}
+
+impl std::fmt::Debug for ExportSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExportSource::DataDir { data_dir, .. } => f
+                .debug_struct("DataDir")
+                .field("data_dir", data_dir)
+                .finish_non_exhaustive(),
+            ExportSource::Stream {
+                checkpoint,
+                idle_timeout,
+                ..
+            } => f
+                .debug_struct("Stream")
+                .field("checkpoint", &checkpoint.map(|c| c.checkpoint.size))
+                .field("idle_timeout", idle_timeout)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// The inclusion proofs an export owes: the checkpoint's size, the
+/// positions to prove, and the event hashes `1..=size` the pass saw (32
+/// bytes an event, so the tree needs no second read of the source).
+struct Prove {
+    size: u64,
+    positions: Vec<u64>,
+    hashes: Vec<Hash>,
+}
+
 struct Writer<'a> {
     out: BufWriter<File>,
     header: ExportHeader,
     header_written: bool,
     workspace: Option<&'a str>,
     manifest: Manifest,
-    /// Positions to prove, with the checkpoint's size.
-    prove: Option<(u64, Vec<u64>)>,
+    prove: Option<Prove>,
     error: Option<std::io::Error>,
 }
 
@@ -215,6 +290,12 @@ impl Observer for Writer<'_> {
 
     fn after(&mut self, _state: &LedgerState, event: &VerifiedEvent) {
         let env = &event.env;
+        if let Some(prove) = &mut self.prove {
+            // The pass is gap-free from position 1: hash i is position i + 1.
+            if env.position <= prove.size {
+                prove.hashes.push(event.hash);
+            }
+        }
         if env.position < self.header.from {
             return;
         }
@@ -224,14 +305,14 @@ impl Observer for Writer<'_> {
         }
         self.write_line(&event.published_bytes());
         self.manifest.push(env.position);
-        if let Some((size, positions)) = &mut self.prove {
+        if let Some(prove) = &mut self.prove {
             let wanted = if self.workspace.is_some() {
-                env.position <= *size
+                env.position <= prove.size
             } else {
-                env.position == *size
+                env.position == prove.size
             };
             if wanted {
-                positions.push(env.position);
+                prove.positions.push(env.position);
             }
         }
     }
@@ -241,10 +322,20 @@ impl Observer for Writer<'_> {
     }
 }
 
-/// Exports a range of the log of `reader` (data dir `data_dir`) to `out`.
-///
-/// The range is verified as it is written (schema per `options`); on a
-/// finding the partial file is removed and the finding returned.
+/// The range of `request` in a log whose head is `head`.
+fn range(request: &ExportRequest, head: u64) -> Result<(u64, u64), AuditError> {
+    let from = request.from.max(1);
+    let to = request.to.unwrap_or(head).min(head);
+    if from > to {
+        return Err(AuditError::Invalid(format!(
+            "nothing to export: the range {from}..={to} is empty (the log's head is {head})"
+        )));
+    }
+    Ok((from, to))
+}
+
+/// Exports a range of the log of `reader` (data dir `data_dir`) to `out`:
+/// [`export_from`] a [`ExportSource::DataDir`].
 pub fn export(
     data_dir: &Path,
     reader: &LogReader,
@@ -253,58 +344,199 @@ pub fn export(
     options: &VerifyOptions,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Result<ExportOutcome, Finding>, AuditError> {
-    let head = reader.last_position()?;
-    let from = request.from.max(1);
-    let to = request.to.unwrap_or(head).min(head);
-    if from > to {
-        return Err(AuditError::Invalid(format!(
-            "nothing to export: the range {from}..={to} is empty (the log's head is {head})"
-        )));
-    }
-    let head_hash = match reader.record(head)? {
-        Some(v) if v.len() > 32 => hex::encode(&v[..32]),
-        _ => {
-            return Err(AuditError::Invalid(format!(
-                "the log has no readable event at its head {head}"
-            )))
+    export_from(
+        ExportSource::DataDir { data_dir, reader },
+        request,
+        out,
+        options,
+        progress,
+    )
+}
+
+/// Exports a range of the log of `source` to `out`, in the one format
+/// whatever the source.
+///
+/// The log is verified from position 1 as the range is written (schema per
+/// `options`), with the checkpoint against its root; on a finding the
+/// partial file is removed and the finding returned.
+pub fn export_from(
+    source: ExportSource<'_>,
+    request: &ExportRequest,
+    out: &Path,
+    options: &VerifyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Result<ExportOutcome, Finding>, AuditError> {
+    let in_range = |size: u64, from: u64, to: u64| size >= from && size <= to;
+    match source {
+        ExportSource::DataDir { data_dir, reader } => {
+            let head = reader.last_position()?;
+            let (from, to) = range(request, head)?;
+            let head_hash = match reader.record(head)? {
+                Some(v) if v.len() > 32 => v[..32].try_into().expect("32 bytes"),
+                _ => {
+                    return Err(AuditError::Invalid(format!(
+                        "the log has no readable event at its head {head}"
+                    )))
+                }
+            };
+            let checkpoint = CheckpointStore::new(data_dir)
+                .list()?
+                .into_iter()
+                .rev()
+                .map(|(_, c)| c)
+                .find(|c| in_range(c.checkpoint.size, from, to))
+                .map(|c| {
+                    let label = format!("the stored checkpoint of size {}", c.checkpoint.size);
+                    (c, label)
+                });
+            let setup = Setup {
+                from,
+                to,
+                workspace: request.workspace.as_deref(),
+                head,
+                head_hash,
+                checkpoint,
+            };
+            write_export(
+                reader.records(1, to),
+                Plan::whole_log(),
+                setup,
+                out,
+                options,
+                progress,
+            )
         }
-    };
-    let checkpoint = CheckpointStore::new(data_dir)
-        .list()?
-        .into_iter()
-        .rev()
-        .map(|(_, c)| c)
-        .find(|c| c.checkpoint.size >= from && c.checkpoint.size <= to);
+        ExportSource::Stream {
+            runtime,
+            js,
+            checkpoint,
+            idle_timeout,
+        } => {
+            let state = runtime.block_on(stream_state(js))?;
+            if state.messages == 0 {
+                return Err(AuditError::Invalid(format!(
+                    "the stream {STREAM_NAME} holds no event: nothing to export"
+                )));
+            }
+            if state.first_sequence != 1 {
+                return Err(AuditError::Invalid(format!(
+                    "the stream {STREAM_NAME} starts at sequence {} (positions 1 to {} are no longer in it): an export is verified from position 1, so it cannot be taken from this stream; export the data dir instead",
+                    state.first_sequence,
+                    state.first_sequence.saturating_sub(1)
+                )));
+            }
+            let head = state.last_sequence;
+            let (from, to) = range(request, head)?;
+            let head_hash = match runtime.block_on(checked_hash(js, head))? {
+                Ok(hash) => hash,
+                // The head is in the range: the pass names what is wrong
+                // with it, at its position (or earlier), as a finding.
+                Err(_) if to == head => [0u8; 32],
+                Err(why) => {
+                    return Err(AuditError::Invalid(format!(
+                        "the stream's last event, at sequence {head}, {why}: the export would state a bad head; run `tokenledger audit verify --nats`"
+                    )))
+                }
+            };
+            let checkpoint = checkpoint
+                .filter(|c| in_range(c.checkpoint.size, from, to))
+                .map(|c| {
+                    let label = format!(
+                        "the server's newest checkpoint (size {}, from {CHECKPOINT_LATEST_SUBJECT})",
+                        c.checkpoint.size
+                    );
+                    (c.clone(), label)
+                });
+            let records = BlockingRecords::new(
+                runtime,
+                stream_records(
+                    js.clone(),
+                    ReadRange {
+                        from: 1,
+                        last: head,
+                        until: to,
+                        idle_timeout,
+                    },
+                ),
+            );
+            let plan = Plan {
+                declared_end: Some(DeclaredEnd {
+                    position: to,
+                    hash: (to == head).then_some(head_hash),
+                    source: "the stream's state",
+                }),
+                ..Plan::whole_log()
+            };
+            let setup = Setup {
+                from,
+                to,
+                workspace: request.workspace.as_deref(),
+                head,
+                head_hash,
+                checkpoint,
+            };
+            write_export(records, plan, setup, out, options, progress)
+        }
+    }
+}
+
+/// What a source decided before its export is written.
+struct Setup<'a> {
+    from: u64,
+    to: u64,
+    workspace: Option<&'a str>,
+    /// The log's head and its hash.
+    head: u64,
+    head_hash: Hash,
+    /// The checkpoint to embed (inside `from..=to`), and its label.
+    checkpoint: Option<(SignedCheckpoint, String)>,
+}
+
+/// Writes an export of `setup`'s range while `records` (from position 1)
+/// pass verification against `plan` and the checkpoint's root; then the
+/// inclusion proofs, from the hashes the pass saw, and the manifest.
+fn write_export(
+    records: impl Iterator<Item = Result<Record, AuditError>> + Send,
+    mut plan: Plan,
+    setup: Setup<'_>,
+    out: &Path,
+    options: &VerifyOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Result<ExportOutcome, Finding>, AuditError> {
+    let checkpoint = setup.checkpoint.as_ref().map(|(c, _)| c.checkpoint.clone());
+    if let Some((c, label)) = &setup.checkpoint {
+        plan.roots.push(ExpectedRoot {
+            size: c.checkpoint.size,
+            root: c.checkpoint.root,
+            label: label.clone(),
+        });
+    }
     let file = File::create(out).map_err(|e| AuditError::io("create", out, e))?;
     let mut writer = Writer {
         out: BufWriter::new(file),
         header: ExportHeader {
             format: FORMAT.to_owned(),
-            from,
-            to,
-            workspace_id: request.workspace.clone(),
+            from: setup.from,
+            to: setup.to,
+            workspace_id: setup.workspace.map(str::to_owned),
             prev_hash: hex::encode([0u8; 32]),
             head: ExportHead {
-                position: head,
-                hash: head_hash,
+                position: setup.head,
+                hash: hex::encode(setup.head_hash),
             },
-            checkpoint: checkpoint.as_ref().map(|c| c.note.clone()),
+            checkpoint: setup.checkpoint.map(|(c, _)| c.note),
         },
         header_written: false,
-        workspace: request.workspace.as_deref(),
+        workspace: setup.workspace,
         manifest: Manifest::default(),
-        prove: checkpoint.as_ref().map(|c| (c.checkpoint.size, Vec::new())),
+        prove: checkpoint.as_ref().map(|c| Prove {
+            size: c.size,
+            positions: Vec::new(),
+            hashes: Vec::with_capacity(c.size.min(1 << 24) as usize),
+        }),
         error: None,
     };
-    let mut plan = Plan::whole_log();
-    if let Some(c) = &checkpoint {
-        plan.roots.push(ExpectedRoot {
-            size: c.checkpoint.size,
-            root: c.checkpoint.root,
-            label: format!("the stored checkpoint of size {}", c.checkpoint.size),
-        });
-    }
-    let report = verify(reader.records(1, to), plan, options, &mut writer, progress);
+    let report = verify(records, plan, options, &mut writer, progress);
     let fail = |e| {
         let _ = std::fs::remove_file(out);
         e
@@ -315,10 +547,15 @@ pub fn export(
         return Ok(Err(finding));
     }
     let mut proofs = 0;
-    if let (Some(c), Some((size, positions))) = (&checkpoint, writer.prove.take()) {
-        let tree = ProofTree::new(reader.hashes(1, size).map_err(fail)?);
-        assert_eq!(tree.root(), c.checkpoint.root, "the pass checked this root");
-        for p in positions {
+    if let (Some(c), Some(prove)) = (&checkpoint, writer.prove.take()) {
+        assert_eq!(
+            prove.hashes.len() as u64,
+            c.size,
+            "the pass reached the checkpoint"
+        );
+        let tree = ProofTree::new(prove.hashes);
+        assert_eq!(tree.root(), c.root, "the pass checked this root");
+        for p in prove.positions {
             let line = ProofLine {
                 inclusion_proof: tree.prove_inclusion(p - 1),
             };

@@ -13,7 +13,8 @@
 //!   [`make_checkpoint`] and [`Checkpointer`] for the server.
 //! - [`replay`], [`history`], [`export`]: views at a point and their diff, a
 //!   token's versions with field-level changes, and JSON Lines exports that
-//!   verify on their own. Replays and histories read any
+//!   verify on their own, taken from a data dir or the stream
+//!   ([`export::ExportSource`]) into one format. Replays and histories read any
 //!   [`replay::Source`] (a data dir, an export, the stream) through the
 //!   verifier with their own observer, and refuse a question a partial
 //!   source cannot answer in full ([`replay::gap`], [`history::gap`]).

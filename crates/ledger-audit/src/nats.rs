@@ -10,8 +10,9 @@
 //! verifier checks everything it checks in a data dir or an export, plus
 //! that the stream sequence is the event's position. Nothing here needs the
 //! data dir: an auditor with read access to the stream verifies it alone,
-//! and replays it or reads a token's history from it
-//! ([`crate::replay::Source::Stream`]), while the server runs.
+//! replays it or reads a token's history from it
+//! ([`crate::replay::Source::Stream`]), and exports it
+//! ([`crate::export::ExportSource::Stream`]), while the server runs.
 //!
 //! It lives in ledger-audit, behind no feature flag, so that the CLI, the
 //! benches and tests share one reader; the rest of the crate stays
@@ -94,6 +95,20 @@ pub async fn event_hash(js: &jetstream::Context, position: u64) -> Result<Hash, 
     if position == 0 {
         return Ok([0u8; 32]);
     }
+    checked_hash(js, position).await?.map_err(|why| {
+        AuditError::Invalid(format!(
+            "the event at sequence {position}, which the range links to, {why}: verify from an earlier position"
+        ))
+    })
+}
+
+/// The event at `position` checked alone (it decodes, sits at its own
+/// sequence and hashes to its `hash`): its hash, or what is wrong with it.
+/// `Err` only when the stream cannot be read there.
+pub(crate) async fn checked_hash(
+    js: &jetstream::Context,
+    position: u64,
+) -> Result<Result<Hash, String>, AuditError> {
     let stream = js
         .get_stream_no_info(STREAM_NAME)
         .await
@@ -102,20 +117,17 @@ pub async fn event_hash(js: &jetstream::Context, position: u64) -> Result<Hash, 
         .get_raw_message(position)
         .await
         .map_err(|e| source(format!("message {position} of {STREAM_NAME}: {e}")))?;
-    let bad = |why: String| {
-        AuditError::Invalid(format!(
-            "the event at sequence {position}, which the range links to, {why}: verify from an earlier position"
-        ))
+    let env = match Envelope::from_json(&message.payload) {
+        Ok(env) => env,
+        Err(e) => return Ok(Err(format!("does not decode ({e})"))),
     };
-    let env =
-        Envelope::from_json(&message.payload).map_err(|e| bad(format!("does not decode ({e})")))?;
     if env.position != position {
-        return Err(bad(format!("says position {}", env.position)));
+        return Ok(Err(format!("says position {}", env.position)));
     }
     if env.hash != env.computed_hash() {
-        return Err(bad("does not hash to its `hash`".into()));
+        return Ok(Err("does not hash to its `hash`".into()));
     }
-    crate::merkle::parse_hash(&env.hash).map_err(|e| bad(e.to_string()))
+    Ok(crate::merkle::parse_hash(&env.hash))
 }
 
 /// What [`stream_records`] reads.

@@ -8,7 +8,9 @@
 //! exceptions are `audit verify`, `audit replay` and `audit history`: with
 //! `--file FILE` they read an export, and with `--nats URL` (or
 //! TOKENLEDGER_NATS, and no `--file`) the JetStream stream `TOKENS` of a
-//! running (or stopped) server; neither opens the data dir.
+//! running (or stopped) server; neither opens the data dir. `audit export`
+//! reads that stream too with `--nats URL` (or TOKENLEDGER_NATS), into the
+//! same file format.
 
 use crate::app::Ctx;
 use crate::failure::{
@@ -18,7 +20,7 @@ use crate::output::{agent, print_json, print_text, table};
 use clap::{ArgGroup, Args, Subcommand};
 use ledger_audit::checkpoints::{read_checkpoint, CheckpointStore};
 use ledger_audit::diff::show;
-use ledger_audit::export::{self, ExportRequest, GivenCheckpoint};
+use ledger_audit::export::{self, ExportRequest, ExportSource, GivenCheckpoint};
 use ledger_audit::merkle::{
     parse_hash, verify_consistency, verify_inclusion, ConsistencyProofJson, InclusionProofJson,
     ProofTree,
@@ -57,7 +59,13 @@ FILE`), or the stream of a running server (`--nats URL` or TOKENLEDGER_NATS;
 an explicit --file wins), verifying every event on the way: same answer from
 each. Replay reads the stream only up to its last point. From an export they
 answer only what it holds in full (see their --file) and refuse the rest
-(exit 2).";
+(exit 2).
+
+`audit export --nats URL` (or TOKENLEDGER_NATS) takes the export from the
+stream of a running server, up to its last sequence, without stopping it:
+the same file as from the data dir, with the server's newest checkpoint
+(tokens.checkpoint.latest) when it falls in the range, its signature checked
+with --key, else the data dir's key if there is one here.";
 
 /// `audit`.
 #[derive(Subcommand, Debug)]
@@ -81,7 +89,8 @@ pub enum AuditCommand {
     /// Every version of a token: actor, time, event and field-level changes,
     /// from the data dir, an export (--file) or the stream (--nats).
     History(AuditHistoryArgs),
-    /// Write a range of the log (or of --workspace W) as JSON Lines that `audit verify --file` checks alone.
+    /// Write a range of the log (or of --workspace W) as JSON Lines that `audit verify --file` checks alone,
+    /// from the data dir or the stream (--nats).
     Export(ExportArgs),
 }
 
@@ -216,24 +225,33 @@ pub struct ExportArgs {
     /// The file to write.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// With --nats: the verifier key to check the server's checkpoint with
+    /// [default: the data dir's key, if there is one here; else unchecked,
+    /// with a warning].
+    #[arg(long, value_name = "VERIFIER_KEY")]
+    pub key: Option<String>,
+    /// With --nats: how long to wait for the next message and for the
+    /// server's checkpoint, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = NATS_WAIT.as_secs())]
+    pub wait: u64,
 }
 
 /// Runs an `audit` subcommand.
 pub fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), Failure> {
-    // `verify`, `replay` and `history` read the stream; the others read the
-    // data dir, and with `--nats` given they would quietly read (or create)
-    // `./data` instead of the server's ledger.
+    // `verify`, `replay`, `history` and `export` read the stream; the others
+    // read the data dir, and with `--nats` given they would quietly read (or
+    // create) `./data` instead of the server's ledger.
     let reads_data_dir = match &args.command {
         AuditCommand::Verify(_)
         | AuditCommand::VerifyProof(_)
         | AuditCommand::Replay(_)
-        | AuditCommand::History(_) => None,
+        | AuditCommand::History(_)
+        | AuditCommand::Export(_) => None,
         AuditCommand::Consistency(a) if a.proof.is_some() => None,
         AuditCommand::Checkpoint => Some("checkpoint"),
         AuditCommand::Key => Some("key"),
         AuditCommand::Prove(_) => Some("prove"),
         AuditCommand::Consistency(_) => Some("consistency"),
-        AuditCommand::Export(_) => Some("export"),
     };
     // A ledger in the data dir (given with --data-dir, say, while
     // TOKENLEDGER_NATS is set) is what the caller means.
@@ -244,8 +262,8 @@ pub fn run(args: AuditArgs, ctx: &Ctx) -> Result<(), Failure> {
             format!(
                 "audit {name} reads a data dir, not a server, and {} holds no ledger: stop the \
                  server and give its --data-dir (over NATS, from --nats or TOKENLEDGER_NATS, \
-                 only `audit verify`, `replay` and `history` read the stream; verify-proof \
-                 and consistency --proof need neither)",
+                 only `audit verify`, `replay`, `history` and `export` read the stream; \
+                 verify-proof and consistency --proof need neither)",
                 ctx.data_dir.display()
             ),
         ));
@@ -1321,30 +1339,50 @@ fn history(args: AuditHistoryArgs, ctx: &Ctx) -> Result<(), Failure> {
 
 fn export_cmd(args: ExportArgs, ctx: &Ctx) -> Result<(), Failure> {
     let ws = workspace(ctx)?;
-    let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
     let mut ticker = Ticker::new("export");
     let request = ExportRequest {
         from: args.from,
         to: args.to,
         workspace: ws,
     };
-    let outcome = export::export(
-        &ctx.data_dir,
-        &reader,
-        &request,
-        &args.out,
-        &VerifyOptions::default(),
-        &mut |p| ticker.tick(p),
-    )
-    .map_err(fail)?
-    .map_err(|f| finding_failure(&f))?;
+    // As `audit verify` picks its source: the stream with --nats (or
+    // TOKENLEDGER_NATS), else the data dir.
+    let (outcome, no_checkpoint, stream) = match &ctx.nats {
+        Some(urls) => export_nats(&args, urls, &request, ctx, &mut ticker)?,
+        None => {
+            if args.key.is_some() {
+                return Err(Failure::invalid(
+                    "key",
+                    "--key checks the server's checkpoint of an export over NATS (--nats URL); \
+                     a data dir's export embeds its own stored checkpoint",
+                ));
+            }
+            let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
+            let outcome = export::export(
+                &ctx.data_dir,
+                &reader,
+                &request,
+                &args.out,
+                &VerifyOptions::default(),
+                &mut |p| ticker.tick(p),
+            )
+            .map_err(fail)?
+            .map_err(|f| finding_failure(&f))?;
+            let why = "no stored checkpoint inside the range: run `audit checkpoint` first to include one";
+            (outcome, why.to_owned(), None)
+        }
+    };
     if ctx.json {
-        return print_json(&json!({
+        let mut v = json!({
             "out": args.out.display().to_string(),
             "header": outcome.header,
             "events": outcome.events,
             "inclusionProofs": outcome.proofs,
-        }));
+        });
+        if let Some(stream) = stream {
+            v["stream"] = stream;
+        }
+        return print_json(&v);
     }
     let h = &outcome.header;
     print_text(&format!(
@@ -1363,8 +1401,95 @@ fn export_cmd(args: ExportArgs, ctx: &Ctx) -> Result<(), Failure> {
                 outcome.proofs
             )
         } else {
-            " (no stored checkpoint inside the range: run `audit checkpoint` first to include one)"
-                .into()
+            format!(" ({no_checkpoint})")
         }
     ))
+}
+
+/// `audit export --nats URL`: the stream `TOKENS` up to its last sequence,
+/// with the server's newest checkpoint (`tokens.checkpoint.latest`) when it
+/// falls in the range, its signature checked as `audit verify --nats
+/// --checkpoint latest` checks it (`--key`, else the data dir's key if
+/// there is one here, else not at all, with a warning). A server that does
+/// not answer leaves the export without a checkpoint (a warning); a bad
+/// signature is a finding, before anything is written.
+///
+/// Returns the outcome, why it has no checkpoint (for the text output),
+/// and the stream for the JSON output.
+fn export_nats(
+    args: &ExportArgs,
+    urls: &[String],
+    request: &ExportRequest,
+    ctx: &Ctx,
+    ticker: &mut Ticker,
+) -> Result<(export::ExportOutcome, String, Option<Value>), Failure> {
+    use ledger_audit::nats::{self as source, CHECKPOINT_LATEST_SUBJECT};
+    let mut warnings = Vec::new();
+    let key = trusted_key(args.key.as_deref(), Some(&ctx.data_dir))?;
+    let shown = ledger_nats::access::shown(urls);
+    let wait = Duration::from_secs(args.wait.max(1));
+    let (runtime, client) = stream_connection(urls, &ctx.nats_access, wait)?;
+    let mut no_checkpoint = String::new();
+    let latest = match runtime.block_on(source::latest_checkpoint(&client, wait)) {
+        Ok(Some(signed)) => Some(signed),
+        Ok(None) => {
+            no_checkpoint = format!("the server on {shown} has made no checkpoint yet");
+            None
+        }
+        // No server answers (it stopped, say): the stream alone.
+        Err(AuditError::Source(e)) => {
+            no_checkpoint = format!("no checkpoint: {e}");
+            warnings.push(format!(
+                "no checkpoint from the server on {shown} ({e}): the export carries none"
+            ));
+            None
+        }
+        Err(e) => return Err(fail(e)),
+    };
+    let mut unchecked = Vec::new();
+    if let Some(signed) = &latest {
+        check_signature(
+            signed,
+            key.as_ref(),
+            CHECKPOINT_LATEST_SUBJECT,
+            &mut unchecked,
+        )?;
+    }
+    let js = {
+        // The context spawns its acker task on the current runtime.
+        let _entered = runtime.enter();
+        async_nats::jetstream::new(client)
+    };
+    let outcome = export::export_from(
+        ExportSource::Stream {
+            runtime: runtime.handle(),
+            js: &js,
+            checkpoint: latest.as_ref(),
+            idle_timeout: wait,
+        },
+        request,
+        &args.out,
+        &VerifyOptions::default(),
+        &mut |p| ticker.tick(p),
+    )
+    .map_err(fail)?
+    .map_err(|f| finding_failure(&f))?;
+    let h = &outcome.header;
+    if let (Some(c), None) = (&latest, &h.checkpoint) {
+        no_checkpoint = format!(
+            "the server's newest checkpoint, of size {}, is not inside positions {}..={}",
+            c.checkpoint.size, h.from, h.to
+        );
+    }
+    if h.checkpoint.is_some() {
+        warnings.extend(unchecked);
+    }
+    warn(&warnings);
+    let stream = json!({
+        "name": source::STREAM_NAME,
+        "urls": urls.iter().map(|u| ledger_nats::access::redact(u)).collect::<Vec<_>>(),
+        // null: no checkpoint in the export.
+        "checkpointSignatureChecked": h.checkpoint.as_ref().map(|_| key.is_some()),
+    });
+    Ok((outcome, no_checkpoint, Some(stream)))
 }
