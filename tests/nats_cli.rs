@@ -488,6 +488,7 @@ fn reveal_shows_live_secrets_as_on_the_data_dir_and_leaves_an_audit_record() {
     let secret = "ya29.reveal-secret-7";
     let user = uuid::Uuid::new_v4().to_string();
     let mut revealed_ids = Vec::new();
+    let mut revoked_ids = Vec::new();
     for cli in [&remote, &local] {
         let run = Run::from(
             cli.command()
@@ -541,7 +542,11 @@ fn reveal_shows_live_secrets_as_on_the_data_dir_and_leaves_an_audit_record() {
         cli.json(&["revoke", &shown]);
         let e = cli.fails(1, &["get", &shown, "--reveal"]);
         assert_eq!(e["code"], "revoked");
+        // The caller hears only "inactive"; the reason goes to the audit trail.
+        let v = cli.json(&["verify", minted.as_str().unwrap()]);
+        assert_eq!(v, json!({ "active": false }));
         revealed_ids.push(access);
+        revoked_ids.push(shown);
     }
     remote.assert_no_local_data();
     // The server recorded who read the secret, and not the secret.
@@ -550,7 +555,7 @@ fn reveal_shows_live_secrets_as_on_the_data_dir_and_leaves_an_audit_record() {
         std::fs::read_to_string(&log)
             .unwrap()
             .lines()
-            .filter(|l| l.contains("token secrets revealed"))
+            .filter(|l| l.contains("audit: token secrets revealed"))
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
@@ -561,8 +566,23 @@ fn reveal_shows_live_secrets_as_on_the_data_dir_and_leaves_an_audit_record() {
         "no audit record of the reveal: {:?}",
         std::fs::read_to_string(&log).unwrap()
     );
+    let refused = &revoked_ids[0];
+    assert!(
+        wait_for(DEADLINE, || std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("audit: token string inactive")
+                && l.contains("revoked")
+                && l.contains(refused.as_str()))),
+        "no audit record of the refused string: {:?}",
+        std::fs::read_to_string(&log).unwrap()
+    );
     let server_log = std::fs::read_to_string(&log).unwrap();
     assert!(!server_log.contains(secret), "the server logged the secret");
+    assert!(
+        !server_log.contains("eyJ"),
+        "the server logged a token string"
+    );
 }
 
 #[test]

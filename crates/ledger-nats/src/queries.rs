@@ -303,7 +303,7 @@ async fn reveal(ctx: &QueryContext, workspace: String, q: RevealQuery) -> Result
         kind = view.kind.as_str(),
         agent_id = %q.actor.agent_id,
         agent_type = q.actor.agent_type.as_str(),
-        "token secrets revealed"
+        "audit: token secrets revealed"
     );
     Ok(json!({ "token": view.with_expired(now()) }))
 }

@@ -88,12 +88,12 @@ impl Verifier {
                     target: crate::AUDIT_LOG_TARGET,
                     reason = reason.code(),
                     token_id = %id,
-                    "token string inactive"
+                    "audit: token string inactive"
                 ),
                 None => tracing::info!(
                     target: crate::AUDIT_LOG_TARGET,
                     reason = reason.code(),
-                    "token string inactive"
+                    "audit: token string inactive"
                 ),
             }
         }

@@ -216,7 +216,7 @@ fn log_reveal(ws: &str, view: &TokenView, actor: &ledger_core::Agent) {
         kind = view.kind.as_str(),
         agent_id = %actor.agent_id,
         agent_type = actor.agent_type.as_str(),
-        "token secrets revealed"
+        "audit: token secrets revealed"
     );
 }
 
