@@ -363,18 +363,25 @@ fn sign(dir: &Path, events: &[Envelope]) -> (PathBuf, String) {
     (file, key.verifier().to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_bad_hash_in_the_stream_is_named_at_its_position() {
+/// A nats-server whose stream holds a chain of `len` renames of one token,
+/// the event at `position` renamed "forged" after it was hashed (its
+/// recorded hash no longer matches); the events as they were chained.
+async fn tampered_stream(len: u64, position: usize) -> (NatsServer, Vec<Envelope>) {
     let nats = NatsServer::start().unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = jetstream::new(client);
-    let events = renamed_chain(10, "crafted");
+    let events = renamed_chain(len, "crafted");
     let mut bodies: Vec<Vec<u8>> = events.iter().map(|e| e.to_json_bytes()).collect();
-    // Event 6 renamed after it was hashed: its recorded hash no longer matches.
-    let mut tampered: Value = serde_json::from_slice(&bodies[5]).unwrap();
+    let mut tampered: Value = serde_json::from_slice(&bodies[position - 1]).unwrap();
     tampered["data"]["name"] = json!("forged");
-    bodies[5] = serde_json::to_vec(&tampered).unwrap();
+    bodies[position - 1] = serde_json::to_vec(&tampered).unwrap();
     publish(&js, &events, bodies).await;
+    (nats, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_hash_in_the_stream_is_named_at_its_position() {
+    let (nats, events) = tampered_stream(10, 6).await;
 
     let url = nats.url();
     let r = verify_stream(&url, &[]);
@@ -543,15 +550,7 @@ async fn replay_and_history_read_the_stream_of_a_running_server() {
 /// it is never verified, while a replay past it, or a history, fails there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_reads_the_stream_only_up_to_its_point() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = jetstream::new(client);
-    let events = renamed_chain(10, "crafted");
-    let mut bodies: Vec<Vec<u8>> = events.iter().map(|e| e.to_json_bytes()).collect();
-    let mut tampered: Value = serde_json::from_slice(&bodies[7]).unwrap();
-    tampered["data"]["name"] = json!("forged");
-    bodies[7] = serde_json::to_vec(&tampered).unwrap();
-    publish(&js, &events, bodies).await;
+    let (nats, events) = tampered_stream(10, 8).await;
     let url = nats.url();
 
     let at3 = over_nats(&url, &["--json", "audit", "replay", "--position", "3"]).json();
@@ -842,15 +841,7 @@ async fn a_running_server_exports_its_stream_as_its_data_dir_would() {
 /// for a range after it; a range before it exports and verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_of_a_tampered_stream_fails_at_the_bad_event_and_leaves_no_file() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = jetstream::new(client);
-    let events = renamed_chain(10, "crafted");
-    let mut bodies: Vec<Vec<u8>> = events.iter().map(|e| e.to_json_bytes()).collect();
-    let mut tampered: Value = serde_json::from_slice(&bodies[5]).unwrap();
-    tampered["data"]["name"] = json!("forged");
-    bodies[5] = serde_json::to_vec(&tampered).unwrap();
-    publish(&js, &events, bodies).await;
+    let (nats, events) = tampered_stream(10, 6).await;
     let url = nats.url();
     let dir = tempfile::tempdir().unwrap();
 
@@ -905,15 +896,7 @@ async fn an_export_of_a_tampered_stream_fails_at_the_bad_event_and_leaves_no_fil
 /// finding; one that ends before it refuses to state it as the head.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_head_fails_the_export() {
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = jetstream::new(client);
-    let events = renamed_chain(6, "crafted");
-    let mut bodies: Vec<Vec<u8>> = events.iter().map(|e| e.to_json_bytes()).collect();
-    let mut tampered: Value = serde_json::from_slice(&bodies[5]).unwrap();
-    tampered["data"]["name"] = json!("forged");
-    bodies[5] = serde_json::to_vec(&tampered).unwrap();
-    publish(&js, &events, bodies).await;
+    let (nats, _) = tampered_stream(6, 6).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.jsonl");
 
