@@ -50,6 +50,10 @@ pub enum AuditError {
     /// Input the tool cannot use (an export header, a proof file, an argument).
     #[error("{0}")]
     Invalid(String),
+    /// A question the source cannot answer in full (a replay or history of
+    /// a partial export), with what to change: refused, never answered in part.
+    #[error("{0}")]
+    Incomplete(crate::replay::Incomplete),
     /// Something asked for is not there (an event, a checkpoint).
     #[error("{0}")]
     NotFound(String),
@@ -71,7 +75,9 @@ impl AuditError {
             AuditError::Note(NoteError::BadSignature(_) | NoteError::Unsigned(_)) => {
                 "bad_signature"
             }
-            AuditError::Note(_) | AuditError::Invalid(_) => "invalid_input",
+            AuditError::Note(_) | AuditError::Invalid(_) | AuditError::Incomplete(_) => {
+                "invalid_input"
+            }
             AuditError::Proof(ProofError::Mismatch) => "proof_mismatch",
             AuditError::Proof(_) => "invalid_input",
         }

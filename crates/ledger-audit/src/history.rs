@@ -141,8 +141,8 @@ pub fn token_history(
 }
 
 /// The history of `token` in `source`, read whole; `Err(finding)` when it
-/// does not verify. [`AuditError::Invalid`] when the source may lack some
-/// of the token's versions ([`gap`]).
+/// does not verify. [`AuditError::Incomplete`] when the source may lack
+/// some of the token's versions ([`gap`]).
 pub fn history_from(
     source: &Source<'_>,
     token: Uuid,
@@ -150,7 +150,7 @@ pub fn history_from(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Result<History, Finding>, AuditError> {
     let refuse = |extent: &Extent| match gap(extent) {
-        Some(why) => Err(AuditError::Invalid(why.reason)),
+        Some(why) => Err(AuditError::Incomplete(why)),
         None => Ok(()),
     };
     refuse(&source.extent()?)?;

@@ -389,8 +389,8 @@ pub fn replay(
 /// Replays `source` and snapshots the views at each point, in the order
 /// given. `Err(finding)` when the source does not verify (a data dir or
 /// the stream: up to the last point; an export: anywhere).
-/// [`AuditError::Invalid`] when the source cannot show those views in full
-/// ([`gap`]).
+/// [`AuditError::Incomplete`] when the source cannot show those views in
+/// full ([`gap`]).
 pub fn replay_from(
     source: &Source<'_>,
     points: &[Point],
@@ -399,7 +399,7 @@ pub fn replay_from(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Result<Vec<Snapshot>, Finding>, AuditError> {
     let refuse = |extent: &Extent| match gap(extent, points, workspace) {
-        Some(why) => Err(AuditError::Invalid(why.reason)),
+        Some(why) => Err(AuditError::Incomplete(why)),
         None => Ok(()),
     };
     refuse(&source.extent()?)?;

@@ -25,9 +25,7 @@ use ledger_audit::merkle::{
     parse_hash, verify_consistency, verify_inclusion, ConsistencyProofJson, InclusionProofJson,
     ProofTree,
 };
-use ledger_audit::replay::{
-    diff_snapshots, Incomplete, Input, Point, Snapshot, Source, TokenChange,
-};
+use ledger_audit::replay::{diff_snapshots, Input, Point, Snapshot, Source, TokenChange};
 use ledger_audit::verify::{ExpectedRoot, Progress, Report, VerifyOptions};
 use ledger_audit::{
     AuditError, CheckpointKey, Finding, LogReader, Plan, SignedCheckpoint, VerifierKey,
@@ -285,7 +283,7 @@ pub(crate) fn fail(e: AuditError) -> Failure {
     let exit = match &e {
         AuditError::Locked(_) => EXIT_LOCKED,
         AuditError::NoLedger(_) | AuditError::NotFound(_) => EXIT_RULE,
-        AuditError::Note(_) | AuditError::Invalid(_) => EXIT_INVALID,
+        AuditError::Note(_) | AuditError::Invalid(_) | AuditError::Incomplete(_) => EXIT_INVALID,
         AuditError::Proof(ledger_audit::merkle::ProofError::Mismatch) => EXIT_FINDING,
         AuditError::Proof(_) => EXIT_INVALID,
         _ => EXIT_UNAVAILABLE,
@@ -1109,10 +1107,6 @@ fn replay(args: ReplayArgs, ctx: &Ctx) -> Result<(), Failure> {
         _ => ("position", "--position"),
     };
     let snapshots = read_views(args.file.as_deref(), ctx, |source, _| {
-        let extent = source.extent().map_err(fail)?;
-        if let Some(why) = ledger_audit::replay::gap(&extent, &points, ws.as_deref()) {
-            return Err(incomplete(why, (field, flag)));
-        }
         let mut ticker = Ticker::new("replay");
         ledger_audit::replay::replay_from(
             source,
@@ -1121,7 +1115,7 @@ fn replay(args: ReplayArgs, ctx: &Ctx) -> Result<(), Failure> {
             &VerifyOptions::default(),
             &mut |p| ticker.tick(p),
         )
-        .map_err(fail)?
+        .map_err(|e| fail_asking(e, (field, flag)))?
         .map_err(|f| finding_failure(&f))
     })?;
     if snapshots.len() == 2 {
@@ -1200,9 +1194,13 @@ fn read_views<T>(
     }
 }
 
-/// A question the source cannot answer in full, as a usage error on the
-/// flag to change (`point`: the flag the points came from).
-fn incomplete(why: Incomplete, point: (&'static str, &'static str)) -> Failure {
+/// [`fail`], with a question the source cannot answer in full
+/// ([`AuditError::Incomplete`]) as a usage error on the flag to change
+/// (`point`: the field and flag the points came from).
+fn fail_asking(e: AuditError, point: (&'static str, &'static str)) -> Failure {
+    let AuditError::Incomplete(why) = e else {
+        return fail(e);
+    };
     let (field, flag) = match why.input {
         Input::Source => ("file", "--file"),
         Input::Workspace => ("workspace", "--workspace"),
@@ -1284,15 +1282,12 @@ fn history(args: AuditHistoryArgs, ctx: &Ctx) -> Result<(), Failure> {
     let ws = workspace(ctx)?;
     let (history, label, held) = read_views(args.file.as_deref(), ctx, |source, label| {
         let extent = source.extent().map_err(fail)?;
-        if let Some(why) = ledger_audit::history::gap(&extent) {
-            return Err(incomplete(why, ("file", "--file")));
-        }
         let mut ticker = Ticker::new("history");
         let history =
             ledger_audit::history::history_from(source, id, &VerifyOptions::default(), &mut |p| {
                 ticker.tick(p)
             })
-            .map_err(fail)?
+            .map_err(|e| fail_asking(e, ("file", "--file")))?
             .map_err(|f| finding_failure(&f))?;
         Ok((history, label.to_owned(), extent.workspace))
     })?;
