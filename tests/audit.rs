@@ -981,23 +981,7 @@ fn a_tampered_export_stops_replay_and_history_at_the_bad_position() {
 fn partial_exports_answer_only_what_they_hold_in_full() {
     let l = Ledger::new();
     let (clients, _) = l.story();
-    let globex = l
-        .run_env(
-            &[
-                "--workspace",
-                "globex",
-                "--json",
-                "issue",
-                "--name",
-                "other",
-            ],
-            &[],
-        )
-        .ok()
-        .report()["token"]["resourceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let globex = l.token(&["--workspace", "globex", "issue", "--name", "other"]);
     l.run(&["update", &clients[1], "--name", "beta-2"]).ok();
     let export = |name: &str, global: &[&str], flags: &[&str]| {
         let p = l.file(name);

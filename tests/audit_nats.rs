@@ -109,6 +109,49 @@ fn serve(data: &Path, url: &str) -> Reaped {
     )
 }
 
+/// A nats-server, a client on it (subscribed to `tokens.checkpoint` before
+/// the ledger starts, so no note is missed), and `tokenledger serve` on a
+/// fresh data dir, answering.
+struct Served {
+    nats: NatsServer,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    notes: async_nats::Subscriber,
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    server: Reaped,
+}
+
+impl Served {
+    async fn start() -> Served {
+        let nats = NatsServer::start().unwrap();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = jetstream::new(client.clone());
+        let notes = client.subscribe("tokens.checkpoint").await.unwrap();
+        client.flush().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let server = serve(&data, &nats.url());
+        assert!(ready(&client).await, "the server did not become ready");
+        Served {
+            nats,
+            client,
+            js,
+            notes,
+            dir,
+            data,
+            server,
+        }
+    }
+}
+
+/// SIGTERM, and the clean exit it must give.
+fn stop(server: &mut Reaped) {
+    common::sigterm(server);
+    let status = server.wait().unwrap();
+    assert!(status.success(), "SIGTERM must exit cleanly: {status}");
+}
+
 async fn ready(client: &async_nats::Client) -> bool {
     wait_for_async(DEADLINE, || async {
         matches!(
@@ -169,17 +212,16 @@ fn note_file(data: &Path, size: u64) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_ledger_verifies_from_its_stream_and_publishes_checkpoints() {
-    let nats = NatsServer::start().unwrap();
+    let Served {
+        nats,
+        client,
+        js,
+        mut notes,
+        dir,
+        data,
+        mut server,
+    } = Served::start().await;
     let url = nats.url();
-    let client = async_nats::connect(&url).await.unwrap();
-    let js = jetstream::new(client.clone());
-    let mut notes = client.subscribe("tokens.checkpoint").await.unwrap();
-    client.flush().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-
-    let mut server = serve(&data, &url);
-    assert!(ready(&client).await, "the server did not become ready");
     for i in 1..=EVERY {
         assert_eq!(issue(&client, i).await, i);
     }
@@ -237,9 +279,7 @@ async fn a_served_ledger_verifies_from_its_stream_and_publishes_checkpoints() {
     assert_eq!(from["summary"]["headHash"], live["summary"]["headHash"]);
 
     // SIGTERM: one more note, of the whole log.
-    common::sigterm(&server);
-    let status = server.wait().unwrap();
-    assert!(status.success(), "SIGTERM must exit cleanly: {status}");
+    stop(&mut server);
     let last = next_note(&mut notes).await;
     assert_eq!(last.checkpoint.size, COMMANDS);
     let last_file = note_file(&data, COMMANDS);
@@ -481,14 +521,15 @@ fn view_questions(tokens: &[String]) -> Vec<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_and_history_read_the_stream_of_a_running_server() {
-    let nats = NatsServer::start().unwrap();
+    let Served {
+        nats,
+        js,
+        dir: _dir,
+        data,
+        mut server,
+        ..
+    } = Served::start().await;
     let url = nats.url();
-    let client = async_nats::connect(&url).await.unwrap();
-    let js = jetstream::new(client.clone());
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut server = serve(&data, &url);
-    assert!(ready(&client).await, "the server did not become ready");
 
     // Five events through the CLI over NATS: three tokens, a rename, a trash.
     let command = |args: &[&str]| {
@@ -534,9 +575,7 @@ async fn replay_and_history_read_the_stream_of_a_running_server() {
     assert_eq!(live[0].0["tokens"].as_array().unwrap().len(), 2);
 
     // Stopped, the data dir gives the same answers.
-    common::sigterm(&server);
-    let status = server.wait().unwrap();
-    assert!(status.success(), "SIGTERM must exit cleanly: {status}");
+    stop(&mut server);
     for (q, (json, text)) in questions.iter().zip(&live) {
         let q: Vec<&str> = q.iter().map(String::as_str).collect();
         let mut j = vec!["--json"];
@@ -658,18 +697,17 @@ impl Case {
 /// checkpoint the same file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_server_exports_its_stream_as_its_data_dir_would() {
-    let nats = NatsServer::start().unwrap();
+    let Served {
+        nats,
+        client,
+        js,
+        mut notes,
+        dir,
+        data,
+        mut server,
+    } = Served::start().await;
     let url = nats.url();
-    let client = async_nats::connect(&url).await.unwrap();
-    let js = jetstream::new(client.clone());
-    let mut notes = client.subscribe("tokens.checkpoint").await.unwrap();
-    client.flush().await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     let file = |name: &str| dir.path().join(name);
-
-    let mut server = serve(&data, &url);
-    assert!(ready(&client).await, "the server did not become ready");
     // Two checkpoints' worth of events, acme's at odd positions and
     // globex's at even ones, each round's note awaited before the next (see
     // the first test): the newest checkpoint then covers the whole log, and
@@ -801,9 +839,7 @@ async fn a_running_server_exports_its_stream_as_its_data_dir_would() {
     // same, and the files are equal; the early range embeds the stored
     // checkpoint of size EVERY, which the server no longer offers: the same
     // events, byte for byte.
-    common::sigterm(&server);
-    let status = server.wait().unwrap();
-    assert!(status.success(), "SIGTERM must exit cleanly: {status}");
+    stop(&mut server);
     let stored: Vec<_> = std::fs::read_dir(data.join("checkpoints"))
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -72,7 +72,6 @@ fn main() {
             echo_task.abort();
         }
         if wanted("jetstream") {
-
             // Ceiling 2: JetStream publish with ack, message id, window of 512.
             let js = jetstream::new(client.clone());
             js.create_stream(jetstream::stream::Config {
