@@ -26,7 +26,7 @@ use crate::rules;
 use crate::source::{canonical_from_published, published_from_canonical, MessageMeta, Record};
 use crate::{AuditError, Hash};
 use ledger_catalogue::Catalogue;
-use ledger_core::{Envelope, LedgerState};
+use ledger_core::{Envelope, LedgerState, Timestamp};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -61,6 +61,9 @@ pub enum FindingKind {
     ChainBroken,
     /// A token's versions are not gap-free from 1.
     VersionGap,
+    /// `occurredAt` earlier than the event before's: the ledger's clock never
+    /// runs backwards along the log, and answers "as of a time" rely on it.
+    TimeReversed,
     /// An event for a token no event created.
     UnknownToken,
     /// A creation event for a token that exists.
@@ -113,6 +116,7 @@ impl FindingKind {
             FindingKind::PositionMismatch => "position_mismatch",
             FindingKind::ChainBroken => "chain_broken",
             FindingKind::VersionGap => "version_gap",
+            FindingKind::TimeReversed => "time_reversed",
             FindingKind::UnknownToken => "unknown_token",
             FindingKind::TokenExists => "token_exists",
             FindingKind::AfterPurge => "after_purge",
@@ -663,6 +667,8 @@ struct Chain {
     foreign: HashMap<Uuid, u64>,
     last: Option<u64>,
     prev: Hash,
+    /// `occurredAt` of the last event checked.
+    last_time: Option<Timestamp>,
     merkle: Option<Accumulator>,
     roots: VecDeque<ExpectedRoot>,
     /// Signed trees of size 0.
@@ -697,6 +703,7 @@ impl Chain {
             foreign: HashMap::new(),
             last: None,
             prev: plan.prev_hash,
+            last_time: None,
             merkle: whole.then(Accumulator::new),
             roots: roots.into(),
             empty_roots,
@@ -850,6 +857,16 @@ impl Chain {
                 ));
             }
         }
+        if let Some(before) = self.last_time.filter(|t| env.occurred_at < *t) {
+            return Err(finding(
+                at,
+                FindingKind::TimeReversed,
+                format!(
+                    "occurredAt {} is earlier than {} of the event before",
+                    env.occurred_at, before
+                ),
+            ));
+        }
         let creates = rules::creates(&env.data);
         let known = self.state.token(&env.token_id);
         let foreign = self.foreign.get(&env.token_id).copied();
@@ -951,6 +968,7 @@ impl Chain {
         observer.after(&self.state, &d.event);
         self.last = Some(at);
         self.prev = d.computed;
+        self.last_time = Some(env.occurred_at);
         self.events += 1;
         self.first_position.get_or_insert(at);
         Ok(())

@@ -428,17 +428,27 @@ fn issued(name: &str) -> EventData {
     })
 }
 
-/// The published records of a chain of drafts.
+/// The published records of a chain of drafts, all at one time.
 fn chain(drafts: Vec<EventDraft>) -> Vec<Result<Record, ledger_audit::AuditError>> {
+    chain_timed(
+        drafts
+            .into_iter()
+            .map(|d| (d, "2026-01-15T09:00:00.000Z"))
+            .collect(),
+    )
+}
+
+/// The published records of a chain of drafts, each at its own time.
+fn chain_timed(drafts: Vec<(EventDraft, &str)>) -> Vec<Result<Record, ledger_audit::AuditError>> {
     let mut prev = GENESIS_HASH.to_owned();
     drafts
         .into_iter()
         .enumerate()
-        .map(|(i, d)| {
+        .map(|(i, (d, at))| {
             let (env, _) = d.stamp(StampMeta {
                 event_id: Uuid::now_v7(),
                 position: i as u64 + 1,
-                occurred_at: Timestamp::parse("2026-01-15T09:00:00.000Z").unwrap(),
+                occurred_at: Timestamp::parse(at).unwrap(),
                 actor: Agent::system(),
                 command_id: Uuid::new_v4(),
                 correlation_id: None,
@@ -584,4 +594,34 @@ fn without_the_schema_the_rules_still_catch_creation_mistakes() {
         run(vec![client(a, 1, issued("x")), client(a, 2, issued("y"))]),
         Some((2, FindingKind::TokenExists))
     );
+}
+
+#[test]
+fn an_event_earlier_than_the_one_before_is_a_finding() {
+    let verify = |records| {
+        let report = ledger_audit::verify(
+            records,
+            Plan::whole_log(),
+            &options(0),
+            &mut NoObserver,
+            &mut |_| {},
+        )
+        .unwrap();
+        report.finding.map(|f| (f.position, f.kind))
+    };
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let records = chain_timed(vec![
+        (client(a, 1, issued("a")), "2026-01-15T09:00:00.000Z"),
+        (client(b, 1, issued("b")), "2026-01-15T09:00:00.000Z"),
+        (client(c, 1, issued("c")), "2026-01-15T08:59:59.999Z"),
+    ]);
+    assert_eq!(
+        verify(records.into_iter()),
+        Some((3, FindingKind::TimeReversed))
+    );
+    let records = chain_timed(vec![
+        (client(a, 1, issued("a")), "2026-01-15T09:00:00.000Z"),
+        (client(b, 1, issued("b")), "2026-01-15T09:00:00.001Z"),
+    ]);
+    assert_eq!(verify(records.into_iter()), None);
 }

@@ -193,8 +193,21 @@ impl Store {
             dir: dir.to_path_buf(),
             clock: config.clock.clone(),
         });
+        // The writer's clock starts at the head's time, not the wall clock's:
+        // times along the log never run backwards, even across a restart
+        // with the clock set back, since every "as of a time" answer stops
+        // at the first event after that time.
+        let head_time = match recovered.head.position {
+            0 => None,
+            position => shared
+                .log
+                .get(keys::event(position))?
+                .map(|value| StoredEvent::from_record(position, &value)?.envelope())
+                .transpose()?
+                .map(|env| env.occurred_at),
+        };
         let (queue, rx) = std::sync::mpsc::sync_channel(config.queue_max);
-        let w = writer::Writer::new(shared.clone(), recovered, config);
+        let w = writer::Writer::new(shared.clone(), recovered, head_time, config);
         let thread = std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || w.run(rx))?;

@@ -479,8 +479,14 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, recovered: Recovered, config: StoreConfig) -> Writer {
-        let last_now = Timestamp::new((config.clock)());
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        recovered: Recovered,
+        head_time: Option<Timestamp>,
+        config: StoreConfig,
+    ) -> Writer {
+        let wall = Timestamp::new((config.clock)());
+        let last_now = head_time.map_or(wall, |head| wall.max(head));
         Writer {
             shared,
             state: recovered.state,

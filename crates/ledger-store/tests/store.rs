@@ -747,3 +747,49 @@ fn reveal_hands_out_a_live_tokens_current_secrets_only() {
         ErrorCode::NotFound
     );
 }
+
+#[test]
+fn times_along_the_log_never_run_backwards_across_a_restart() {
+    use chrono::{TimeZone, Utc};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let at = |hour| {
+        let instant = Utc.with_ymd_and_hms(2030, 1, 1, hour, 0, 0).unwrap();
+        StoreConfig {
+            clock: Arc::new(move || instant),
+            ..config(&master)
+        }
+    };
+    let first = {
+        let store = Store::open(dir.path(), at(12)).unwrap();
+        let first = store
+            .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "a"})))
+            .unwrap();
+        store.shutdown().unwrap();
+        first
+    };
+    // Restarted with the clock an hour behind (a correction, a restored VM).
+    let store = Store::open(dir.path(), at(11)).unwrap();
+    store
+        .execute_blocking(cmd(
+            CommandName::TrashToken,
+            json!({"tokenId": first.token_id.to_string()}),
+        ))
+        .unwrap();
+    let time = |position| {
+        store
+            .event(position)
+            .unwrap()
+            .unwrap()
+            .envelope()
+            .unwrap()
+            .occurred_at
+    };
+    assert_eq!(store.head_position(), 2);
+    assert_eq!(
+        time(2),
+        time(1),
+        "the later event keeps the head's time, not the clock's earlier one"
+    );
+}
