@@ -320,6 +320,12 @@ fn client_token_commands_and_queries() {
     assert_eq!(ids(&listed), vec![id.clone()]);
     let e = cli.fails(1, &["rotate", &id]);
     assert_eq!(e["code"], "revoked");
+    // Its current string is a reveal, refused for a revoked token as over
+    // NATS; an earlier version's is still re-minted for an investigation.
+    let e = cli.fails(1, &["get", &id, "--show-token-str"]);
+    assert_eq!(e["code"], "revoked", "{e}");
+    let then = cli.json(&["get", &id, "--as-of-version", "1", "--show-token-str"]);
+    assert!(then["token"]["tokenStr"].is_string(), "{then}");
     let human = cli.run(&["get", &id]);
     assert!(human.stdout.contains("revoked"), "{}", human.stdout);
 

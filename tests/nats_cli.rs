@@ -549,6 +549,52 @@ fn reveal_shows_live_secrets_as_on_the_data_dir_and_leaves_an_audit_record() {
         revoked_ids.push(shown);
     }
     remote.assert_no_local_data();
+    // A string the command did not mint (a retry of its commandId, an issue
+    // that finds the token by its provided id) is recorded as a reveal is.
+    let command_id = uuid::Uuid::new_v4().to_string();
+    let issue = [
+        "issue",
+        "--provided-id",
+        "audited",
+        "--command-id",
+        &command_id,
+    ];
+    let first = remote.json(&issue);
+    let strings = [
+        remote.json(&issue)["token"]["tokenStr"].clone(),
+        remote.json(&["issue", "--provided-id", "audited"])["token"]["tokenStr"].clone(),
+    ];
+    assert!(first["token"]["tokenStr"].is_string(), "{first}");
+    assert_eq!(
+        strings,
+        [
+            first["token"]["tokenStr"].clone(),
+            first["token"]["tokenStr"].clone()
+        ]
+    );
+    let resent_id = id_of(&first);
+    let resent = || {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                l.contains("audit: existing token string sent in a reply")
+                    && l.contains(resent_id.as_str())
+            })
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(DEADLINE, || resent().len() == 2),
+        "not one record per string re-sent: {:?}",
+        resent()
+    );
+    let records = resent();
+    assert!(
+        records[0].contains("retry=true") && records[0].contains("tester"),
+        "{records:?}"
+    );
+    assert!(records[1].contains("retry=false"), "{records:?}");
     // The server recorded who read the secret, and not the secret.
     let remote_id = &revealed_ids[0];
     let audit = || {

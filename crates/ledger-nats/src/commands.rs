@@ -43,6 +43,7 @@ pub(crate) async fn handle(
         ));
     }
     ctx.lease.check()?;
+    let (command_id, actor) = (cmd.command_id, cmd.actor.clone());
     let committed = ctx.store.execute(cmd).await?;
     let view = match committed.view {
         None => None,
@@ -57,6 +58,25 @@ pub(crate) async fn handle(
                     .store
                     .token_str(&view)
                     .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))?;
+                // A string this command did not mint (a retry of its
+                // `commandId`, or an issue that found the token by its
+                // provided id) is handed out as a reveal would: recorded.
+                let minted = !committed.replayed
+                    && !committed.positions.is_empty()
+                    && (name == CommandName::RotateClientToken || view.version == 1);
+                if !minted && view.token_str.is_some() {
+                    tracing::info!(
+                        target: ledger_store::AUDIT_LOG_TARGET,
+                        workspace = %view.workspace_id,
+                        token_id = %view.token_id(),
+                        command = name.as_str(),
+                        command_id = %command_id,
+                        retry = committed.replayed,
+                        agent_id = %actor.agent_id,
+                        agent_type = actor.agent_type.as_str(),
+                        "audit: existing token string sent in a reply"
+                    );
+                }
             }
             Some(view.with_expired(Timestamp::new(Utc::now())))
         }

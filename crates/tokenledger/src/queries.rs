@@ -38,8 +38,9 @@ pub struct GetArgs {
     /// The token as it was at this time (RFC 3339).
     #[arg(long, value_name = "T")]
     pub as_of_time: Option<String>,
-    /// Show the client token's string: re-minted from the data dir for any
-    /// version; over NATS the current one only (the `reveal` query).
+    /// Show the client token's string: the current one of a live token (a
+    /// reveal: logged, with --actor), or, on the data dir only, an earlier
+    /// version's (with --as-of-*).
     #[arg(long)]
     pub show_token_str: bool,
     /// Show the token's secrets in plaintext: a client token's string, an
@@ -315,12 +316,23 @@ fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
         let Some(mut view) = view else {
             return Err(parts.not_found(ws));
         };
-        if args.reveal {
+        if args.reveal || (args.show_token_str && parts.as_of.is_none()) {
+            // The current string is a reveal, with its rule and its audit
+            // record, as over NATS.
             let actor = reveal_actor(ctx)?;
             view = ledger.store.reveal(ws, &view.token_id())?.with_expired(now);
             log_reveal(ws, &view, &actor);
+            if !args.reveal {
+                view.access_token = None;
+                view.refresh_token = None;
+            }
         } else if args.show_token_str {
+            // An earlier version's string, for an investigation (which
+            // string did the token carry then?): re-minted from the data
+            // dir only, whatever the token's state now, and recorded too.
+            let actor = reveal_actor(ctx)?;
             view.token_str = ledger.store.token_str(&view)?;
+            log_reveal(ws, &view, &actor);
         }
         print_view(ctx, &view, now)
     })
