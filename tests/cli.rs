@@ -671,6 +671,9 @@ fn imports_both_seed_formats() {
     assert_eq!(t["import"]["createdAt"], "2017-03-13T06:19:13.498Z");
     assert_eq!(t["import"]["updatedAt"], "2017-03-13T15:53:13.498Z");
     assert_eq!(t["import"]["sourceVersion"], 3);
+    // The view shows the record's times as it is, until the ledger changes it.
+    assert_eq!(t["createdAt"], "2017-03-13T06:19:13.498Z");
+    assert_eq!(t["updatedAt"], "2017-03-13T15:53:13.498Z");
     assert_eq!(t["version"], 1, "the ledger's own version starts at 1");
     assert!(t["refreshTokenFingerprint"].is_string());
     let text = v.to_string();

@@ -495,7 +495,12 @@ fn create(event: &Envelope) -> TokenState {
         created_by,
         last_updated_at: None,
         last_updated_by: None,
-        updated_at: event.occurred_at,
+        // An import keeps the source's times "as it is" (PRODUCT.md): its
+        // last change is the source's until the ledger makes one.
+        updated_at: import
+            .as_ref()
+            .and_then(|i| i.updated_at)
+            .unwrap_or(event.occurred_at),
         trash: None,
         revoked: None,
         purged: false,

@@ -39,7 +39,7 @@ use uuid::Uuid;
 pub const FILE: &str = "state.snapshot";
 /// Format tag of the header: a change of layout gets a new tag, and open
 /// ignores a snapshot whose tag it does not know (a replay is always right).
-const FORMAT: &str = "tokenledger-state/2";
+const FORMAT: &str = "tokenledger-state/3";
 
 /// The first line.
 #[derive(Serialize, Deserialize)]
