@@ -277,6 +277,18 @@ fn client_token_commands_and_queries() {
     assert_eq!(v1["token"]["version"], 1);
     let p2 = cli.json(&["get", &id, "--as-of-position", "2"]);
     assert_eq!(p2["token"]["name"], "svc-renamed");
+    // A name names the token that holds it now: "svc" was renamed away.
+    let e = cli.fails(1, &["get", "--name", "svc", "--as-of-version", "1"]);
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("not_found"), Some("name"))
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("holds it now"),
+        "{e}"
+    );
+    let v1 = cli.json(&["get", "--name", "svc-renamed", "--as-of-version", "1"]);
+    assert_eq!(v1["token"]["name"], "svc");
     let history = cli.json(&["history", &id]);
     let first_at = history["events"][0]["occurredAt"]
         .as_str()

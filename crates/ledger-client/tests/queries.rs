@@ -121,6 +121,9 @@ async fn get_list_and_history() {
         (err.error_code(), err.rejection().unwrap().field.as_deref()),
         (Some(ErrorCode::NotFound), Some("name"))
     );
+    // "alpha" was renamed away: the answer says how the name was resolved.
+    let message = &err.rejection().unwrap().message;
+    assert!(message.contains("holds it now"), "{message}");
     let err = c
         .get(WS, GetBy::Name("nope".into()), None)
         .await

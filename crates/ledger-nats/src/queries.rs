@@ -227,7 +227,15 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
     let view = match q.as_of {
         Some(as_of) => {
             as_of.check()?;
-            let id = holder(ctx, &workspace, lookup, &described).await?;
+            let id = holder(ctx, &workspace, lookup, &described)
+                .await
+                .map_err(|e| match e.code {
+                    ErrorCode::NotFound => {
+                        Rejection::new(ErrorCode::NotFound, as_of_holder(&described))
+                            .with_field(field)
+                    }
+                    _ => e,
+                })?;
             let store = ctx.store.clone();
             blocking_views(move || Projector::get_as_of(&store, id, as_of))
                 .await?
@@ -372,6 +380,15 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Rejection> {
         };
         Rejection::invalid(field, format!("invalid query: {message}"))
     })
+}
+
+/// Why a name or provided id with `asOf` found nothing: it names the token
+/// that holds it now, and none does.
+fn as_of_holder(described: &str) -> String {
+    format!(
+        "no token {described} now in this workspace: with asOf, a name or provided id \
+         names the token that holds it now (audit replay shows the names as they were)"
+    )
 }
 
 fn not_found(described: &str) -> Rejection {

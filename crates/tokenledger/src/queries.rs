@@ -173,6 +173,16 @@ impl GetParts {
 
     /// `not_found` for this lookup in `ws`.
     pub fn not_found(&self, ws: &str) -> Failure {
+        if self.as_of.is_some() && !matches!(self.lookup, Lookup::Id(_)) {
+            return Failure::not_found_by(
+                self.lookup.field(),
+                format!(
+                    "no {} now in workspace {ws}: with --as-of-*, a name or provided id names \
+                     the token that holds it now (audit replay --as-of shows the names as they were)",
+                    self.describe
+                ),
+            );
+        }
         let message = format!(
             "no {} in workspace {ws}{}",
             self.describe,
