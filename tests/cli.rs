@@ -1043,3 +1043,41 @@ fn an_import_retried_with_its_command_id_is_answered_and_another_record_is_refus
     assert_eq!(e["field"], "commandId");
     assert!(a["token"]["resourceId"].is_string());
 }
+
+#[test]
+fn bench_measures_on_a_throwaway_data_dir() {
+    let cli = Cli::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = Run::from(
+        cli.command()
+            .env("TMPDIR", tmp.path())
+            .args(["--json", "bench", "--commands", "40", "--writers", "1,3"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v = run.json();
+    let rows = v["appends"].as_array().unwrap();
+    let writers: Vec<u64> = rows
+        .iter()
+        .map(|r| r["writers"].as_u64().unwrap())
+        .collect();
+    assert_eq!(writers, [1, 3]);
+    for r in rows {
+        assert_eq!(r["commands"], 40, "{r}");
+        assert!(r["commandsPerSecond"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(
+            r["p99Ms"].as_f64().unwrap() >= r["p50Ms"].as_f64().unwrap(),
+            "{r}"
+        );
+    }
+    // Every acknowledged command is in the log the views were rebuilt from.
+    assert_eq!(v["rebuild"]["events"], 80, "{v}");
+    // Neither the data dir nor the temporary one keeps anything.
+    assert_eq!(std::fs::read_dir(cli.data_dir()).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    // Bad input: a clear usage error, nothing run.
+    let run = cli.run(&["bench", "--writers", "0"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--writers"), "{}", run.stderr);
+}

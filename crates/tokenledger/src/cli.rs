@@ -154,6 +154,9 @@ pub enum TopCommand {
     Keys(crate::keys::KeysArgs),
     /// Introspect a client token string: {"active": true, ...claims} or {"active": false}.
     Verify(crate::verify::VerifyArgs),
+    /// Measure this machine: durable appends with 1, 16 and 256 writers and
+    /// a rebuild of the views, on a fresh temporary data dir (never --data-dir).
+    Bench(crate::bench::BenchArgs),
     /// Load generator for crash tests: prints one JSON line per acknowledged command.
     #[command(hide = true)]
     DebugLoad(DebugLoadArgs),

@@ -11,6 +11,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod app;
 mod audit;
+mod bench;
 mod cli;
 mod commands;
 mod debug_load;
@@ -87,6 +88,7 @@ fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {
         TopCommand::Query(q) => queries::run(q, ctx),
         TopCommand::Import(a) => import::run(a, ctx),
         TopCommand::Audit(a) => audit::run(a, ctx),
+        TopCommand::Bench(a) => bench::run(a, ctx),
         TopCommand::DebugLoad(a) => debug_load::run(a, ctx),
         TopCommand::Serve(a) => serve::run(a, ctx),
         TopCommand::Keys(a) => keys::run(a, ctx),
