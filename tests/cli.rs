@@ -287,8 +287,6 @@ fn client_token_commands_and_queries() {
         e["message"].as_str().unwrap().contains("holds it now"),
         "{e}"
     );
-    let v1 = cli.json(&["get", "--name", "svc-renamed", "--as-of-version", "1"]);
-    assert_eq!(v1["token"]["name"], "svc");
     let history = cli.json(&["history", &id]);
     let first_at = history["events"][0]["occurredAt"]
         .as_str()

@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 /// `E` + position(u64 BE) -> hash(32) ++ canonical envelope JSON.
 pub const EVENT: u8 = b'E';
-/// `C` + command id(16) -> idempotency record (JSON), only for accepted
-/// commands that appended no event (a reuse or a no-op): the others are
-/// remembered by their events.
+/// `C` + command id(16) -> idempotency record (JSON), only for commands
+/// that appended no event: accepted ones (a reuse or a no-op) and ones the
+/// rules refused. The others are remembered by their events.
 pub const COMMAND: u8 = b'C';
 
 /// Key of the event at `position`.

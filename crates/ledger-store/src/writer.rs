@@ -48,6 +48,31 @@ struct NoEventRecord {
     v: u64,
 }
 
+/// What the log remembers of a command the rules refused, so that its
+/// `commandId` answers that refusal again ("the same id again returns the
+/// first result and appends nothing"), even once the state would allow it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Refused {
+    /// Command name.
+    c: CommandName,
+    /// Workspace: the refusal answers only there, as an accepted command does.
+    w: String,
+    /// The token the command named (none for a creation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<Uuid>,
+    /// The refusal.
+    r: Rejection,
+}
+
+/// A `C` record: accepted without events, or refused.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CommandRecord {
+    Refused(Refused),
+    Accepted(NoEventRecord),
+}
+
 /// What answers a retried `commandId`.
 ///
 /// Serialized in the state snapshot without `command`, which a replay of
@@ -148,6 +173,8 @@ pub(crate) struct Recovered {
     pub state: LedgerState,
     pub head: Head,
     pub idempotency: ShardedMap<Uuid, Idempotency>,
+    /// Commands the rules refused, by `commandId`.
+    pub refused: HashMap<Uuid, Refused>,
     pub streams: ShardedMap<Uuid, Vec<u64>>,
     /// The position of the snapshot the replay started from (0: none).
     pub snapshot: u64,
@@ -179,9 +206,10 @@ pub(crate) fn recover(
         prev = env.hash;
         Ok(())
     })?;
+    let mut refused = HashMap::new();
     for item in log.scan_prefix([keys::COMMAND]) {
         let (key, value) = item?;
-        let record: NoEventRecord =
+        let record: CommandRecord =
             serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
                 position: state.position,
                 reason: format!("malformed idempotency record: {e}"),
@@ -190,6 +218,13 @@ pub(crate) fn recover(
             position: state.position,
             reason: "malformed idempotency key".into(),
         })?;
+        let record = match record {
+            CommandRecord::Accepted(record) => record,
+            CommandRecord::Refused(record) => {
+                refused.insert(id, record);
+                continue;
+            }
+        };
         idempotency.insert(
             id,
             Idempotency {
@@ -210,6 +245,7 @@ pub(crate) fn recover(
         state,
         head,
         idempotency,
+        refused,
         streams,
         snapshot,
     })
@@ -462,6 +498,8 @@ pub(crate) struct Writer {
     shared: Arc<Shared>,
     state: LedgerState,
     idempotency: ShardedMap<Uuid, Idempotency>,
+    /// Commands the rules refused, by `commandId` (rare: a plain map).
+    refused: HashMap<Uuid, Refused>,
     /// Answers of commands in groups not yet flushed, with their group: a
     /// retry of one is answered from here, since neither the stream index
     /// nor the disk has its events yet.
@@ -491,6 +529,7 @@ impl Writer {
             shared,
             state: recovered.state,
             idempotency: recovered.idempotency,
+            refused: recovered.refused,
             pending: HashMap::new(),
             seq: 0,
             progress: Arc::new(Progress::default()),
@@ -708,6 +747,32 @@ impl Writer {
     ) -> Result<Committed, Rejection> {
         let cmd = &job.cmd;
         let name = cmd.command.name();
+        if let Some(first) = self.refused.get(&cmd.command_id) {
+            // The same checks as for an accepted command's id, then its
+            // refusal again, whatever the state is now.
+            if first.w != cmd.workspace_id {
+                return Err(Rejection::invalid(
+                    "commandId",
+                    "commandId was already used in another workspace; use a new id",
+                ));
+            }
+            if first.c != name {
+                return Err(Rejection::invalid(
+                    "commandId",
+                    format!(
+                        "commandId was already used for {}; use a new id for {name}",
+                        first.c
+                    ),
+                ));
+            }
+            if first.t != cmd.command.token_id() {
+                return Err(Rejection::invalid(
+                    "commandId",
+                    "commandId was already used for another token; use a new id",
+                ));
+            }
+            return Err(first.r.clone());
+        }
         if let Some(first) = self.idempotency.get(&cmd.command_id) {
             // A commandId answers only in the workspace that first used it:
             // the answer holds the token's view (and may re-mint its string),
@@ -761,7 +826,13 @@ impl Writer {
             jti: job.jti.clone(),
             kid: kid.to_owned(),
         };
-        let decision = decide(&self.state, cmd, &ctx)?;
+        let decision = match decide(&self.state, cmd, &ctx) {
+            Ok(decision) => decision,
+            Err(rejection) => {
+                self.remember_refusal(cmd, &rejection, group);
+                return Err(rejection);
+            }
+        };
         let token_id = decision.token_id;
         let mut positions = Vec::with_capacity(decision.events.len());
         let mut first_event = None;
@@ -832,6 +903,24 @@ impl Writer {
         self.pending
             .insert(cmd.command_id, (seq, committed.clone()));
         Ok(committed)
+    }
+
+    /// Records a refusal by the rules in the group's batch (so it is durable
+    /// before it is answered, with the group) and in memory (so a retry in
+    /// this very group already gets it).
+    fn remember_refusal(&mut self, cmd: &SealedCommand, rejection: &Rejection, group: &mut Group) {
+        let record = Refused {
+            c: cmd.command.name(),
+            w: cmd.workspace_id.clone(),
+            t: cmd.command.token_id(),
+            r: rejection.clone(),
+        };
+        group.batch.insert(
+            &keys::command(&cmd.command_id),
+            serde_json::to_vec(&record).expect("record serializes"),
+        );
+        group.writes += 1;
+        self.refused.insert(cmd.command_id, record);
     }
 
     /// A token's view right after its `version`-th event, for a command

@@ -793,3 +793,52 @@ fn times_along_the_log_never_run_backwards_across_a_restart() {
         "the later event keeps the head's time, not the clock's earlier one"
     );
 }
+
+#[test]
+fn a_refused_command_id_answers_its_refusal_again_even_once_the_state_allows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let holder = store
+        .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "dup"})))
+        .unwrap()
+        .token_id;
+    let refused = cmd(CommandName::IssueClientToken, json!({"name": "DUP"}));
+    let first = store.execute_blocking(refused.clone()).unwrap_err();
+    assert_eq!(first.code, ErrorCode::NameTaken);
+    // The name is free now: a new id would be accepted, this one is not.
+    store
+        .execute_blocking(cmd(
+            CommandName::UpdateClientToken,
+            json!({"tokenId": holder.to_string(), "name": "other"}),
+        ))
+        .unwrap();
+    assert_eq!(store.execute_blocking(refused.clone()).unwrap_err(), first);
+    assert_eq!(store.head_position(), 2);
+    // The id stays bound to what it was first used for.
+    let mut other = cmd(
+        CommandName::TrashToken,
+        json!({"tokenId": holder.to_string()}),
+    );
+    other.command_id = refused.command_id;
+    let err = store.execute_blocking(other).unwrap_err();
+    assert_eq!(
+        (err.code, err.field.as_deref()),
+        (ErrorCode::InvalidInput, Some("commandId"))
+    );
+    let mut elsewhere = refused.clone();
+    elsewhere.workspace_id = "globex".into();
+    let err = store.execute_blocking(elsewhere).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("commandId"));
+    assert!(!err.message.contains("acme"), "{}", err.message);
+    store.shutdown().unwrap();
+    drop(store);
+
+    // Durable: after a restart the refusal still answers, and appends nothing.
+    let store = open(dir.path(), &master);
+    assert_eq!(store.execute_blocking(refused.clone()).unwrap_err(), first);
+    assert_eq!(store.head_position(), 2);
+    let fresh = cmd(CommandName::IssueClientToken, json!({"name": "DUP"}));
+    store.execute_blocking(fresh).unwrap();
+    assert_eq!(store.head_position(), 3);
+}
