@@ -25,7 +25,8 @@ pub use ledger_core::command::Patch;
 pub struct CommandOptions {
     /// Idempotency key; a fresh UUID v4 when `None`. Give your own to retry
     /// safely after a timeout: the ledger answers a known id with its first
-    /// result and appends nothing.
+    /// result and appends nothing. A refusal is a result too (a `conflict`,
+    /// a `name_taken`): trying again after one is a new command, with a new id.
     pub command_id: Option<Uuid>,
     /// Who acts; the client's actor ([`crate::Client::with_actor`]) when `None`.
     pub actor: Option<Agent>,
