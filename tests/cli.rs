@@ -300,6 +300,21 @@ fn client_token_commands_and_queries() {
     // `expired` is as at that time, not as now (as over NATS and in replay).
     let soon = cli.json(&["issue", "--name", "expires-tomorrow", "--expires", "+1d"]);
     let soon_id = soon["token"]["resourceId"].as_str().unwrap().to_owned();
+    // Its name has a holder now, which did not exist then.
+    let e = cli.fails(
+        1,
+        &[
+            "get",
+            "--name",
+            "expires-tomorrow",
+            "--as-of-time",
+            "2001-01-01T00:00:00Z",
+        ],
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("at that point"),
+        "{e}"
+    );
     let then = cli.json(&["get", &soon_id, "--as-of-time", "2999-01-01T00:00:00Z"]);
     assert_eq!(then["token"]["expired"], true, "{then}");
     assert_eq!(cli.json(&["get", &soon_id])["token"]["expired"], false);

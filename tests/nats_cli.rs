@@ -532,6 +532,11 @@ fn reveal_shows_live_secrets_as_on_the_data_dir_and_leaves_an_audit_record() {
         let run = cli.run(&["get", &access, "--reveal", "--as-of-version", "1"]);
         assert_eq!(run.code, 2, "{}", run.stderr);
         cli.json(&["trash", &access]);
+        // An access token has no string: --show-token-str shows its view,
+        // trashed or not, without reading (or recording a read of) its secrets.
+        let v = cli.json(&["get", &access, "--show-token-str"]);
+        assert!(v["token"]["trashItem"].is_object(), "{v}");
+        assert!(v["token"]["accessToken"].is_null(), "{v}");
         let e = cli.fails(1, &["get", &access, "--reveal"]);
         assert_eq!(
             (e["code"].as_str(), e["field"].as_str()),
@@ -611,6 +616,17 @@ fn reveal_shows_live_secrets_as_on_the_data_dir_and_leaves_an_audit_record() {
             .any(|l| l.contains(remote_id.as_str()) && l.contains("billing"))),
         "no audit record of the reveal: {:?}",
         std::fs::read_to_string(&log).unwrap()
+    );
+    // Two reveals of the access token (JSON and table); --show-token-str
+    // on it is none.
+    assert_eq!(
+        audit()
+            .iter()
+            .filter(|l| l.contains(remote_id.as_str()))
+            .count(),
+        2,
+        "{:?}",
+        audit()
     );
     let refused = &revoked_ids[0];
     assert!(

@@ -52,7 +52,7 @@ pub use note::{Checkpoint, SignedCheckpoint, VerifierKey};
 pub use source::{LogReader, MessageMeta, Record};
 pub use verify::{
     verify, ExpectedRoot, Finding, FindingKind, Observer, Plan, Progress, Report, Summary,
-    VerifyOptions,
+    TimeReversals, VerifyOptions,
 };
 
 /// A SHA-256 digest.

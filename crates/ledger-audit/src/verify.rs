@@ -61,9 +61,6 @@ pub enum FindingKind {
     ChainBroken,
     /// A token's versions are not gap-free from 1.
     VersionGap,
-    /// `occurredAt` earlier than the event before's: the ledger's clock never
-    /// runs backwards along the log, and answers "as of a time" rely on it.
-    TimeReversed,
     /// An event for a token no event created.
     UnknownToken,
     /// A creation event for a token that exists.
@@ -116,7 +113,6 @@ impl FindingKind {
             FindingKind::PositionMismatch => "position_mismatch",
             FindingKind::ChainBroken => "chain_broken",
             FindingKind::VersionGap => "version_gap",
-            FindingKind::TimeReversed => "time_reversed",
             FindingKind::UnknownToken => "unknown_token",
             FindingKind::TokenExists => "token_exists",
             FindingKind::AfterPurge => "after_purge",
@@ -311,6 +307,25 @@ pub struct Summary {
     pub merkle_root: Option<String>,
     /// Signed roots compared.
     pub checkpoints: Vec<RootCheck>,
+    /// Events stamped earlier than the event before them, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_reversals: Option<TimeReversals>,
+}
+
+/// Events whose `occurredAt` is earlier than the event before's.
+///
+/// Not a finding: the chain covers the times, and builds before the writer
+/// kept its clock across restarts stamped such events honestly (a restart
+/// with the clock set back), so stopping at them would stop `recover`,
+/// replay and export of honest logs. But answers "as of a time" assume
+/// times rise with positions, so a log with reversals gets a warning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeReversals {
+    /// The first such event's position.
+    pub first: u64,
+    /// How many.
+    pub count: u64,
 }
 
 /// The outcome of a pass.
@@ -669,6 +684,7 @@ struct Chain {
     prev: Hash,
     /// `occurredAt` of the last event checked.
     last_time: Option<Timestamp>,
+    time_reversals: Option<TimeReversals>,
     merkle: Option<Accumulator>,
     roots: VecDeque<ExpectedRoot>,
     /// Signed trees of size 0.
@@ -704,6 +720,7 @@ impl Chain {
             last: None,
             prev: plan.prev_hash,
             last_time: None,
+            time_reversals: None,
             merkle: whole.then(Accumulator::new),
             roots: roots.into(),
             empty_roots,
@@ -857,15 +874,15 @@ impl Chain {
                 ));
             }
         }
-        if let Some(before) = self.last_time.filter(|t| env.occurred_at < *t) {
-            return Err(finding(
-                at,
-                FindingKind::TimeReversed,
-                format!(
-                    "occurredAt {} is earlier than {} of the event before",
-                    env.occurred_at, before
-                ),
-            ));
+        if self
+            .last_time
+            .is_some_and(|before| env.occurred_at < before)
+        {
+            let reversals = self.time_reversals.get_or_insert(TimeReversals {
+                first: at,
+                count: 0,
+            });
+            reversals.count += 1;
         }
         let creates = rules::creates(&env.data);
         let known = self.state.token(&env.token_id);
@@ -1060,6 +1077,7 @@ impl Chain {
             head_hash: hex::encode(self.prev),
             merkle_root: self.merkle.as_ref().map(|a| hex::encode(a.root())),
             checkpoints: self.root_checks,
+            time_reversals: self.time_reversals,
         };
         Report {
             finding: self.finding,

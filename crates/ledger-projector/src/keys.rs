@@ -20,8 +20,13 @@ pub const PROVIDED_ID: u8 = b'P';
 pub const USER: u8 = b'U';
 /// `W` ws NUL creation position(u64 BE) -> tokenId(16).
 pub const WORKSPACE: u8 = b'W';
-/// The position of the last event applied, u64 BE.
-pub const CHECKPOINT: &[u8] = b"#checkpoint";
+/// The position of the last event applied, u64 BE. Its name carries the
+/// views' format: a new format gets a new name, so a tree of older views has
+/// none and is refolded.
+pub const CHECKPOINT: &[u8] = b"#checkpoint-2";
+/// The checkpoint of views in an earlier format (imported tokens showed the
+/// import's time as `updatedAt`, not the source's).
+pub const EARLIER_CHECKPOINT: &[u8] = b"#checkpoint";
 
 /// Key of a token's view: the token id, then the position of the event that
 /// created it (which the workspace listing is ordered by, and which the

@@ -23,7 +23,7 @@
 //! `ws` is the workspace id's bytes, always followed by a NUL byte (which
 //! validated text never contains). Integers are big-endian, so byte order is
 //! numeric order. Token and user ids are their 16 raw bytes. Only `V` and
-//! `#checkpoint` are stored in the tree (one sled key per token: each key
+//! `#checkpoint-2` are stored in the tree (one sled key per token: each key
 //! costs several microseconds to write); `N`, `P`, `U` and `W` are the
 //! in-memory index, with the same keys and values ([`Projector::dump`] shows
 //! both).
@@ -35,18 +35,19 @@
 //! | `P` ws NUL providedResourceId | tokenId: client tokens with a provided id, until purged |
 //! | `U` ws NUL userId fold(provider) NUL tokenId | empty: access tokens by user and provider, until purged |
 //! | `W` ws NUL creationPosition(u64) | tokenId: every token of the workspace in creation order, until purged |
-//! | `#checkpoint` | u64: position of the last event applied |
+//! | `#checkpoint-2` | u64: position of the last event applied (the name carries the views' format) |
 //!
 //! `fold` is [`ledger_core::validate::fold`] (Unicode case folding), so names
 //! and providers are matched case-insensitively. A purged token has no view and
 //! no index entry (the seeds' cascade REMOVE); a rename, or a change of
 //! provider, moves the token's keys in the same step as its view.
 //!
-//! A tree in the earlier layout (index entries stored in the tree, view keys
-//! without the creation position) is cleared on open too, and refolded from
-//! the log by the next catch-up.
+//! A tree in an earlier layout (index entries stored in the tree, view keys
+//! without the creation position) or format (a `#checkpoint` key: imported
+//! tokens showing the import's time as `updatedAt`) is cleared on open too,
+//! and refolded from the log by the next catch-up.
 //!
-//! A tree with views but no `#checkpoint` can only be the leftover of
+//! A tree with views but no `#checkpoint-2` can only be the leftover of
 //! an interrupted [`Projector::rebuild`] (the incremental path always writes
 //! the checkpoint with the views); [`Projector::open_tree`] clears it.
 //!
@@ -167,6 +168,14 @@ impl Projector {
 
     /// Opens the projector on any tree (tests and rebuild checks use scratch trees).
     pub fn open_tree(tree: sled::Tree) -> Result<Projector, ProjectorError> {
+        if tree.get(keys::EARLIER_CHECKPOINT)?.is_some() {
+            tracing::warn!(
+                "views tree in an earlier format (imported tokens' updatedAt): clearing it, \
+                 the views are refolded from the log"
+            );
+            tree.remove(keys::EARLIER_CHECKPOINT)?;
+            tree.clear()?;
+        }
         let checkpoint = match tree.get(keys::CHECKPOINT)? {
             Some(_) if earlier_layout(&tree)? => {
                 tracing::warn!(

@@ -246,6 +246,31 @@ fn a_tree_in_the_earlier_layout_is_refolded_from_the_log() {
     store.shutdown().unwrap();
 }
 
+#[test]
+fn views_in_an_earlier_format_are_refolded_from_the_log() {
+    let (_dir, _master, store) = fresh();
+    issue(&store, json!({"name": "kept"}));
+    let expected = rebuilt_dump(&store, "views.check");
+    // What a build before the views' format 2 wrote: a view (here one that
+    // differs from today's) under the earlier checkpoint's name.
+    let tree = store.db().open_tree("views").unwrap();
+    let mut p = Projector::open(store.db()).unwrap();
+    p.catch_up(&store).unwrap();
+    drop(p);
+    for item in tree.scan_prefix([keys::VIEW]) {
+        let (key, _) = item.unwrap();
+        tree.insert(key, &b"{}"[..]).unwrap();
+    }
+    let checkpoint = tree.remove(keys::CHECKPOINT).unwrap().unwrap();
+    tree.insert(keys::EARLIER_CHECKPOINT, checkpoint).unwrap();
+    let mut p = Projector::open(store.db()).unwrap();
+    assert_eq!(p.checkpoint(), 0);
+    p.catch_up(&store).unwrap();
+    assert_eq!(p.dump().unwrap(), expected);
+    assert_eq!(tree.get(keys::EARLIER_CHECKPOINT).unwrap(), None);
+    store.shutdown().unwrap();
+}
+
 /// A history touching every event type, with purges, name reuse, renames,
 /// trash and restore, refreshes and provider moves, in two workspaces, then
 /// a deterministic pseudo-random tail (rejections are simply skipped).

@@ -7,8 +7,8 @@ use ledger_core::command::SealedCommand;
 use ledger_core::event::GENESIS_HASH;
 use ledger_core::sharded::ShardedMap;
 use ledger_core::{
-    decide, Command, CommandName, Context, Envelope, EventType, LedgerState, Rejection, StampMeta,
-    Timestamp, TokenBody, TokenView,
+    decide, Command, CommandName, Context, Envelope, ErrorCode, EventType, LedgerState, Rejection,
+    StampMeta, Timestamp, TokenBody, TokenView,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -58,19 +58,38 @@ pub(crate) struct Refused {
     c: CommandName,
     /// Workspace: the refusal answers only there, as an accepted command does.
     w: String,
-    /// The token the command named (none for a creation).
+    /// The token the command named: by `tokenId`, a register's chosen `id`
+    /// or an import's original id (none for a plain issue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     t: Option<Uuid>,
+    /// An issue's `providedResourceId`, which names a token too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<String>,
     /// The refusal.
     r: Rejection,
 }
 
-/// A `C` record: accepted without events, or refused.
+impl Refused {
+    /// The token a command names, as a refusal records it.
+    fn names<S>(command: &Command<S>) -> (Option<Uuid>, Option<String>) {
+        match command {
+            Command::IssueClientToken {
+                import,
+                provided_resource_id,
+                ..
+            } => (
+                import.as_ref().map(|i| i.resource_id),
+                provided_resource_id.clone(),
+            ),
+            other => (other.token_id(), None),
+        }
+    }
+}
+
+/// Tells the two shapes of a `C` record apart: only a refusal has `r`.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum CommandRecord {
-    Refused(Refused),
-    Accepted(NoEventRecord),
+struct RecordShape {
+    r: Option<serde::de::IgnoredAny>,
 }
 
 /// What answers a retried `commandId`.
@@ -209,22 +228,20 @@ pub(crate) fn recover(
     let mut refused = HashMap::new();
     for item in log.scan_prefix([keys::COMMAND]) {
         let (key, value) = item?;
-        let record: CommandRecord =
-            serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt {
-                position: state.position,
-                reason: format!("malformed idempotency record: {e}"),
-            })?;
+        let malformed = |e: serde_json::Error| StoreError::Corrupt {
+            position: state.position,
+            reason: format!("malformed idempotency record: {e}"),
+        };
         let id = Uuid::from_slice(&key[1..]).map_err(|_| StoreError::Corrupt {
             position: state.position,
             reason: "malformed idempotency key".into(),
         })?;
-        let record = match record {
-            CommandRecord::Accepted(record) => record,
-            CommandRecord::Refused(record) => {
-                refused.insert(id, record);
-                continue;
-            }
-        };
+        let shape: RecordShape = serde_json::from_slice(&value).map_err(malformed)?;
+        if shape.r.is_some() {
+            refused.insert(id, serde_json::from_slice(&value).map_err(malformed)?);
+            continue;
+        }
+        let record: NoEventRecord = serde_json::from_slice(&value).map_err(malformed)?;
         idempotency.insert(
             id,
             Idempotency {
@@ -524,6 +541,16 @@ impl Writer {
         config: StoreConfig,
     ) -> Writer {
         let wall = Timestamp::new((config.clock)());
+        if let Some(head) = head_time.filter(|head| *head > wall) {
+            // A clock set back, or a head stamped by a clock that ran ahead:
+            // new events keep the head's time until the clock passes it.
+            tracing::warn!(
+                head = %head,
+                clock = %wall,
+                "the clock is behind the log's last event; new events take that event's time \
+                 until the clock catches up"
+            );
+        }
         let last_now = head_time.map_or(wall, |head| wall.max(head));
         Writer {
             shared,
@@ -545,9 +572,10 @@ impl Writer {
     /// the previous group durable and answers it (a commit pipeline).
     ///
     /// Nobody is answered before the flush covering their command: the
-    /// flusher answers groups in order, each after its own flush, and a
-    /// group that appends nothing (rejections, retries) is answered after
-    /// the flushes of the groups before it, whose state it was decided on.
+    /// flusher answers groups in order, each after its own flush (a
+    /// refusal's record is in its group's batch), and a group that writes
+    /// nothing (retries) is answered after the flushes of the groups before
+    /// it, whose state it was decided on.
     pub(crate) fn run(mut self, rx: Receiver<Msg>) {
         let (to_flusher, flusher_rx) = std::sync::mpsc::sync_channel(PIPELINE_DEPTH);
         let flusher = {
@@ -765,7 +793,7 @@ impl Writer {
                     ),
                 ));
             }
-            if first.t != cmd.command.token_id() {
+            if (first.t, first.p.clone()) != Refused::names(&cmd.command) {
                 return Err(Rejection::invalid(
                     "commandId",
                     "commandId was already used for another token; use a new id",
@@ -828,6 +856,9 @@ impl Writer {
         };
         let decision = match decide(&self.state, cmd, &ctx) {
             Ok(decision) => decision,
+            // `internal` (a fresh id that collided) says nothing about the
+            // command: a retry draws another id, so it is not remembered.
+            Err(rejection) if rejection.code == ErrorCode::Internal => return Err(rejection),
             Err(rejection) => {
                 self.remember_refusal(cmd, &rejection, group);
                 return Err(rejection);
@@ -909,10 +940,12 @@ impl Writer {
     /// before it is answered, with the group) and in memory (so a retry in
     /// this very group already gets it).
     fn remember_refusal(&mut self, cmd: &SealedCommand, rejection: &Rejection, group: &mut Group) {
+        let (t, p) = Refused::names(&cmd.command);
         let record = Refused {
             c: cmd.command.name(),
             w: cmd.workspace_id.clone(),
-            t: cmd.command.token_id(),
+            t,
+            p,
             r: rejection.clone(),
         };
         group.batch.insert(

@@ -826,6 +826,13 @@ fn a_refused_command_id_answers_its_refusal_again_even_once_the_state_allows_it(
         (err.code, err.field.as_deref()),
         (ErrorCode::InvalidInput, Some("commandId"))
     );
+    let mut another_provided_id = cmd(
+        CommandName::IssueClientToken,
+        json!({"name": "DUP", "providedResourceId": "p-1"}),
+    );
+    another_provided_id.command_id = refused.command_id;
+    let err = store.execute_blocking(another_provided_id).unwrap_err();
+    assert_eq!(err.field.as_deref(), Some("commandId"), "{err:?}");
     let mut elsewhere = refused.clone();
     elsewhere.workspace_id = "globex".into();
     let err = store.execute_blocking(elsewhere).unwrap_err();
@@ -841,4 +848,28 @@ fn a_refused_command_id_answers_its_refusal_again_even_once_the_state_allows_it(
     let fresh = cmd(CommandName::IssueClientToken, json!({"name": "DUP"}));
     store.execute_blocking(fresh).unwrap();
     assert_eq!(store.head_position(), 3);
+}
+
+#[test]
+fn a_refused_command_sent_many_times_at_once_gets_one_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    store
+        .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "dup"})))
+        .unwrap();
+    // Concurrent copies land in one group or in groups still in the
+    // pipeline: each gets the refusal, none appends.
+    let c = cmd(CommandName::IssueClientToken, json!({"name": "Dup"}));
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let c = c.clone();
+            std::thread::spawn(move || store.execute_blocking(c).unwrap_err())
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().code, ErrorCode::NameTaken);
+    }
+    assert_eq!(store.head_position(), 1);
 }

@@ -470,6 +470,16 @@ fn summary_text(report: &Report, extra: &[(String, String)]) -> String {
             format!("size {} ({}): {}", c.size, c.label, c.outcome),
         ));
     }
+    if let Some(r) = &s.time_reversals {
+        rows.push((
+            "warning".into(),
+            format!(
+                "{} events stamped earlier than the event before them, the first at position {}: \
+                 answers as of a time may leave events out",
+                r.count, r.first
+            ),
+        ));
+    }
     rows.extend(extra.iter().cloned());
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     rows.iter()

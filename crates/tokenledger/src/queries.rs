@@ -40,7 +40,7 @@ pub struct GetArgs {
     pub as_of_time: Option<String>,
     /// Show the client token's string: the current one of a live token (a
     /// reveal: logged, with --actor), or, on the data dir only, an earlier
-    /// version's (with --as-of-*).
+    /// version's (with --as-of-*). An access token has none: its view.
     #[arg(long)]
     pub show_token_str: bool,
     /// Show the token's secrets in plaintext: a client token's string, an
@@ -173,16 +173,6 @@ impl GetParts {
 
     /// `not_found` for this lookup in `ws`.
     pub fn not_found(&self, ws: &str) -> Failure {
-        if self.as_of.is_some() && !matches!(self.lookup, Lookup::Id(_)) {
-            return Failure::not_found_by(
-                self.lookup.field(),
-                format!(
-                    "no {} now in workspace {ws}: with --as-of-*, a name or provided id names \
-                     the token that holds it now (audit replay --as-of shows the names as they were)",
-                    self.describe
-                ),
-            );
-        }
         let message = format!(
             "no {} in workspace {ws}{}",
             self.describe,
@@ -193,6 +183,21 @@ impl GetParts {
             }
         );
         Failure::not_found_by(self.lookup.field(), message)
+    }
+}
+
+impl GetParts {
+    /// `not_found` when a name or provided id with `--as-of-*` names no
+    /// token now: it names the token that holds it now.
+    pub fn no_holder(&self, ws: &str) -> Failure {
+        Failure::not_found_by(
+            self.lookup.field(),
+            format!(
+                "no {} now in workspace {ws}: with --as-of-*, a name or provided id names \
+                 the token that holds it now (audit replay --as-of shows the names as they were)",
+                self.describe
+            ),
+        )
     }
 }
 
@@ -308,25 +313,24 @@ fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
             Some(as_of) => {
                 // A name or provided id names the token that holds it now.
                 let id = match &parts.lookup {
-                    Lookup::Id(id) => Some(*id),
-                    other => ledger
-                        .projector
-                        .get(ws, other.clone(), now)?
-                        .map(|v| v.token_id()),
+                    Lookup::Id(id) => *id,
+                    other => match ledger.projector.get(ws, other.clone(), now)? {
+                        Some(holder) => holder.token_id(),
+                        None => return Err(parts.no_holder(ws)),
+                    },
                 };
-                match id {
-                    // `expired` as at that point (get_as_of's), as over NATS
-                    // and in `audit replay`, not as now.
-                    Some(id) => ledger_projector::get_as_of(&ledger.store, id, as_of)?
-                        .filter(|v| v.workspace_id == ws),
-                    None => None,
-                }
+                // `expired` as at that point (get_as_of's), as over NATS
+                // and in `audit replay`, not as now.
+                ledger_projector::get_as_of(&ledger.store, id, as_of)?
+                    .filter(|v| v.workspace_id == ws)
             }
         };
         let Some(mut view) = view else {
             return Err(parts.not_found(ws));
         };
-        if args.reveal || (args.show_token_str && parts.as_of.is_none()) {
+        // An access token has no string: --show-token-str shows its view.
+        let show_token_str = args.show_token_str && view.kind == TokenKind::Client;
+        if args.reveal || (show_token_str && parts.as_of.is_none()) {
             // The current string is a reveal, with its rule and its audit
             // record, as over NATS.
             let actor = reveal_actor(ctx)?;
@@ -336,7 +340,7 @@ fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
                 view.access_token = None;
                 view.refresh_token = None;
             }
-        } else if args.show_token_str {
+        } else if show_token_str {
             // An earlier version's string, for an investigation (which
             // string did the token carry then?): re-minted from the data
             // dir only, whatever the token's state now, and recorded too.

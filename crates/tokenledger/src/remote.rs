@@ -19,7 +19,7 @@ use async_nats::ServerAddr;
 use ledger_client::{
     AsOf, Client, ClientError, CommandOptions, GetBy, ListQuery, Refusals, Trashed,
 };
-use ledger_core::{validate, CommandName, ErrorCode, Rejection, TokenView};
+use ledger_core::{validate, CommandName, ErrorCode, Rejection, TokenKind, TokenView};
 use ledger_nats::NatsAccess;
 use ledger_projector::{Lookup, ProjectorError, TrashedFilter, LIST_LIMIT_MAX};
 use serde_json::{Map, Value};
@@ -295,16 +295,24 @@ fn get(args: GetArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failur
              holds it",
         ));
     }
-    let revealing = args.reveal || args.show_token_str;
-    let actor = if revealing {
+    let actor = if args.reveal || args.show_token_str {
         Some(queries::reveal_actor(ctx)?)
     } else {
         None
     };
+    // `None`: with --as-of-*, no token holds the name or provided id now.
     let got = run(async {
         let client = connect(urls, &ctx.nats_access).await?;
         let asked = async {
             if let Some(actor) = actor {
+                if !args.reveal {
+                    // --show-token-str: an access token has no string, so
+                    // its view is the answer, without reading its secrets.
+                    let view = client.get(ws, get_by(&parts.lookup), None).await?;
+                    if view.kind != TokenKind::Client {
+                        return Ok(Some(view));
+                    }
+                }
                 let mut view = client
                     .with_actor(actor)
                     .reveal(ws, get_by(&parts.lookup))
@@ -314,17 +322,23 @@ fn get(args: GetArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failur
                     view.access_token = None;
                     view.refresh_token = None;
                 }
-                return Ok(view);
+                return Ok(Some(view));
             }
             match as_of {
-                None => client.get(ws, get_by(&parts.lookup), None).await,
+                None => client.get(ws, get_by(&parts.lookup), None).await.map(Some),
                 Some(as_of) => {
                     // A name or provided id names the token that holds it now.
                     let id = match &parts.lookup {
                         Lookup::Id(id) => *id,
-                        other => client.get(ws, get_by(other), None).await?.token_id(),
+                        other => match client.get(ws, get_by(other), None).await {
+                            Ok(holder) => holder.token_id(),
+                            Err(e) if e.error_code() == Some(ErrorCode::NotFound) => {
+                                return Ok(None)
+                            }
+                            Err(e) => return Err(e),
+                        },
                     };
-                    client.get(ws, GetBy::Id(id), Some(as_of)).await
+                    client.get(ws, GetBy::Id(id), Some(as_of)).await.map(Some)
                 }
             }
         };
@@ -332,7 +346,8 @@ fn get(args: GetArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failur
     })?;
     let now = ctx.now();
     match got {
-        Ok(view) => queries::print_view(ctx, &view.with_expired(now), now),
+        Ok(Some(view)) => queries::print_view(ctx, &view.with_expired(now), now),
+        Ok(None) => Err(parts.no_holder(ws)),
         Err(e) if e.error_code() == Some(ErrorCode::NotFound) => Err(parts.not_found(ws)),
         Err(e) => Err(failure(e, urls, None)),
     }
