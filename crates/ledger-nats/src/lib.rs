@@ -59,7 +59,8 @@ use ledger_core::{CommandName, Rejection};
 use ledger_store::Store;
 use queries::{Query, QueryContext};
 use serde_json::value::RawValue;
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -604,13 +605,6 @@ async fn start_service(
     NatsError,
 > {
     let service_error = |e: async_nats::Error| NatsError::Service(e.to_string());
-    let service = client
-        .service_builder()
-        .description("tokenledger: commands and queries on access tokens")
-        .queue_group(subjects::QUEUE_GROUP)
-        .start(&config.service_name, &config.version)
-        .await
-        .map_err(service_error)?;
     let mut routes: Vec<(String, String, Option<&str>, Route)> = Vec::new();
     for name in CommandName::ALL {
         routes.push((
@@ -644,8 +638,27 @@ async fn start_service(
         Some(subjects::CATCH_ALL_QUEUE_GROUP),
         Route::AnyQuery,
     ));
+    // Error replies per endpoint, shown as each endpoint's `data` in
+    // `$SRV.STATS`: the micro API counts (`num_errors`) only the errors it
+    // sends itself, with an empty body, and ours carry one (see `reply`).
+    let rejected: HashMap<String, Arc<AtomicU64>> = routes
+        .iter()
+        .map(|(name, ..)| (name.clone(), Arc::new(AtomicU64::new(0))))
+        .collect();
+    let rejected_of = rejected.clone();
+    let service = client
+        .service_builder()
+        .description("tokenledger: commands and queries on access tokens")
+        .queue_group(subjects::QUEUE_GROUP)
+        .stats_handler(move |endpoint, _| {
+            json!({ "rejected": rejected_of.get(&endpoint).map_or(0, |n| n.load(Ordering::Relaxed)) })
+        })
+        .start(&config.service_name, &config.version)
+        .await
+        .map_err(service_error)?;
     let mut loops = Vec::with_capacity(routes.len());
     for (name, subject, queue_group, route) in routes {
+        let rejected = rejected[&name].clone();
         let mut builder = service.endpoint_builder().name(name);
         if let Some(group) = queue_group {
             builder = builder.queue_group(group);
@@ -655,6 +668,7 @@ async fn start_service(
             endpoint,
             route,
             shared.clone(),
+            rejected,
         )));
     }
     Ok((service, loops))
@@ -663,7 +677,12 @@ async fn start_service(
 /// Takes requests off one endpoint and handles each in its own task, at
 /// most `max_in_flight` at once across endpoints (so that concurrent
 /// commands reach the store together and share a group commit).
-async fn serve_endpoint(mut endpoint: Endpoint, route: Route, shared: Arc<Shared>) {
+async fn serve_endpoint(
+    mut endpoint: Endpoint,
+    route: Route,
+    shared: Arc<Shared>,
+    rejected: Arc<AtomicU64>,
+) {
     while let Some(request) = endpoint.next().await {
         let subject = request.message.subject.as_str();
         let known = match route {
@@ -685,10 +704,14 @@ async fn serve_endpoint(mut endpoint: Endpoint, route: Route, shared: Arc<Shared
             .await
             .expect("the in-flight semaphore is never closed");
         let shared = shared.clone();
+        let rejected = rejected.clone();
         tokio::spawn(async move {
             let outcome = handle(&shared, route, &request).await;
             match (&outcome, route) {
-                (Err(_), _) => shared.metrics.request_rejected(),
+                (Err(_), _) => {
+                    rejected.fetch_add(1, Ordering::Relaxed);
+                    shared.metrics.request_rejected();
+                }
                 (Ok(_), Route::Command(_)) => shared.metrics.command_accepted(),
                 (Ok(_), _) => shared.metrics.query_answered(),
             }

@@ -8,7 +8,8 @@
 //! The micro API's `respond(Err(..))` would set the headers but send an empty
 //! body, so failures go out through `respond_with_headers(Ok(body), headers)`:
 //! the caller gets both. (The endpoint's `num_errors` statistic therefore
-//! stays 0; [`crate::Metrics::requests`] counts rejections instead.)
+//! stays 0; each endpoint's `data.rejected` in `$SRV.STATS` counts its
+//! error replies instead, and [`crate::Metrics::requests`] all of them.)
 
 use async_nats::service::{Request, NATS_SERVICE_ERROR, NATS_SERVICE_ERROR_CODE};
 use async_nats::HeaderMap;

@@ -343,16 +343,26 @@ async fn the_micro_service_answers_ping_info_and_stats() {
     }
     assert_eq!(endpoints.len(), 23);
 
-    command(&e.client, "issue_client_token", json!({})).await;
+    command(&e.client, "issue_client_token", json!({"name": "once"})).await;
+    let subject = format!("tokens.cmd.{WS}.issue_client_token");
+    let again = serde_json::to_vec(&body(json!({"name": "ONCE"}))).unwrap();
+    rejected(&e.client, &subject, again).await;
     let (stats, _) = request(&e.client, "$SRV.STATS.tokenledger", vec![]).await;
-    let issue = stats["endpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|ep| ep["name"] == "issue_client_token")
-        .unwrap()
-        .clone();
-    assert_eq!(issue["num_requests"], 1, "{stats}");
+    let endpoint = |name: &str| {
+        stats["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|ep| ep["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let issue = endpoint("issue_client_token");
+    assert_eq!(issue["num_requests"], 2, "{stats}");
+    // Error replies carry a body, so the micro API's own count stays 0;
+    // each endpoint's data counts them.
+    assert_eq!(issue["data"]["rejected"], 1, "{stats}");
+    assert_eq!(endpoint("get")["data"]["rejected"], 0, "{stats}");
     e.server.stop().await.unwrap();
 }
 
