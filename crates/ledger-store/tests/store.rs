@@ -232,20 +232,32 @@ fn a_command_id_reused_for_another_token_is_refused() {
     assert_eq!(store.head_position(), 3);
 }
 
+/// The same command from 16 threads at once, so copies share a group or
+/// meet one still in the pipeline; the answers in thread order.
+fn at_once(
+    store: &Store,
+    c: &ParsedCommand,
+) -> Vec<Result<ledger_store::Committed, ledger_core::Rejection>> {
+    let handles: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let c = c.clone();
+            std::thread::spawn(move || store.execute_blocking(c))
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
 #[test]
 fn same_command_id_twice_in_one_group_appends_once() {
     let dir = tempfile::tempdir().unwrap();
     let master = MasterKey::generate();
     let store = open(dir.path(), &master);
     let c = cmd(CommandName::IssueClientToken, json!({"name": "dup"}));
-    let handles: Vec<_> = (0..16)
-        .map(|_| {
-            let store = store.clone();
-            let c = c.clone();
-            std::thread::spawn(move || store.execute_blocking(c).unwrap())
-        })
+    let results: Vec<_> = at_once(&store, &c)
+        .into_iter()
+        .map(Result::unwrap)
         .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(results.iter().filter(|r| !r.replayed).count(), 1);
     assert!(results.iter().all(|r| r.positions == vec![1]));
     assert_eq!(store.head_position(), 1);
@@ -861,15 +873,8 @@ fn a_refused_command_sent_many_times_at_once_gets_one_refusal() {
     // Concurrent copies land in one group or in groups still in the
     // pipeline: each gets the refusal, none appends.
     let c = cmd(CommandName::IssueClientToken, json!({"name": "Dup"}));
-    let handles: Vec<_> = (0..16)
-        .map(|_| {
-            let store = store.clone();
-            let c = c.clone();
-            std::thread::spawn(move || store.execute_blocking(c).unwrap_err())
-        })
-        .collect();
-    for h in handles {
-        assert_eq!(h.join().unwrap().code, ErrorCode::NameTaken);
+    for result in at_once(&store, &c) {
+        assert_eq!(result.unwrap_err().code, ErrorCode::NameTaken);
     }
     assert_eq!(store.head_position(), 1);
 }
