@@ -9,9 +9,10 @@ use support::*;
 
 #[test]
 fn as_of_version_position_and_time() {
-    let (_dir, _master, store) = fresh();
-    // Commits a few milliseconds apart, so each event has its own `occurredAt`.
-    let pause = || std::thread::sleep(std::time::Duration::from_millis(3));
+    let (_dir, _master, store, clock) = fresh_on_clock();
+    // Commits a second apart on the store's clock, so each event has its
+    // own `occurredAt`.
+    let pause = || clock.advance(1_000);
     let noise = issue(&store, json!({"name": "noise"}));
     pause();
     let issued = exec(

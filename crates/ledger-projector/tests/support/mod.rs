@@ -25,6 +25,41 @@ pub fn open_store(dir: &Path, master: &MasterKey) -> Store {
     .expect("open store")
 }
 
+/// A clock that moves only when the test moves it.
+#[derive(Clone)]
+pub struct TestClock(std::sync::Arc<std::sync::atomic::AtomicI64>);
+
+impl TestClock {
+    /// Moves the clock `ms` milliseconds on.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A store on a fresh temp dir whose clock starts at 2026-01-15T09:00:00Z
+/// and moves only by [`TestClock::advance`].
+pub fn fresh_on_clock() -> (tempfile::TempDir, MasterKey, Store, TestClock) {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let clock = TestClock(std::sync::Arc::new(std::sync::atomic::AtomicI64::new(
+        1_768_467_600_000,
+    )));
+    let at = clock.clone();
+    let store = Store::open(
+        dir.path(),
+        StoreConfig {
+            master_key: Some(master.clone()),
+            clock: std::sync::Arc::new(move || {
+                let ms = at.0.load(std::sync::atomic::Ordering::SeqCst);
+                chrono::DateTime::from_timestamp_millis(ms).expect("a valid instant")
+            }),
+            ..StoreConfig::default()
+        },
+    )
+    .expect("open store");
+    (dir, master, store, clock)
+}
+
 /// A store on a fresh temp dir; keep the dir alive as long as the store.
 pub fn fresh() -> (tempfile::TempDir, MasterKey, Store) {
     let dir = tempfile::tempdir().unwrap();
