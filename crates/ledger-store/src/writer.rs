@@ -140,10 +140,38 @@ impl Idempotency {
                 .first_event
                 .map(|t| format!("a command that produced {t}")))
             .unwrap_or_default();
-        Err(Rejection::invalid(
+        Err(reused::for_command(&first, name))
+    }
+}
+
+/// The refusals of a `commandId` used before for something else, the same
+/// for an id whose first run was accepted and for one whose first run was
+/// refused.
+mod reused {
+    use ledger_core::{CommandName, Rejection};
+
+    /// Used first in another workspace (which is not named).
+    pub(super) fn in_another_workspace() -> Rejection {
+        Rejection::invalid(
+            "commandId",
+            "commandId was already used in another workspace; use a new id",
+        )
+    }
+
+    /// Used first for the command `first`.
+    pub(super) fn for_command(first: &str, name: CommandName) -> Rejection {
+        Rejection::invalid(
             "commandId",
             format!("commandId was already used for {first}; use a new id for {name}"),
-        ))
+        )
+    }
+
+    /// Used first for another token.
+    pub(super) fn for_another_token() -> Rejection {
+        Rejection::invalid(
+            "commandId",
+            "commandId was already used for another token; use a new id",
+        )
     }
 }
 
@@ -779,25 +807,13 @@ impl Writer {
             // The same checks as for an accepted command's id, then its
             // refusal again, whatever the state is now.
             if first.w != cmd.workspace_id {
-                return Err(Rejection::invalid(
-                    "commandId",
-                    "commandId was already used in another workspace; use a new id",
-                ));
+                return Err(reused::in_another_workspace());
             }
             if first.c != name {
-                return Err(Rejection::invalid(
-                    "commandId",
-                    format!(
-                        "commandId was already used for {}; use a new id for {name}",
-                        first.c
-                    ),
-                ));
+                return Err(reused::for_command(first.c.as_str(), name));
             }
             if (first.t, first.p.clone()) != Refused::names(&cmd.command) {
-                return Err(Rejection::invalid(
-                    "commandId",
-                    "commandId was already used for another token; use a new id",
-                ));
+                return Err(reused::for_another_token());
             }
             return Err(first.r.clone());
         }
@@ -810,10 +826,7 @@ impl Writer {
                 .token(&first.token)
                 .map(|t| t.workspace_id.as_str());
             if home != Some(cmd.workspace_id.as_str()) {
-                return Err(Rejection::invalid(
-                    "commandId",
-                    "commandId was already used in another workspace; use a new id",
-                ));
+                return Err(reused::in_another_workspace());
             }
             first.accepts(name)?;
             // Bodies are not compared (the id is the key, as an event id is
@@ -822,10 +835,7 @@ impl Writer {
             // with the first token's result would report a change that never
             // happened to the token it names.
             if names_another_token(&cmd.command, first.token, &self.state) {
-                return Err(Rejection::invalid(
-                    "commandId",
-                    "commandId was already used for another token; use a new id",
-                ));
+                return Err(reused::for_another_token());
             }
             if let Some((_, answer)) = self.pending.get(&cmd.command_id) {
                 // Its first run is in this group or one still flushing: not
