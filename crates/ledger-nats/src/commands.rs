@@ -43,17 +43,19 @@ pub(crate) async fn handle(
         ));
     }
     ctx.lease.check()?;
-    let (command_id, actor) = (cmd.command_id, cmd.actor.clone());
+    // The string is never stored: it is re-minted from the recorded claims,
+    // only where the product shows it (issue and rotate replies); those
+    // keep who asked, for the audit record below.
+    let shows_string = matches!(
+        name,
+        CommandName::IssueClientToken | CommandName::RotateClientToken
+    )
+    .then(|| (cmd.command_id, cmd.actor.clone()));
     let committed = ctx.store.execute(cmd).await?;
     let view = match committed.view {
         None => None,
         Some(mut view) => {
-            // The string is never stored: re-mint it from the recorded claims,
-            // only where the product shows it (issue and rotate replies).
-            if matches!(
-                name,
-                CommandName::IssueClientToken | CommandName::RotateClientToken
-            ) {
+            if let Some((command_id, actor)) = shows_string {
                 view.token_str = ctx
                     .store
                     .token_str(&view)
