@@ -227,15 +227,10 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
     let view = match q.as_of {
         Some(as_of) => {
             as_of.check()?;
-            let id = holder(ctx, &workspace, lookup, &described)
-                .await
-                .map_err(|e| match e.code {
-                    ErrorCode::NotFound => {
-                        Rejection::new(ErrorCode::NotFound, as_of_holder(&described))
-                            .with_field(field)
-                    }
-                    _ => e,
-                })?;
+            let id = holder(ctx, &workspace, lookup, || {
+                Rejection::new(ErrorCode::NotFound, as_of_holder(&described))
+            })
+            .await?;
             let store = ctx.store.clone();
             blocking_views(move || Projector::get_as_of(&store, id, as_of))
                 .await?
@@ -255,12 +250,12 @@ async fn get(ctx: &QueryContext, workspace: String, q: GetQuery) -> Result<Value
 
 /// The id of the token a lookup names: a name or provided id names the token
 /// that holds it now (it may have changed hands since), as the CLI resolves
-/// it; `not_found` on the lookup's field when none does.
+/// it; `missing()` on the lookup's field when none does.
 async fn holder(
     ctx: &QueryContext,
     workspace: &str,
     lookup: Lookup,
-    described: &str,
+    missing: impl FnOnce() -> Rejection,
 ) -> Result<Uuid, Rejection> {
     let field = lookup.field();
     if let Lookup::Id(id) = lookup {
@@ -271,7 +266,7 @@ async fn holder(
     let ws = workspace.to_owned();
     Ok(blocking_views(move || views.get(&ws, lookup, now()))
         .await?
-        .ok_or_else(|| not_found(described).with_field(field))?
+        .ok_or_else(|| missing().with_field(field))?
         .token_id())
 }
 
@@ -293,7 +288,7 @@ async fn reveal(ctx: &QueryContext, workspace: String, q: RevealQuery) -> Result
     )?;
     let (lookup, described) = lookup_of(q.token_id, q.name, q.provided_resource_id)?;
     let field = lookup.field();
-    let token_id = holder(ctx, &workspace, lookup, &described).await?;
+    let token_id = holder(ctx, &workspace, lookup, || not_found(&described)).await?;
     let store = ctx.store.clone();
     let ws = workspace.clone();
     let view = tokio::task::spawn_blocking(move || store.reveal(&ws, &token_id))
