@@ -24,7 +24,8 @@ pub const WORKSPACE: u8 = b'W';
 /// views' format: a new format gets a new name, so a tree of older views has
 /// none and is refolded.
 pub const CHECKPOINT: &[u8] = b"#checkpoint-2";
-/// The checkpoint of views in an earlier format (imported tokens showed the
+/// The checkpoint of every earlier build's views: the earlier layout (index
+/// entries in the tree) and the earlier format (imported tokens showed the
 /// import's time as `updatedAt`, not the source's).
 pub const EARLIER_CHECKPOINT: &[u8] = b"#checkpoint";
 

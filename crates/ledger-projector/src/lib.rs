@@ -42,10 +42,11 @@
 //! no index entry (the seeds' cascade REMOVE); a rename, or a change of
 //! provider, moves the token's keys in the same step as its view.
 //!
-//! A tree in an earlier layout (index entries stored in the tree, view keys
-//! without the creation position) or format (a `#checkpoint` key: imported
-//! tokens showing the import's time as `updatedAt`) is cleared on open too,
-//! and refolded from the log by the next catch-up.
+//! A tree written by an earlier build is cleared on open too, and refolded
+//! from the log by the next catch-up. Every earlier build named its
+//! checkpoint `#checkpoint`, whatever it stored: the earlier layout (index
+//! entries in the tree, view keys without the creation position) or the
+//! earlier format (imported tokens showing the import's time as `updatedAt`).
 //!
 //! A tree with views but no `#checkpoint-2` can only be the leftover of
 //! an interrupted [`Projector::rebuild`] (the incremental path always writes
@@ -168,26 +169,19 @@ impl Projector {
 
     /// Opens the projector on any tree (tests and rebuild checks use scratch trees).
     pub fn open_tree(tree: sled::Tree) -> Result<Projector, ProjectorError> {
+        // Every earlier build wrote `#checkpoint`, whatever its layout, so
+        // its name alone tells views this build cannot use.
         if tree.get(keys::EARLIER_CHECKPOINT)?.is_some() {
             tracing::warn!(
-                "views tree in an earlier format (imported tokens' updatedAt): clearing it, \
+                "views tree written by an earlier build (layout or format): clearing it, \
                  the views are refolded from the log"
             );
+            // The checkpoint first, as a rebuild does: a crash while
+            // clearing leaves an interrupted rebuild.
             tree.remove(keys::EARLIER_CHECKPOINT)?;
             tree.clear()?;
         }
         let checkpoint = match tree.get(keys::CHECKPOINT)? {
-            Some(_) if earlier_layout(&tree)? => {
-                tracing::warn!(
-                    "views tree in the earlier layout (index entries stored in it): clearing it, \
-                     the views are refolded from the log"
-                );
-                // The checkpoint first, as a rebuild does: a crash while
-                // clearing leaves an interrupted rebuild.
-                tree.remove(keys::CHECKPOINT)?;
-                tree.clear()?;
-                0
-            }
             Some(bytes) => decode_checkpoint(&bytes)?,
             None => {
                 if !tree.is_empty() {
@@ -482,20 +476,6 @@ fn prior_state(
         state,
         created_position,
     }))
-}
-
-/// Whether `tree` was written by a build that stored the index entries in
-/// the tree and keyed views by token id alone.
-fn earlier_layout(tree: &sled::Tree) -> Result<bool, ProjectorError> {
-    for tag in [keys::NAME, keys::PROVIDED_ID, keys::USER, keys::WORKSPACE] {
-        if tree.scan_prefix([tag]).next().transpose()?.is_some() {
-            return Ok(true);
-        }
-    }
-    Ok(match tree.scan_prefix([keys::VIEW]).next().transpose()? {
-        Some((key, _)) => keys::split_view_key(&key).is_none(),
-        None => false,
-    })
 }
 
 fn decode_checkpoint(bytes: &[u8]) -> Result<u64, ProjectorError> {

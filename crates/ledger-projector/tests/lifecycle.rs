@@ -232,7 +232,7 @@ fn a_tree_in_the_earlier_layout_is_refolded_from_the_log() {
     old_key.extend_from_slice(id.as_bytes());
     tree.insert(old_key, &b"{}"[..]).unwrap();
     tree.insert(keys::workspace(WS, 1), id.as_bytes()).unwrap();
-    tree.insert(keys::CHECKPOINT, &1u64.to_be_bytes()[..])
+    tree.insert(keys::EARLIER_CHECKPOINT, &1u64.to_be_bytes()[..])
         .unwrap();
     let mut p = Projector::open(store.db()).unwrap();
     assert_eq!(p.checkpoint(), 0);
