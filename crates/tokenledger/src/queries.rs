@@ -184,9 +184,7 @@ impl GetParts {
         );
         Failure::not_found_by(self.lookup.field(), message)
     }
-}
 
-impl GetParts {
     /// `not_found` when a name or provided id with `--as-of-*` names no
     /// token now: it names the token that holds it now.
     pub fn no_holder(&self, ws: &str) -> Failure {
