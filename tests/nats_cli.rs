@@ -175,6 +175,14 @@ impl Stack {
     fn cli(&self) -> Cli {
         Cli::nats(&self.url())
     }
+
+    /// Stops the server with SIGTERM and waits for it, so that its log is
+    /// complete; asserts a clean exit.
+    fn stop(&mut self) {
+        common::sigterm(&self.serve);
+        let status = self.serve.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+    }
 }
 
 impl Drop for Stack {
@@ -423,7 +431,7 @@ fn every_command_goes_over_nats() {
 fn trace_logs_carry_no_secret_and_no_token_string() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("serve.log");
-    let stack = Stack::start_logging(Some(&log));
+    let mut stack = Stack::start_logging(Some(&log));
     let cli = stack.cli();
     let secret = "ya29.trace-secret-5150";
     let traced = |args: &[&str], secret_env: Option<&str>| {
@@ -467,7 +475,8 @@ fn trace_logs_carry_no_secret_and_no_token_string() {
         !run.stderr.contains(&token_str),
         "the CLI traced the string"
     );
-    // The server answered both, so it has logged what it would about them.
+    // Stopped, it has logged all it would about them.
+    stack.stop();
     let server = std::fs::read_to_string(&log).unwrap();
     assert!(
         server.contains("TRACE") || server.contains("DEBUG"),
@@ -930,7 +939,13 @@ fn status_shows_the_head_the_publication_lag_and_the_lease_holder() {
     let stack = Stack::start();
     let cli = stack.cli();
     cli.json(&["issue", "--name", "one"]);
-    let s = cli.json(&["status"]);
+    // Publication follows the commit: wait until the stream has it.
+    let mut s = Value::Null;
+    let published = wait_for(DEADLINE, || {
+        s = cli.json(&["status"]);
+        s["publicationLag"] == 0
+    });
+    assert!(published, "{s}");
     assert_eq!(s["ledger"], json!({"answers": true, "head": 1}), "{s}");
     assert_eq!(s["stream"]["lastSequence"], 1, "{s}");
     assert_eq!(s["publicationLag"], 0, "{s}");

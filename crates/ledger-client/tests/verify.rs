@@ -17,7 +17,6 @@ use ledger_client::{
 use ledger_crypto::jwt::{JwtClaims, KeyRing, SigningAlg};
 use ledger_testkit::wait_for_async;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 async fn issue(c: &Client, ws: &str, cmd: IssueClientToken) -> (Uuid, String) {
@@ -440,13 +439,11 @@ async fn the_local_verifier_agrees_with_the_ledger_on_every_path() {
     assert_eq!(v.check(&hs).unwrap_err(), Reason::Algorithm);
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// From the `revoke_token` reply to the local verifier refusing the string.
+/// From the `revoke_token` reply, the local verifier refuses each string as
+/// revoked, woken by the event rather than by polling. How fast is
+/// `cargo bench -p ledger-bench --bench verify`'s question (BENCHMARKS.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocation_reaches_the_local_verifier_in_milliseconds() {
+async fn every_revocation_reaches_the_local_verifier() {
     const N: usize = 200;
     let env = Env::start().await;
     let c = &env.client;
@@ -455,7 +452,6 @@ async fn revocation_reaches_the_local_verifier_in_milliseconds() {
         tokens.push(issue(c, WS, IssueClientToken::default()).await);
     }
     let v = LocalVerifier::start(c.clone(), Some(WS)).await.unwrap();
-    let mut latencies = Vec::with_capacity(N);
     for (id, s) in &tokens {
         assert!(v.verify(s).is_active());
         let mut position = v.watch_position();
@@ -468,20 +464,12 @@ async fn revocation_reaches_the_local_verifier_in_milliseconds() {
         )
         .await
         .unwrap();
-        let t0 = Instant::now();
         // Wake at every applied event until the string is refused.
         while v.verify(s).is_active() {
             within("the revocation", position.changed()).await.unwrap();
         }
-        latencies.push(t0.elapsed());
+        assert_eq!(v.check(s).unwrap_err(), Reason::Revoked);
     }
-    latencies.sort_unstable();
-    let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-    println!(
-        "revocation propagation over {N}: p50 {p50:?}, p99 {p99:?}, max {:?}",
-        latencies[N - 1]
-    );
-    assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
 }
 
 /// Tokens issued, revoked and rotated WHILE the verifier takes its
