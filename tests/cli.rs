@@ -534,6 +534,16 @@ fn exit_codes() {
     assert!(e["message"].as_str().unwrap().contains("read-only"));
     let e = cli.fails(2, &["issue", "--body", "{not json"]);
     assert_eq!(e["field"], "body");
+    // A provider secret is never taken from argv, in a body either; the
+    // refusal does not repeat it.
+    let user = uuid::Uuid::new_v4().to_string();
+    for field in ["accessToken", "refreshToken"] {
+        let body = json!({"user": {"id": user}, "provider": "google", "accountName": "a",
+                          field: "argv-secret-77"});
+        let e = cli.fails(2, &["register", "--body", &body.to_string()]);
+        assert_eq!(e["field"], field, "{e}");
+        assert!(!e.to_string().contains("argv-secret-77"), "{e}");
+    }
     let e = cli.fails(2, &["trash", "NOT-A-UUID"]);
     assert_eq!(e["field"], "tokenId");
     let e = cli.fails(2, &["get", "C2FB2DBE-39EB-421A-B07C-5A14671FBBB5"]);

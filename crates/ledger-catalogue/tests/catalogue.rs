@@ -215,6 +215,15 @@ fn plaintext_secret_is_rejected_without_echoing_it() {
     for violation in &v {
         assert!(!violation.message.contains("ya29"), "{violation}");
     }
+    // Nor does the decoder's error, which audit findings and subscribers'
+    // warnings show.
+    let mut json = example("access_token_refreshed.json");
+    json["data"]["accessToken"] = json!("ya29.a0AfH6SM-plaintext");
+    let err = ledger_core::Envelope::from_json(json.to_string().as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("invalid type: string"), "{err}");
+    assert!(!err.contains("ya29"), "{err}");
 }
 
 #[test]

@@ -508,10 +508,13 @@ fn decode_reply<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T,
         subject: subject.to_owned(),
         message,
     };
+    // Neither the payload nor the value serde quotes: a reply can carry a
+    // revealed secret or a token string.
     let reply: Reply<'_> = serde_json::from_slice(payload).map_err(|e| {
         malformed(format!(
-            "{e}: {}",
-            String::from_utf8_lossy(&payload[..payload.len().min(200)])
+            "{} ({} bytes)",
+            ledger_core::json::error_text(&e),
+            payload.len()
         ))
     })?;
     match reply {
@@ -519,7 +522,8 @@ fn decode_reply<T: DeserializeOwned>(subject: &str, payload: &[u8]) -> Result<T,
             ok: true,
             result: Some(result),
             ..
-        } => serde_json::from_str(result.get()).map_err(|e| malformed(format!("result: {e}"))),
+        } => serde_json::from_str(result.get())
+            .map_err(|e| malformed(format!("result: {}", ledger_core::json::error_text(&e)))),
         Reply {
             ok: false,
             error: Some(rejection),

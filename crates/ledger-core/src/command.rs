@@ -474,8 +474,12 @@ pub fn parse(name: CommandName, body: &[u8]) -> Result<ParsedCommand, Rejection>
             format!("command is larger than {COMMAND_BYTES_MAX} bytes"),
         ));
     }
-    let value = crate::json::parse_strict(body)
-        .map_err(|e| Rejection::invalid("body", format!("malformed JSON: {e}")))?;
+    let value = crate::json::parse_strict(body).map_err(|e| {
+        Rejection::invalid(
+            "body",
+            format!("malformed JSON: {}", crate::json::error_text(&e)),
+        )
+    })?;
     parse_value(name, value)
 }
 
@@ -659,7 +663,10 @@ impl Fields {
             } else {
                 format!("{field}.{path}").replace(".[", "[")
             };
-            Rejection::invalid(full, format!("invalid value: {}", e.inner()))
+            Rejection::invalid(
+                full,
+                format!("invalid value: {}", crate::json::error_text(e.inner())),
+            )
         })
     }
 

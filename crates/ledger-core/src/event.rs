@@ -537,7 +537,7 @@ fn decode_one_pass(ty: EventType, bytes: &[u8]) -> Option<Envelope> {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// Not JSON of the envelope's shape.
-    #[error("malformed envelope: {0}")]
+    #[error("malformed envelope: {}", crate::json::error_text(.0))]
     Malformed(#[from] serde_json::Error),
     /// A `schemaVersion` this build cannot read.
     #[error("unsupported schemaVersion {0}")]

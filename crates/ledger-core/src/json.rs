@@ -86,9 +86,47 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 }
 
+/// The text of a serde error without the value it quotes.
+///
+/// serde names the offending value (`invalid type: string "…", expected
+/// …`), and that value may be a secret sent where it does not belong (an
+/// `accessToken` as a number, a whole body that is one string). Errors go
+/// into replies, logs and audit reports, so they keep the kind of value
+/// and what was expected, never the value itself.
+pub fn error_text(e: &serde_json::Error) -> String {
+    redact(&e.to_string())
+}
+
+/// [`error_text`] of any serde message.
+pub fn redact(text: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        let Some(rest) = text.strip_prefix(prefix) else {
+            continue;
+        };
+        // serde writes the value first and what it expected last, so the
+        // last ", expected" is serde's own, whatever the value holds.
+        let (value, tail) = rest
+            .rfind(", expected")
+            .map_or((rest, ""), |at| rest.split_at(at));
+        let Some(quote) = value.find(['"', '`', '\'']) else {
+            // A kind without a value (`map`, `sequence`).
+            return text.to_owned();
+        };
+        let kind = value[..quote].trim_end();
+        let head = prefix.trim_end();
+        return if kind.is_empty() {
+            format!("{head}{tail}")
+        } else {
+            format!("{head} {kind}{tail}")
+        };
+    }
+    text.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn reads_what_serde_json_reads_without_duplicates() {
@@ -103,6 +141,60 @@ mod tests {
             let loose: Value = serde_json::from_str(text).unwrap();
             assert_eq!(strict, loose, "{text}");
         }
+    }
+
+    #[test]
+    fn errors_name_the_kind_of_value_never_the_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Body {
+            secret: String,
+            kind: Kind,
+            n: u8,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        enum Kind {
+            A,
+        }
+        let secret = "ya29.s3cret, expected `x`";
+        for (text, kept) in [
+            (
+                json!(secret).to_string(),
+                "invalid type: string, expected struct Body",
+            ),
+            (
+                json!({"secret": 5150_u64, "kind": "A", "n": 1}).to_string(),
+                "invalid type: integer, expected a string",
+            ),
+            (
+                json!({"secret": "s", "kind": secret, "n": 1}).to_string(),
+                "unknown variant, expected `A`",
+            ),
+            (
+                json!({"secret": "s", "kind": "A", "n": 5150}).to_string(),
+                "invalid value: integer, expected u8",
+            ),
+            (
+                json!({"secret": true, "kind": "A", "n": 1}).to_string(),
+                "invalid type: boolean, expected a string",
+            ),
+            (
+                json!({"secret": 51.5, "kind": "A", "n": 1}).to_string(),
+                "invalid type: floating point, expected a string",
+            ),
+        ] {
+            let e = serde_json::from_str::<Body>(&text).unwrap_err();
+            let shown = error_text(&e);
+            assert!(shown.starts_with(kept), "{text}: {shown} (serde: {e})");
+            for leak in ["ya29", "5150", "51.5", "true"] {
+                assert!(!shown.contains(leak), "{text}: {shown}");
+            }
+        }
+        // Messages that quote no value are left as they are.
+        let e = serde_json::from_str::<Body>("[]").unwrap_err();
+        assert_eq!(error_text(&e), e.to_string());
+        let e = serde_json::from_str::<Body>("{\"secret\": {}}").unwrap_err();
+        assert_eq!(error_text(&e), e.to_string());
     }
 
     #[test]

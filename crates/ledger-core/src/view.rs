@@ -26,7 +26,8 @@ pub struct JwtInfo {
 }
 
 /// One token's current state, serialised with the seeds' field names.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Its `Debug` hides the plaintext secrets a reveal fills in.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenView {
     /// `client` or `access`.
@@ -112,6 +113,79 @@ pub struct TokenView {
     /// Computed when read: past `expires`. Never stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired: Option<bool>,
+}
+
+// By hand, so that a `tracing::debug!(?view)` after an issue, a rotate or a
+// reveal does not log the string or the provider's secrets. Destructured, so
+// a new field does not compile until it is shown here.
+impl std::fmt::Debug for TokenView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let TokenView {
+            kind,
+            resource_id,
+            id,
+            workspace_id,
+            name,
+            provided_resource_id,
+            permission_groups,
+            issued_at,
+            expires,
+            jwt,
+            token_str,
+            user,
+            provider,
+            account_name,
+            display_name,
+            access_token_fingerprint,
+            refresh_token_fingerprint,
+            access_token,
+            refresh_token,
+            created_at,
+            created_by,
+            last_updated_at,
+            last_updated_by,
+            updated_at,
+            version,
+            trash_item,
+            revoked,
+            revocation,
+            import,
+            expired,
+        } = self;
+        let hidden = |s: &Option<String>| s.as_ref().map(|_| "***");
+        f.debug_struct("TokenView")
+            .field("kind", kind)
+            .field("resource_id", resource_id)
+            .field("id", id)
+            .field("workspace_id", workspace_id)
+            .field("name", name)
+            .field("provided_resource_id", provided_resource_id)
+            .field("permission_groups", permission_groups)
+            .field("issued_at", issued_at)
+            .field("expires", expires)
+            .field("jwt", jwt)
+            .field("token_str", &hidden(token_str))
+            .field("user", user)
+            .field("provider", provider)
+            .field("account_name", account_name)
+            .field("display_name", display_name)
+            .field("access_token_fingerprint", access_token_fingerprint)
+            .field("refresh_token_fingerprint", refresh_token_fingerprint)
+            .field("access_token", &hidden(access_token))
+            .field("refresh_token", &hidden(refresh_token))
+            .field("created_at", created_at)
+            .field("created_by", created_by)
+            .field("last_updated_at", last_updated_at)
+            .field("last_updated_by", last_updated_by)
+            .field("updated_at", updated_at)
+            .field("version", version)
+            .field("trash_item", trash_item)
+            .field("revoked", revoked)
+            .field("revocation", revocation)
+            .field("import", import)
+            .field("expired", expired)
+            .finish()
+    }
 }
 
 impl TokenView {
@@ -482,6 +556,27 @@ mod tests {
             access(None),
             access(Some(sealed("hmac-sha256:bb"))),
         ]
+    }
+
+    #[test]
+    fn debug_hides_the_revealed_secrets_and_shows_the_rest() {
+        for state in states() {
+            let mut view = TokenView::of(&state).unwrap();
+            view.token_str = Some("eyJ.SECRET-STRING".into());
+            view.access_token = Some("SECRET-ACCESS".into());
+            view.refresh_token = Some("SECRET-REFRESH".into());
+            let shown = format!("{view:?}");
+            assert!(!shown.contains("SECRET"), "{shown}");
+            assert!(shown.contains("token_str: Some(\"***\")"), "{shown}");
+            assert!(
+                shown.contains(&format!("{:?}", view.workspace_id)),
+                "{shown}"
+            );
+            assert!(
+                shown.contains(&format!("version: {}", view.version)),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

@@ -1663,6 +1663,46 @@ fn wrong_types_name_the_field_path() {
     }
 }
 
+/// A secret sent in the wrong shape is refused without being echoed: serde
+/// quotes the value it rejects, and rejections go into replies and logs.
+#[test]
+fn a_misshapen_secret_is_refused_without_being_echoed() {
+    let mut s = Scenario::new();
+    let (_, access) = two_kinds(&mut s);
+    let register = |secret: Value| {
+        json!({ "user": { "id": user(9).to_string() }, "provider": "p",
+                "accountName": "a", "accessToken": secret })
+    };
+    let cases = [
+        (
+            "register_access_token",
+            register(json!(4242424242_u64)),
+            "accessToken",
+        ),
+        (
+            "register_access_token",
+            register(json!(42.4242)),
+            "accessToken",
+        ),
+        (
+            "refresh_access_token",
+            json!({ "tokenId": access.to_string(), "accessToken": "t", "refreshToken": 4242424242_u64 }),
+            "refreshToken",
+        ),
+    ];
+    for (name, body, field) in cases {
+        let r = s.when(name, body.clone()).then_invalid(field).clone();
+        assert!(!r.message.contains("4242"), "{name} {body}: {r}");
+        assert!(r.message.contains("expected a string"), "{r}");
+    }
+    // A whole body that is one string (a secret sent to the wrong subject).
+    let r = s
+        .when_bytes("issue_client_token", b"\"ya29.a-secret-4242\"")
+        .then_invalid("body")
+        .clone();
+    assert!(!r.message.contains("4242"), "{r}");
+}
+
 #[test]
 fn required_fields_are_required() {
     let mut s = Scenario::new();

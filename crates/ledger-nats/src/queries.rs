@@ -351,8 +351,12 @@ pub(crate) fn body<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Rejection> 
     } else {
         payload
     };
-    let value = ledger_core::json::parse_strict(payload)
-        .map_err(|e| Rejection::invalid("body", format!("malformed JSON: {e}")))?;
+    let value = ledger_core::json::parse_strict(payload).map_err(|e| {
+        Rejection::invalid(
+            "body",
+            format!("malformed JSON: {}", ledger_core::json::error_text(&e)),
+        )
+    })?;
     if !value.is_object() {
         return Err(Rejection::invalid("body", "a query is a JSON object"));
     }

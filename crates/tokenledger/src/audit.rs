@@ -909,8 +909,12 @@ fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
             format!("cannot read {}: {e}", args.event.display()),
         )
     })?;
-    let mut event_json: Value = serde_json::from_slice(&event_bytes)
-        .map_err(|e| Failure::invalid("event", format!("not JSON: {e}")))?;
+    let mut event_json: Value = serde_json::from_slice(&event_bytes).map_err(|e| {
+        Failure::invalid(
+            "event",
+            format!("not JSON: {}", ledger_core::json::error_text(&e)),
+        )
+    })?;
     // Accept a bare envelope or one wrapped as `history --json` prints them.
     if let Some(inner) = event_json.get("event").cloned() {
         event_json = inner;

@@ -109,8 +109,12 @@ pub fn run(args: ImportArgs, ctx: &Ctx) -> Result<(), Failure> {
         ));
     }
     let text = input::read_source("file", &args.file)?;
-    let record: Value = ledger_core::json::parse_strict(text.as_bytes())
-        .map_err(|e| Failure::invalid("file", format!("malformed JSON: {e}")))?;
+    let record: Value = ledger_core::json::parse_strict(text.as_bytes()).map_err(|e| {
+        Failure::invalid(
+            "file",
+            format!("malformed JSON: {}", ledger_core::json::error_text(&e)),
+        )
+    })?;
     let command_id = args
         .command_id
         .clone()

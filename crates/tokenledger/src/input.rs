@@ -116,17 +116,34 @@ pub fn read_source(field: &str, path: &str) -> Result<String, Failure> {
     })
 }
 
-/// `--body JSON|@FILE|@-`: a JSON object.
+/// `--body JSON|@FILE|@-`: a JSON object. A provider secret in a body given
+/// inline is refused, as a secret flag would be: see [`SecretSource`].
 pub fn body(raw: &str) -> Result<Map<String, Value>, Failure> {
-    let text = match raw.strip_prefix('@') {
-        Some(path) => read_source("body", path)?,
-        None => raw.to_owned(),
+    let (text, inline) = match raw.strip_prefix('@') {
+        Some(path) => (read_source("body", path)?, false),
+        None => (raw.to_owned(), true),
     };
-    match ledger_core::json::parse_strict(text.as_bytes()) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(Failure::invalid("body", "a command body is a JSON object")),
-        Err(e) => Err(Failure::invalid("body", format!("malformed JSON: {e}"))),
+    let map = match ledger_core::json::parse_strict(text.as_bytes()) {
+        Ok(Value::Object(map)) => map,
+        Ok(_) => return Err(Failure::invalid("body", "a command body is a JSON object")),
+        Err(e) => {
+            let shown = ledger_core::json::error_text(&e);
+            return Err(Failure::invalid("body", format!("malformed JSON: {shown}")));
+        }
+    };
+    if inline {
+        for field in ["accessToken", "refreshToken"] {
+            if map.get(field).is_some_and(|v| !v.is_null()) {
+                return Err(Failure::invalid(
+                    field,
+                    "a secret on the command line shows in `ps` and in shell history: give \
+                     the body as @FILE or @-, or the secret from a file, stdin or the \
+                     environment",
+                ));
+            }
+        }
     }
+    Ok(map)
 }
 
 /// Where a secret comes from. Secrets are never flags: flags end up in shell

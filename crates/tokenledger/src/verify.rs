@@ -17,7 +17,8 @@ use ledger_verify::Introspection;
 /// `verify`.
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
-    /// The token string (a JWT), or `-` to read it from stdin.
+    /// `-` to read the token string (a JWT) from stdin, or the string itself
+    /// (then it shows in `ps` and in shell history).
     #[arg(value_name = "TOKEN_STR")]
     pub token_str: String,
 }
