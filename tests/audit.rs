@@ -4,7 +4,7 @@
 //! sled `log` tree while no tokenledger process runs. Each test checks the
 //! exit code, the position `audit verify` names, and its stable code.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -448,6 +448,136 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
             ])
             .code,
         0
+    );
+}
+
+/// Inputs an auditor got wrong (a path, a garbled or forged proof or
+/// checkpoint) are refused by field with exit 2: never a panic, never
+/// "storage", never a finding about the ledger.
+#[test]
+fn malformed_audit_inputs_are_refused_by_the_field_that_holds_them() {
+    let l = Ledger::new();
+    let (clients, _) = l.story();
+    l.run(&["audit", "checkpoint"]).ok();
+    let note = std::fs::read_dir(l.data().join("checkpoints"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let note = note.to_str().unwrap();
+    let export = l.file("all.jsonl");
+    l.run(&["audit", "export", "--out", export.to_str().unwrap()])
+        .ok();
+    let field_of = |args: &[&str]| {
+        let mut all = vec!["--json", "audit"];
+        all.extend_from_slice(args);
+        let e = refused(&l.run(&all), 2);
+        assert_eq!(e["code"], "invalid_input", "{args:?}: {e}");
+        e["field"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(
+        field_of(&["verify", "--file", "/nonexistent/x.jsonl"]),
+        "file"
+    );
+    assert_eq!(
+        field_of(&[
+            "replay",
+            "--file",
+            "/nonexistent/x.jsonl",
+            "--position",
+            "1"
+        ]),
+        "file"
+    );
+    assert_eq!(
+        field_of(&["history", &clients[0], "--file", "/nonexistent/x.jsonl"]),
+        "file"
+    );
+    assert_eq!(
+        field_of(&["export", "--out", "/nonexistent/dir/x.jsonl"]),
+        "out"
+    );
+    let garbled = l.file("garbled.note");
+    std::fs::write(&garbled, "not a checkpoint\n").unwrap();
+    let export_path = export.to_str().unwrap();
+    assert_eq!(
+        field_of(&[
+            "verify",
+            "--file",
+            export_path,
+            "--checkpoint",
+            garbled.to_str().unwrap()
+        ]),
+        "checkpoint"
+    );
+
+    // A proof about a tree no log has, against a checkpoint edited to match
+    // (unsigned checks only: no --key), for an event placed there.
+    let history = l.run(&["--json", "history", &clients[0]]).ok().report();
+    let mut event = history["events"][0].clone();
+    event["position"] = json!(1u64 << 63 | 1);
+    event.as_object_mut().unwrap().remove("hash");
+    let event_file = l.file("far-event.json");
+    std::fs::write(&event_file, event.to_string()).unwrap();
+    let text = std::fs::read_to_string(note).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1] = "18446744073709551615";
+    let forged = l.file("forged.note");
+    std::fs::write(&forged, lines.join("\n") + "\n").unwrap();
+    let proof = l.file("far-proof.json");
+    std::fs::write(
+        &proof,
+        json!({"leafIndex": 1u64 << 63, "treeSize": u64::MAX, "hashes": []}).to_string(),
+    )
+    .unwrap();
+    let far = [
+        "verify-proof",
+        "--event",
+        event_file.to_str().unwrap(),
+        "--proof",
+        proof.to_str().unwrap(),
+        "--checkpoint",
+        forged.to_str().unwrap(),
+    ];
+    let mut all = vec!["--json", "audit"];
+    all.extend_from_slice(&far);
+    let e = refused(&l.run(&all), 2);
+    assert_eq!(e["field"], "proof", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than any log"),
+        "{e}"
+    );
+    // An index past every position proves nothing: not a panic either.
+    std::fs::write(
+        &proof,
+        json!({"leafIndex": u64::MAX, "treeSize": u64::MAX, "hashes": []}).to_string(),
+    )
+    .unwrap();
+    let run = l.run(&[&["audit"][..], &far[..]].concat());
+    assert_eq!(run.code, EXIT_FINDING, "{}", run.stderr);
+    assert!(run.stderr.contains("proof_mismatch"), "{}", run.stderr);
+
+    // A consistency proof that is not one is not a finding of inconsistency.
+    let size: u64 = text.lines().nth(1).unwrap().parse().unwrap();
+    let cproof = l.file("garbled-consistency.json");
+    std::fs::write(
+        &cproof,
+        json!({"oldSize": size, "newSize": size, "hashes": ["zz"]}).to_string(),
+    )
+    .unwrap();
+    assert_eq!(
+        field_of(&[
+            "consistency",
+            note,
+            note,
+            "--proof",
+            cproof.to_str().unwrap()
+        ]),
+        "proof"
     );
 }
 

@@ -534,6 +534,36 @@ fn exit_codes() {
     assert!(e["message"].as_str().unwrap().contains("read-only"));
     let e = cli.fails(2, &["issue", "--body", "{not json"]);
     assert_eq!(e["field"], "body");
+    // Flags clap refuses answer in the same JSON with --json, the flag as field.
+    let e = cli.fails(
+        2,
+        &["update", &id, "--expected-version", "18446744073709551616"],
+    );
+    assert_eq!(
+        (e["code"].as_str(), e["field"].as_str()),
+        (Some("invalid_input"), Some("expected-version")),
+        "{e}"
+    );
+    let e = cli.fails(2, &["audit", "export", "--from", "abc"]);
+    assert_eq!(e["field"], "from", "{e}");
+    // A period that would overflow the clock is refused before serving.
+    let e = cli.fails(
+        2,
+        &[
+            "serve",
+            "--nats",
+            "nats://127.0.0.1:1",
+            "--checkpoint-every-secs",
+            "18446744073709551615",
+        ],
+    );
+    assert_eq!(e["field"], "checkpoint-every-secs", "{e}");
+    let e = cli.fails(2, &["list", "--no-such-flag"]);
+    assert_eq!(e["code"], "invalid_input", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("--no-such-flag"),
+        "{e}"
+    );
     // A provider secret is never taken from argv, in a body either; the
     // refusal does not repeat it.
     let user = uuid::Uuid::new_v4().to_string();
@@ -1065,6 +1095,87 @@ fn an_import_retried_with_its_command_id_is_answered_and_another_record_is_refus
     );
     assert_eq!(e["field"], "commandId");
     assert!(a["token"]["resourceId"].is_string());
+}
+
+/// Dates an event could not hold, and a `trashItem` that is not primaERP's
+/// object, are refused by field, and the data dir is unchanged and usable.
+#[test]
+fn an_import_with_an_impossible_date_or_trash_item_is_refused_and_changes_nothing() {
+    let cli = Cli::new();
+    std::fs::create_dir_all(cli.data_dir()).unwrap();
+    let primaerp: Value =
+        serde_json::from_str(&std::fs::read_to_string(PRIMAERP).unwrap()).unwrap();
+    let fimidara: Value =
+        serde_json::from_str(&std::fs::read_to_string(FIMIDARA).unwrap()).unwrap();
+    let cases: Vec<(Value, &str, &str)> = vec![
+        (json!("/Date(253402300800000)/"), "createdAt", "primaerp"),
+        (json!("/Date(-62167219200001)/"), "createdAt", "primaerp"),
+        (
+            json!("/Date(9223372036854775807)/"),
+            "updatedAt",
+            "primaerp",
+        ),
+        (json!("2016-12-31T23:59:60.500Z"), "issuedAt", "fimidara"),
+        (
+            json!("9999-12-31T23:59:59.999-01:00"),
+            "createdAt",
+            "fimidara",
+        ),
+        (json!(false), "trashItem", "primaerp"),
+        (json!("yes"), "trashItem", "primaerp"),
+    ];
+    for (i, (value, field, format)) in cases.into_iter().enumerate() {
+        let mut record = if format == "primaerp" {
+            primaerp.clone()
+        } else {
+            fimidara.clone()
+        };
+        record[field] = value.clone();
+        let path = cli.data_dir().join(format!("bad-{i}.json"));
+        std::fs::write(&path, record.to_string()).unwrap();
+        let e = cli.fails(2, &["import", path.to_str().unwrap(), "--format", format]);
+        assert_eq!(
+            (e["code"].as_str(), e["field"].as_str()),
+            (Some("invalid_input"), Some(field)),
+            "{field} = {value}: {e}"
+        );
+    }
+    // Nothing was appended, and the data dir still answers.
+    let list = cli.json(&["list", "--trashed", "include"]);
+    assert_eq!(list["items"], json!([]), "{list}");
+    let v = cli.json(&["import", PRIMAERP]);
+    assert_eq!(v["positions"], json!([1]), "{v}");
+}
+
+/// An import of a trashed record is two commands; a retry after a crash
+/// between them finishes it (the trash's id is derived from the import's).
+#[test]
+fn an_import_retried_after_only_its_register_was_committed_trashes_the_token() {
+    let cli = Cli::new();
+    std::fs::create_dir_all(cli.data_dir()).unwrap();
+    let mut record: Value =
+        serde_json::from_str(&std::fs::read_to_string(PRIMAERP).unwrap()).unwrap();
+    let cmd_id = "7f3a0b4c-5e6d-4f8a-8b9c-1d2e3f4a5b6c";
+    // The state a crash after the register leaves: the token, not trashed.
+    let path = cli.data_dir().join("record.json");
+    std::fs::write(&path, record.to_string()).unwrap();
+    let first = cli.json(&["import", path.to_str().unwrap(), "--command-id", cmd_id]);
+    assert!(first["token"]["trashItem"].is_null(), "{first}");
+    record["trashItem"] = json!({"type": "TrashItem"});
+    std::fs::write(&path, record.to_string()).unwrap();
+    let retried = cli.json(&["import", path.to_str().unwrap(), "--command-id", cmd_id]);
+    assert!(retried["token"]["trashItem"].is_object(), "{retried}");
+    assert_eq!(retried["positions"], json!([1, 2]), "{retried}");
+    // Once both are done, another retry is answered by both, appending nothing.
+    let again = cli.json(&["import", path.to_str().unwrap(), "--command-id", cmd_id]);
+    assert_eq!(again["positions"], json!([1, 2]), "{again}");
+    assert_eq!(again["token"]["version"], 2, "{again}");
+    let history = cli.json(&["history", "c2fb2dbe-39eb-421a-b07c-5a14671fbbb5"]);
+    assert_eq!(
+        history["events"].as_array().map(Vec::len),
+        Some(2),
+        "{history}"
+    );
 }
 
 #[test]

@@ -54,6 +54,29 @@ fn kid_of(token: &str) -> String {
     v["kid"].as_str().unwrap().to_owned()
 }
 
+/// `keys rotate` on a data dir checks its actor as commands do, and a
+/// refused rotation leaves the key history as it was.
+#[test]
+fn keys_rotate_refuses_a_malformed_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    issue(d);
+    for actor in ["user:", "user:a\tb"] {
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(d)
+            .args(["--json", "--actor", actor, "keys", "rotate"])
+            .env_remove("TOKENLEDGER_NATS")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{actor:?}: {out:?}");
+        let e: Value = serde_json::from_slice(&out.stderr).unwrap();
+        assert_eq!(e["error"]["field"], "actor.agentId", "{actor:?}: {e}");
+    }
+    let history = json(d, &["keys", "history"])["history"].clone();
+    assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
+}
+
 #[test]
 fn keys_rotate_list_jwks_history_and_verify() {
     let dir = tempfile::tempdir().unwrap();

@@ -243,6 +243,20 @@ fn root_hash(root: &Hash, size: u64) -> RootHash<Sha256> {
     RootHash::new((*root).into(), size)
 }
 
+/// The largest tree a proof may be about. ct-merkle panics past 2^63
+/// leaves; no log comes near 2^62 events, so a larger size is a forged or
+/// garbled proof, refused before it reaches the crate.
+pub const TREE_SIZE_MAX: u64 = 1 << 62;
+
+fn check_size(what: &str, size: u64) -> Result<(), ProofError> {
+    if size > TREE_SIZE_MAX {
+        return Err(ProofError::Malformed(format!(
+            "{what} {size} is larger than any log (at most 2^62 events)"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that `leaf` (an event hash) is leaf `proof.leaf_index` of the tree
 /// of `proof.tree_size` leaves whose root is `root`.
 pub fn verify_inclusion(
@@ -250,6 +264,13 @@ pub fn verify_inclusion(
     proof: &InclusionProofJson,
     root: &Hash,
 ) -> Result<(), ProofError> {
+    check_size("treeSize", proof.tree_size)?;
+    if proof.leaf_index >= proof.tree_size {
+        return Err(ProofError::Malformed(format!(
+            "leafIndex {} is not in a tree of {} events",
+            proof.leaf_index, proof.tree_size
+        )));
+    }
     let bytes = join_hex(&proof.hashes)?;
     let ct_proof = InclusionProof::<Sha256>::try_from_bytes(bytes)
         .map_err(|e| ProofError::Malformed(e.to_string()))?;
@@ -268,6 +289,7 @@ pub fn verify_consistency(
     old_root: &Hash,
     new_root: &Hash,
 ) -> Result<(), ProofError> {
+    check_size("newSize", proof.new_size)?;
     if proof.old_size == proof.new_size {
         // ct-merkle wants at least one addition; a tree is consistent with
         // itself exactly when the roots agree (and the proof is empty).

@@ -189,6 +189,51 @@ fn consistency_proofs_match_the_known_answers_and_verify() {
     ));
 }
 
+/// Sizes and indices no log has (a forged proof or checkpoint) are refused
+/// as malformed, never passed to ct-merkle, which panics on them.
+#[test]
+fn proofs_about_impossible_trees_are_malformed_not_a_panic() {
+    let leaf = leaves(1)[0].clone();
+    for (leaf_index, tree_size) in [
+        (1u64 << 63, u64::MAX),
+        (u64::MAX, u64::MAX),
+        (0, (1u64 << 62) + 1),
+        (5, 5),
+        (0, 0),
+    ] {
+        let proof = InclusionProofJson {
+            leaf_index,
+            tree_size,
+            hashes: Vec::new(),
+        };
+        assert!(
+            matches!(
+                verify_inclusion(&leaf, &proof, &root(1)),
+                Err(ProofError::Malformed(_))
+            ),
+            "{leaf_index} of {tree_size}"
+        );
+    }
+    for (old_size, new_size) in [
+        (1u64, u64::MAX),
+        (u64::MAX, u64::MAX),
+        (1 << 62, (1 << 62) + 1),
+    ] {
+        let proof = ConsistencyProofJson {
+            old_size,
+            new_size,
+            hashes: Vec::new(),
+        };
+        assert!(
+            matches!(
+                verify_consistency(&proof, &root(1), &root(2)),
+                Err(ProofError::Malformed(_))
+            ),
+            "{old_size} -> {new_size}"
+        );
+    }
+}
+
 #[test]
 fn the_streaming_root_equals_ct_merkle_at_every_size() {
     let all: Vec<[u8; 32]> = (0u32..300)

@@ -1,23 +1,42 @@
 //! Timestamps with one canonical text form: RFC 3339, UTC, milliseconds, `Z`.
 
-use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
-/// A UTC instant truncated to milliseconds.
+/// A UTC instant truncated to milliseconds, from year 0 to year 9999.
 ///
 /// Truncation happens on construction so that a value survives a round trip
-/// through its text form unchanged; the hash chain depends on that.
+/// through its text form unchanged; the hash chain depends on that. For the
+/// same reason every value has the four-digit-year form and no leap second
+/// (`:60`, which chrono keeps as a 1000th millisecond): a value outside
+/// that could be written into an event that no reader then parses back.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(DateTime<Utc>);
 
+/// `0000-01-01T00:00:00.000Z`, the first instant a timestamp can hold.
+pub const MIN_MILLIS: i64 = -62_167_219_200_000;
+/// `9999-12-31T23:59:59.999Z`, the last.
+pub const MAX_MILLIS: i64 = 253_402_300_799_999;
+
 impl Timestamp {
-    /// Wraps an instant, dropping anything finer than a millisecond.
+    /// Wraps an instant, dropping anything finer than a millisecond; a leap
+    /// second becomes the last millisecond before it, and an instant outside
+    /// years 0 to 9999 the nearest end of that range.
     pub fn new(at: DateTime<Utc>) -> Timestamp {
-        Timestamp(at.trunc_subsecs(3))
+        let ms = if at.timestamp_subsec_nanos() >= 1_000_000_000 {
+            at.timestamp().saturating_mul(1000).saturating_add(999)
+        } else {
+            at.timestamp_millis()
+        };
+        let ms = ms.clamp(MIN_MILLIS, MAX_MILLIS);
+        Timestamp::from_millis(ms).expect("clamped into range")
     }
-    /// From Unix epoch milliseconds; `None` if out of chrono's range.
+    /// From Unix epoch milliseconds; `None` outside years 0 to 9999.
     pub fn from_millis(ms: i64) -> Option<Timestamp> {
+        if !(MIN_MILLIS..=MAX_MILLIS).contains(&ms) {
+            return None;
+        }
         Utc.timestamp_millis_opt(ms).single().map(Timestamp)
     }
     /// Unix epoch milliseconds.
@@ -32,12 +51,15 @@ impl Timestamp {
     pub fn datetime(self) -> DateTime<Utc> {
         self.0
     }
-    /// Parses RFC 3339 with any offset, normalising to UTC milliseconds.
+    /// Parses RFC 3339 with any offset, normalising to UTC milliseconds;
+    /// `None` for a leap second or an instant outside years 0 to 9999.
     pub fn parse(s: &str) -> Option<Timestamp> {
         Timestamp::parse_canonical(s).or_else(|| {
-            DateTime::parse_from_rfc3339(s)
-                .ok()
-                .map(|d| Timestamp::new(d.with_timezone(&Utc)))
+            let at = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
+            if at.timestamp_subsec_nanos() >= 1_000_000_000 {
+                return None;
+            }
+            Timestamp::from_millis(at.timestamp_millis())
         })
     }
 
@@ -199,9 +221,8 @@ mod tests {
             1_764_000_000_000,
             253_402_300_799_999,
             -1,
-            -62_167_219_200_000,
-            -62_167_219_200_001,
-            253_402_300_800_000,
+            MIN_MILLIS,
+            MAX_MILLIS,
         ] {
             let t = Timestamp::from_millis(ms).unwrap();
             let general = t.general_form();
@@ -215,5 +236,38 @@ mod tests {
         // Other offsets and precisions still parse, normalised.
         let t = Timestamp::parse("2026-11-24T16:26:45.123456+02:00").unwrap();
         assert_eq!(t.to_string(), "2026-11-24T14:26:45.123Z");
+    }
+
+    /// Every timestamp has the canonical form, so none can go into an event
+    /// that its readers would refuse.
+    #[test]
+    fn leap_seconds_and_years_past_9999_or_before_0_are_not_timestamps() {
+        assert!(Timestamp::from_millis(MIN_MILLIS - 1).is_none());
+        assert!(Timestamp::from_millis(MAX_MILLIS + 1).is_none());
+        assert!(Timestamp::from_millis(i64::MAX).is_none());
+        assert!(Timestamp::from_millis(i64::MIN).is_none());
+        for bad in [
+            "2016-12-31T23:59:60.500Z",
+            "2016-12-31T23:59:60Z",
+            "9999-12-31T23:59:59.999-01:00",
+            "0000-01-01T00:00:00.000+01:00",
+        ] {
+            assert!(Timestamp::parse(bad).is_none(), "{bad}");
+        }
+        for (good, canonical) in [
+            ("9999-12-31T23:59:59.999Z", "9999-12-31T23:59:59.999Z"),
+            ("0000-01-01T01:00:00.000+01:00", "0000-01-01T00:00:00.000Z"),
+        ] {
+            assert_eq!(Timestamp::parse(good).unwrap().to_string(), canonical);
+        }
+        // The clock's instants are clamped, never out of range.
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .unwrap()
+            .and_hms_milli_opt(23, 59, 59, 1_500)
+            .unwrap()
+            .and_utc();
+        assert_eq!(Timestamp::new(leap).to_string(), "2016-12-31T23:59:59.999Z");
+        let far = Utc.timestamp_millis_opt(MAX_MILLIS + 86_400_000).unwrap();
+        assert_eq!(Timestamp::new(far).millis(), MAX_MILLIS);
     }
 }

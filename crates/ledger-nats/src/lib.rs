@@ -130,6 +130,10 @@ impl Default for ServeConfig {
     }
 }
 
+/// The longest period a setting may have (a year): past it, adding the
+/// period to the clock can overflow, and no deployment means it.
+pub const DURATION_MAX: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl ServeConfig {
     /// The defaults, with these servers.
     pub fn new(nats_urls: Vec<String>) -> ServeConfig {
@@ -162,6 +166,15 @@ impl ServeConfig {
         }
         if u32::try_from(self.max_in_flight).is_err() {
             return bad("max_in_flight must fit in 32 bits".into());
+        }
+        for (name, period) in [
+            ("duplicate_window", self.duplicate_window),
+            ("checkpoint_every", self.checkpoint_every),
+            ("writer_lease", self.writer_lease),
+        ] {
+            if period > DURATION_MAX {
+                return bad(format!("{name} {period:?} is longer than {DURATION_MAX:?}"));
+            }
         }
         if self.writer_lease < lease::TTL_MIN {
             return bad(format!(
@@ -754,4 +767,32 @@ async fn handle(
 fn raw(value: Value) -> Result<Box<RawValue>, Rejection> {
     serde_json::value::to_raw_value(&value)
         .map_err(|e| Rejection::new(ledger_core::ErrorCode::Internal, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_past_a_year_are_refused_before_anything_starts() {
+        let ok = ServeConfig::new(vec!["nats://127.0.0.1:4222".into()]);
+        assert!(ok.validate().is_ok());
+        let longer = DURATION_MAX + Duration::from_secs(1);
+        type Set = fn(&mut ServeConfig, Duration);
+        let fields: [(&str, Set); 3] = [
+            ("duplicate_window", |c, d| c.duplicate_window = d),
+            ("checkpoint_every", |c, d| c.checkpoint_every = d),
+            ("writer_lease", |c, d| c.writer_lease = d),
+        ];
+        for (name, set) in fields {
+            let mut c = ok.clone();
+            set(&mut c, longer);
+            match c.validate() {
+                Err(NatsError::Config(m)) => assert!(m.starts_with(name), "{m}"),
+                other => panic!("{name}: {other:?}"),
+            }
+            set(&mut c, DURATION_MAX);
+            assert!(c.validate().is_ok(), "{name} of a year is allowed");
+        }
+    }
 }

@@ -281,11 +281,7 @@ struct RevealQuery {
 }
 
 async fn reveal(ctx: &QueryContext, workspace: String, q: RevealQuery) -> Result<Value, Rejection> {
-    validate::text(
-        "actor.agentId",
-        &q.actor.agent_id,
-        validate::AGENT_ID_LEN_MAX,
-    )?;
+    validate::agent("actor", &q.actor)?;
     let (lookup, described) = lookup_of(q.token_id, q.name, q.provided_resource_id)?;
     let field = lookup.field();
     let token_id = holder(ctx, &workspace, lookup, || not_found(&described)).await?;
@@ -377,7 +373,8 @@ fn decode<T: DeserializeOwned>(value: Value) -> Result<T, Rejection> {
                 .nth(1)
                 .map_or_else(|| "body".to_owned(), str::to_owned)
         };
-        Rejection::invalid(field, format!("invalid query: {message}"))
+        let shown = ledger_core::json::error_text(e.inner());
+        Rejection::invalid(field, format!("invalid query: {shown}"))
     })
 }
 

@@ -180,6 +180,26 @@ async fn every_command_over_request_reply() {
     e.server.stop().await.unwrap();
 }
 
+/// A key rotation's actor is checked as a command's is: one that would put
+/// a control character into the key history is refused, and no key rotates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotation_with_a_malformed_actor_is_refused_and_rotates_nothing() {
+    let e = env().await;
+    let before = e.store.key_history().unwrap().len();
+    for agent_id in ["", "  ", "a\tb", "line\nforged"] {
+        let body = json!({"actor": {"agentId": agent_id, "agentType": "user"}});
+        let err = rejected(
+            &e.client,
+            "tokens.admin.keys.rotate",
+            serde_json::to_vec(&body).unwrap(),
+        )
+        .await;
+        assert_eq!(err["code"], "invalid_input", "{agent_id:?}: {err}");
+        assert_eq!(err["field"], "actor.agentId", "{agent_id:?}: {err}");
+    }
+    assert_eq!(e.store.key_history().unwrap().len(), before);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_replied_with_a_body_and_the_service_error_headers() {
     let e = env().await;
@@ -598,6 +618,17 @@ async fn get_and_list_read_the_views_with_their_own_writes() {
     assert_eq!(err["field"], "colour");
     let err = query_error(c, "list", json!({"trashed": "sometimes"})).await;
     assert_eq!(err["field"], "trashed");
+    // A user id as everywhere else: lowercase canonical, or refused.
+    for other_form in [
+        user.to_uppercase(),
+        user.replace('-', ""),
+        format!("{{{user}}}"),
+    ] {
+        let err = query_error(c, "list", json!({"userId": other_form})).await;
+        assert_eq!(err["field"], "userId", "{other_form}: {err}");
+    }
+    let err = query_error(c, "list", json!({"cursor": ""})).await;
+    assert_eq!(err["field"], "cursor", "{err}");
     let err = rejected(c, &format!("tokens.query.{WS}.list"), b"[1".to_vec()).await;
     assert_eq!(err["field"], "body");
     e.server.stop().await.unwrap();

@@ -61,7 +61,9 @@ pub enum TrashedFilter {
 pub struct ListFilter {
     /// Only this kind.
     pub kind: Option<TokenKind>,
-    /// Only access tokens of this user (served by the user index).
+    /// Only access tokens of this user (served by the user index), in
+    /// lowercase canonical form as everywhere else.
+    #[serde(deserialize_with = "canonical_uuid")]
     pub user_id: Option<Uuid>,
     /// Only access tokens of this provider, case-insensitively.
     pub provider: Option<String>,
@@ -80,6 +82,15 @@ pub struct ListFilter {
     /// though its first item always goes in. Not part of the query body.
     #[serde(skip)]
     pub max_bytes: Option<usize>,
+}
+
+fn canonical_uuid<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Uuid>, D::Error> {
+    let Some(text) = Option::<String>::deserialize(d)? else {
+        return Ok(None);
+    };
+    ledger_core::validate::uuid("userId", &text)
+        .map(Some)
+        .map_err(|r| serde::de::Error::custom(r.message))
 }
 
 impl Default for ListFilter {

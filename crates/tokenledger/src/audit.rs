@@ -23,7 +23,7 @@ use ledger_audit::diff::show;
 use ledger_audit::export::{self, ExportRequest, ExportSource, GivenCheckpoint};
 use ledger_audit::merkle::{
     parse_hash, verify_consistency, verify_inclusion, ConsistencyProofJson, InclusionProofJson,
-    ProofTree,
+    ProofError, ProofTree,
 };
 use ledger_audit::replay::{diff_snapshots, Input, Point, Snapshot, Source, TokenChange};
 use ledger_audit::verify::{ExpectedRoot, Progress, Report, VerifyOptions};
@@ -284,7 +284,7 @@ pub(crate) fn fail(e: AuditError) -> Failure {
         AuditError::Locked(_) => EXIT_LOCKED,
         AuditError::NoLedger(_) | AuditError::NotFound(_) => EXIT_RULE,
         AuditError::Note(_) | AuditError::Invalid(_) | AuditError::Incomplete(_) => EXIT_INVALID,
-        AuditError::Proof(ledger_audit::merkle::ProofError::Mismatch) => EXIT_FINDING,
+        AuditError::Proof(ProofError::Mismatch) => EXIT_FINDING,
         AuditError::Proof(_) => EXIT_INVALID,
         _ => EXIT_UNAVAILABLE,
     };
@@ -406,20 +406,42 @@ pub(crate) fn warn(warnings: &[String]) {
 /// A checkpoint file the caller named: one that is not there is a usage
 /// error (exit 2), not a storage failure.
 fn checkpoint_file(path: &Path) -> Result<SignedCheckpoint, Failure> {
-    let readable = std::fs::File::open(path)
+    readable_file(path, "checkpoint")?;
+    read_checkpoint(path).map_err(fail_on("checkpoint"))
+}
+
+/// An input file that cannot be opened is the caller's to fix: refused on
+/// `field`, not reported as the ledger's storage failing.
+fn readable_file(path: &Path, field: &str) -> Result<(), Failure> {
+    std::fs::File::open(path)
         .and_then(|f| f.metadata())
         .and_then(|m| {
             m.is_file()
                 .then_some(())
                 .ok_or_else(|| std::io::Error::other("not a file"))
-        });
-    if let Err(e) = readable {
-        return Err(Failure::invalid(
-            "checkpoint",
-            format!("cannot read {}: {e}", path.display()),
-        ));
+        })
+        .map_err(|e| Failure::invalid(field, format!("cannot read {}: {e}", path.display())))
+}
+
+/// [`fail`], naming `field` when the input given there is what is wrong (a
+/// malformed file, or a path that cannot be opened or written).
+fn fail_on(field: &'static str) -> impl Fn(AuditError) -> Failure {
+    move |e| {
+        let path_refused = matches!(&e, AuditError::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::IsADirectory
+                | std::io::ErrorKind::NotADirectory));
+        let mut f = fail(e);
+        if path_refused {
+            f.code = "invalid_input";
+            f.exit = EXIT_INVALID;
+        }
+        if f.exit == EXIT_INVALID {
+            f.field = Some(field.into());
+        }
+        f
     }
-    read_checkpoint(path).map_err(fail)
 }
 
 pub(crate) fn load_checkpoint_arg(
@@ -504,6 +526,7 @@ fn verify(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
     }
     match &args.file {
         Some(file) => {
+            readable_file(file, "file")?;
             // --key, or the data dir's key, but only for checkpoints of its
             // own log (its name is their origin): an export from elsewhere,
             // checked in a directory that holds another ledger, is
@@ -536,7 +559,7 @@ fn verify(args: VerifyArgs, ctx: &Ctx) -> Result<(), Failure> {
                 given.push(GivenCheckpoint { signed, label });
             }
             let outcome = export::verify_export(file, &given, &opts, &mut |p| ticker.tick(p))
-                .map_err(fail)?;
+                .map_err(fail_on("file"))?;
             let key = outcome.embedded.as_ref().and_then(key_for);
             if let Some(c) = &outcome.embedded {
                 check_signature(c, key.as_ref(), "the export's checkpoint", &mut warnings)?;
@@ -959,7 +982,7 @@ fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
             ),
         ));
     }
-    if proof.leaf_index + 1 != env.position {
+    if proof.leaf_index.checked_add(1) != Some(env.position) {
         // Not proven: a finding, as a proof that fails to verify is.
         return Err(Failure {
             code: "proof_mismatch",
@@ -972,7 +995,8 @@ fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
             exit: EXIT_FINDING,
         });
     }
-    verify_inclusion(&leaf, &proof, &signed.checkpoint.root).map_err(|e| fail(e.into()))?;
+    verify_inclusion(&leaf, &proof, &signed.checkpoint.root)
+        .map_err(|e| fail_on("proof")(e.into()))?;
     warn(&warnings);
     let verdict = format!(
         "verified: event {} (position {}) is leaf {} of the tree of {} events signed by {}{}",
@@ -1082,12 +1106,16 @@ fn consistency(args: ConsistencyArgs, ctx: &Ctx) -> Result<(), Failure> {
             serde_json::to_string_pretty(&proof).expect("proofs serialize")
         ))?;
     }
-    checked.map_err(|e| Failure {
-        code: "inconsistent",
-        message: format!("NEW does not extend OLD: {e}"),
-        field: None,
-        current_version: None,
-        exit: EXIT_FINDING,
+    checked.map_err(|e| match e {
+        ProofError::Mismatch => Failure {
+            code: "inconsistent",
+            message: format!("NEW does not extend OLD: {e}"),
+            field: None,
+            current_version: None,
+            exit: EXIT_FINDING,
+        },
+        // A proof that is not one proves nothing either way.
+        malformed => fail_on("proof")(malformed.into()),
     })
 }
 
@@ -1181,7 +1209,10 @@ fn read_views<T>(
     read: impl FnOnce(&Source<'_>, &str) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
     match (file, &ctx.nats) {
-        (Some(file), _) => read(&Source::Export(file), &file.display().to_string()),
+        (Some(file), _) => {
+            readable_file(file, "file")?;
+            read(&Source::Export(file), &file.display().to_string())
+        }
         (None, Some(urls)) => {
             let (runtime, client) = stream_connection(urls, &ctx.nats_access, NATS_WAIT)?;
             let js = {
@@ -1375,7 +1406,7 @@ fn export_cmd(args: ExportArgs, ctx: &Ctx) -> Result<(), Failure> {
                 &VerifyOptions::default(),
                 &mut |p| ticker.tick(p),
             )
-            .map_err(fail)?
+            .map_err(fail_on("out"))?
             .map_err(|f| finding_failure(&f))?;
             let why = "no stored checkpoint inside the range: run `audit checkpoint` first to include one";
             (outcome, why.to_owned(), None)
@@ -1481,7 +1512,7 @@ fn export_nats(
         &VerifyOptions::default(),
         &mut |p| ticker.tick(p),
     )
-    .map_err(fail)?
+    .map_err(fail_on("out"))?
     .map_err(|f| finding_failure(&f))?;
     let h = &outcome.header;
     if let (Some(c), None) = (&latest, &h.checkpoint) {

@@ -123,15 +123,18 @@ pub fn run(args: ImportArgs, ctx: &Ctx) -> Result<(), Failure> {
     let name = plan.command.command.name();
     Ledger::with(ctx, |ledger| {
         let created = ledger.execute(plan.command)?;
+        // The trash has its own id derived from the import's, so a retry
+        // after a crash between the two finishes the import, and a retry
+        // after both is answered by both.
         let committed = match plan.trash {
-            Some(trash) if !created.replayed => {
+            Some(trash) => {
                 let trashed = ledger.execute(trash)?;
                 Committed {
                     positions: [created.positions, trashed.positions].concat(),
                     ..trashed
                 }
             }
-            _ => created,
+            None => created,
         };
         print_committed(ctx, ledger, name, &committed, &plan.notes)
     })
@@ -232,12 +235,17 @@ fn source_version(map: &Map<String, Value>) -> Result<Option<u64>, Failure> {
 /// A token id that is a function of a command id and a record's account (a
 /// random-looking v4 UUID).
 fn id_for_command(command_id: &str, account: &str) -> Uuid {
+    derived_id(b"tokenledger import token id\0", command_id, account)
+}
+
+/// A UUID that the import's command id and `extra` determine, for `purpose`.
+fn derived_id(purpose: &[u8], command_id: &str, extra: &str) -> Uuid {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
-        .chain_update(b"tokenledger import token id\0")
+        .chain_update(purpose)
         .chain_update(command_id.as_bytes())
         .chain_update(b"\0")
-        .chain_update(account.as_bytes())
+        .chain_update(extra.as_bytes())
         .finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
@@ -336,13 +344,20 @@ fn primaerp(map: &Map<String, Value>, ctx: &Ctx, command_id: &str) -> Result<Pla
 
     let trash = match field(map, "trashItem") {
         None => None,
+        Some(item) if !item.is_object() => {
+            return Err(Failure::invalid(
+                "trashItem",
+                "expected primaERP's TrashItem (an object) or null",
+            ))
+        }
         Some(_) => {
             let token_id = command
                 .command
                 .token_id()
                 .expect("the body always carries an id");
             notes.push("the record was in primaERP's trash: it is trashed here too".into());
-            let mut body = base_body(workspace_id, ctx, &Uuid::new_v4().to_string())?;
+            let trash_id = derived_id(b"tokenledger import trash\0", command_id, "");
+            let mut body = base_body(workspace_id, ctx, &trash_id.to_string())?;
             body.insert("tokenId".into(), json!(token_id.to_string()));
             body.insert(
                 "reason".into(),

@@ -9,10 +9,8 @@
 
 use crate::app::Ctx;
 use crate::failure::Failure;
-use crate::input;
 use crate::output::{print_json, print_text};
 use clap::{Args, Subcommand, ValueEnum};
-use ledger_core::Agent;
 use ledger_crypto::jwt::SigningAlg;
 use ledger_store::Store;
 use serde_json::{json, Value};
@@ -77,7 +75,7 @@ pub fn run(args: KeysArgs, ctx: &Ctx) -> Result<(), Failure> {
 /// The answer as JSON: `{"event", "keys"}` for rotate, `{"activeKid", "keys"}`,
 /// the JWKS, `{"history"}`.
 fn local(cmd: &KeysCommand, ctx: &Ctx) -> Result<Value, Failure> {
-    let actor = actor(ctx)?;
+    let actor = crate::queries::actor_agent(ctx)?;
     let store = Store::open(&ctx.data_dir, ctx.store_config())?;
     let result = (|| -> Result<Value, Failure> {
         let ring = || store.key_ring().read().expect("key ring lock");
@@ -98,7 +96,7 @@ fn local(cmd: &KeysCommand, ctx: &Ctx) -> Result<Value, Failure> {
 }
 
 fn remote(cmd: &KeysCommand, ctx: &Ctx, urls: &[String]) -> Result<Value, Failure> {
-    let actor = actor(ctx)?;
+    let actor = crate::queries::actor_agent(ctx)?;
     crate::remote::run(async {
         let client = crate::remote::connect(urls, &ctx.nats_access)
             .await?
@@ -119,11 +117,6 @@ fn remote(cmd: &KeysCommand, ctx: &Ctx, urls: &[String]) -> Result<Value, Failur
         };
         answer.map_err(|e| crate::remote::failure(e, urls, None))
     })
-}
-
-fn actor(ctx: &Ctx) -> Result<Agent, Failure> {
-    serde_json::from_value(input::actor(ctx.actor.as_deref())?)
-        .map_err(|e| Failure::invalid("actor", e.to_string()))
 }
 
 fn print(cmd: &KeysCommand, v: &Value, json: bool) -> Result<(), Failure> {

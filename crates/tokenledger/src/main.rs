@@ -51,7 +51,10 @@ fn from_env(matches: &clap::ArgMatches, id: &str) -> bool {
 
 fn main() -> ExitCode {
     // Usage errors exit with 2, --help and --version with 0 (clap's own codes).
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let matches = match <Cli as clap::CommandFactory>::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => usage_error(e),
+    };
     let workspace_from_env = from_env(&matches, "workspace");
     let cli =
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
@@ -80,6 +83,52 @@ fn main() -> ExitCode {
             ExitCode::from(failure.exit)
         }
     }
+}
+
+/// Exits on a usage error: as clap prints it, or, when `--json` was asked
+/// for, as the one JSON error every other refusal prints (`invalid_input`,
+/// the flag as its field), so that a script reads one format.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let shown_by_clap = matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    );
+    let json = std::env::args()
+        .take_while(|a| a != "--")
+        .any(|a| a == "--json");
+    if shown_by_clap || !json {
+        e.exit()
+    }
+    // An unknown argument is not a field; the message names it.
+    let named = e.kind() != ErrorKind::UnknownArgument;
+    let field = match e.get(ContextKind::InvalidArg).filter(|_| named) {
+        Some(ContextValue::String(arg)) => Some(arg.as_str()),
+        Some(ContextValue::Strings(args)) => args.first().map(String::as_str),
+        _ => None,
+    }
+    .map(|arg| {
+        // "--expected-version <N>" -> "expected-version"; "<TOKEN>" -> "TOKEN".
+        let name = arg.split_whitespace().next().unwrap_or(arg);
+        name.trim_start_matches('-')
+            .trim_matches(|c| c == '<' || c == '>')
+            .to_owned()
+    });
+    let rendered = e.render().to_string();
+    let message = rendered
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned();
+    let failure = Failure {
+        field,
+        ..Failure::invalid("", message)
+    };
+    output::print_failure(&failure, true);
+    std::process::exit(i32::from(failure.exit))
 }
 
 fn run(command: TopCommand, ctx: &Ctx) -> Result<(), Failure> {

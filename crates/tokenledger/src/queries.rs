@@ -208,16 +208,13 @@ pub fn print_view(ctx: &Ctx, view: &TokenView, now: Timestamp) -> Result<(), Fai
     }
 }
 
-/// Who asks for a `get --reveal`: `--actor`, or the default actor.
-pub fn reveal_actor(ctx: &Ctx) -> Result<ledger_core::Agent, Failure> {
+/// Who asks for a `get --reveal` or a key rotation: `--actor`, or the
+/// default actor, checked as a command's actor is.
+pub fn actor_agent(ctx: &Ctx) -> Result<ledger_core::Agent, Failure> {
     let actor = ctx.actor_json()?;
     let agent: ledger_core::Agent = serde_json::from_value(actor)
         .map_err(|e| Failure::invalid("actor", format!("--actor: {e}")))?;
-    ledger_core::validate::text(
-        "actor.agentId",
-        &agent.agent_id,
-        ledger_core::validate::AGENT_ID_LEN_MAX,
-    )?;
+    ledger_core::validate::agent("actor", &agent)?;
     Ok(agent)
 }
 
@@ -331,7 +328,7 @@ fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
         if args.reveal || (show_token_str && parts.as_of.is_none()) {
             // The current string is a reveal, with its rule and its audit
             // record, as over NATS.
-            let actor = reveal_actor(ctx)?;
+            let actor = actor_agent(ctx)?;
             view = ledger.store.reveal(ws, &view.token_id())?.with_expired(now);
             log_reveal(ws, &view, &actor);
             if !args.reveal {
@@ -342,7 +339,7 @@ fn get(args: GetArgs, ctx: &Ctx, ws: &str) -> Result<(), Failure> {
             // An earlier version's string, for an investigation (which
             // string did the token carry then?): re-minted from the data
             // dir only, whatever the token's state now, and recorded too.
-            let actor = reveal_actor(ctx)?;
+            let actor = actor_agent(ctx)?;
             view.token_str = ledger.store.token_str(&view)?;
             log_reveal(ws, &view, &actor);
         }

@@ -296,7 +296,7 @@ fn get(args: GetArgs, ctx: &Ctx, urls: &[String], ws: &str) -> Result<(), Failur
         ));
     }
     let actor = if args.reveal || args.show_token_str {
-        Some(queries::reveal_actor(ctx)?)
+        Some(queries::actor_agent(ctx)?)
     } else {
         None
     };

@@ -28,7 +28,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1)]
     pub stream_replicas: usize,
     /// JetStream duplicate window, in seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(..=ledger_nats::DURATION_MAX.as_secs()))]
     pub duplicate_window_secs: u64,
     /// Publish acks kept in flight.
     #[arg(long, default_value_t = 512)]
@@ -37,13 +38,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = ledger_nats::checkpoints::EVERY_EVENTS_DEFAULT)]
     pub checkpoint_every_events: u64,
     /// Sign a checkpoint this often, in seconds, when the log grew (0: no timer).
-    #[arg(long, value_name = "SECS", default_value_t = ledger_nats::checkpoints::EVERY_DEFAULT.as_secs())]
+    #[arg(long, value_name = "SECS", default_value_t = ledger_nats::checkpoints::EVERY_DEFAULT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(..=ledger_nats::DURATION_MAX.as_secs()))]
     pub checkpoint_every_secs: u64,
     /// Seconds the writer lease outlives its last renewal: after a crash,
     /// the next server waits this long before serving (a clean stop frees
     /// it at once). Fixed when the lease bucket is first made.
     #[arg(long, value_name = "SECS", default_value_t = ledger_nats::lease::TTL_DEFAULT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=ledger_nats::DURATION_MAX.as_secs()))]
     pub writer_lease_secs: u64,
 }
 
