@@ -145,7 +145,8 @@ pub enum TopCommand {
     /// Show a running ledger's state from NATS: its head, the stream's
     /// publication lag, the writer lease's holder (needs --nats).
     Status,
-    /// Audit the log offline: verify, checkpoint, prove, replay, history, export.
+    /// Audit the log without trusting the server: verify, replay, history and
+    /// export (a data dir, a file or the stream), checkpoints and proofs.
     Audit(crate::audit::AuditArgs),
     /// Rebuild a lost data dir from the stream TOKENS (needs --nats and the
     /// lost dir's key files): verified like `audit verify --nats`, then written.
