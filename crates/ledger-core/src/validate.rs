@@ -72,7 +72,11 @@ pub fn agent(field: &str, agent: &crate::Agent) -> Result<(), Rejection> {
     )
 }
 
-/// A required text field: trimmed non-empty, bounded, free of control characters.
+/// A required text field: trimmed non-empty, bounded, free of control
+/// characters, of bidirectional embeddings, overrides and isolates, and of
+/// line and paragraph separators. Such text ends up in audit output and
+/// logs, where an override reorders what a reader sees ("Trojan Source",
+/// CVE-2021-42574) and a separator starts what looks like a new line.
 pub fn text(field: &str, value: &str, max_chars: usize) -> Result<(), Rejection> {
     if value.trim().is_empty() {
         return Err(Rejection::invalid(field, "must not be empty"));
@@ -89,7 +93,32 @@ pub fn text(field: &str, value: &str, max_chars: usize) -> Result<(), Rejection>
             "must not contain control characters",
         ));
     }
+    if let Some(c) = value.chars().find(|c| reorders_or_breaks(*c)) {
+        return Err(Rejection::invalid(
+            field,
+            format!(
+                "must not contain bidirectional overrides or line separators (U+{:04X})",
+                u32::from(c)
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Bidirectional embeddings, overrides and isolates, and the line and
+/// paragraph separators. The marks (U+200E, U+200F, U+061C) stay allowed:
+/// they change no order of their own, and right-to-left text needs them.
+fn reorders_or_breaks(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
+/// Letters and symbols that render as nothing (Hangul fillers, the blank
+/// Braille pattern): not format characters, but as invisible as they are.
+fn blank(c: char) -> bool {
+    matches!(
+        c,
+        '\u{115F}' | '\u{1160}' | '\u{3164}' | '\u{FFA0}' | '\u{2800}'
+    )
 }
 
 /// Text that is (part of) a uniqueness key (a client token's name, an access
@@ -99,7 +128,8 @@ pub fn text(field: &str, value: &str, max_chars: usize) -> Result<(), Rejection>
 /// and without invisible format characters (zero-width spaces and joiners,
 /// bidirectional overrides: general category Cf; a joiner right after a
 /// virama is allowed, as Indic scripts need it), spaces other than U+0020,
-/// or line and paragraph separators.
+/// line and paragraph separators, or letters that render blank (Hangul
+/// fillers). Variation selectors stay allowed: emoji need them.
 pub fn key_text(field: &str, value: &str) -> Result<(), Rejection> {
     if value.trim() != value {
         return Err(Rejection::invalid(
@@ -125,7 +155,7 @@ pub fn key_text(field: &str, value: &str) -> Result<(), Rejection> {
             // line and paragraph separators render as a break or nothing.
             GeneralCategory::SpaceSeparator => c != ' ',
             GeneralCategory::LineSeparator | GeneralCategory::ParagraphSeparator => true,
-            _ => false,
+            _ => blank(c),
         };
         if invisible {
             return Err(Rejection::invalid(

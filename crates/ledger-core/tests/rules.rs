@@ -369,6 +369,9 @@ fn a_name_that_would_look_like_another_is_refused() {
         ("Caf\u{e9}\u{a0}2", "U+00A0"),
         ("a\u{200d}b", "U+200D"),
         ("a\u{2028}b", "U+2028"),
+        ("\u{3164}", "U+3164"),
+        ("Café\u{3164}", "U+3164"),
+        ("\u{2800}x", "U+2800"),
     ];
     for (name, why) in lookalikes {
         let r = s
@@ -1779,7 +1782,19 @@ fn an_update_must_change_something() {
 fn text_must_not_be_blank_or_contain_control_characters() {
     let mut s = Scenario::new();
     let (client, access) = two_kinds(&mut s);
-    for bad in ["", "   ", "a\u{0}b", "line\nbreak", "tab\there", "\u{7f}"] {
+    for bad in [
+        "",
+        "   ",
+        "a\u{0}b",
+        "line\nbreak",
+        "tab\there",
+        "\u{7f}",
+        // Reorders what an auditor reads, or looks like a new line.
+        "abc\u{202e}fed",
+        "a\u{2066}b",
+        "forged\u{2028}line",
+        "x\u{2029}",
+    ] {
         s.when("issue_client_token", json!({ "name": bad }))
             .then_invalid("name");
         s.when("issue_client_token", json!({ "providedResourceId": bad }))
@@ -1790,7 +1805,23 @@ fn text_must_not_be_blank_or_contain_control_characters() {
             .then_invalid("provider");
         s.on("update_access_token", access, json!({ "accountName": bad }))
             .then_invalid("accountName");
+        if !bad.trim().is_empty() {
+            s.when("issue_client_token", json!({ "correlationId": bad }))
+                .then_invalid("correlationId");
+            s.when(
+                "issue_client_token",
+                json!({ "actor": { "agentId": bad, "agentType": "user" } }),
+            )
+            .then_invalid("actor.agentId");
+        }
     }
+    // Right-to-left text keeps its marks (they reorder nothing themselves).
+    s.on(
+        "trash_token",
+        client,
+        json!({ "reason": "\u{5e9}\u{5dc}\u{5d5}\u{5dd}\u{200f} 42" }),
+    )
+    .then_events(&[E::TokenTrashed]);
     // Secrets may hold any characters but must not be empty.
     s.on("refresh_access_token", access, json!({ "accessToken": "" }))
         .then_invalid("accessToken");
