@@ -258,14 +258,27 @@ pub(crate) async fn acquire(
     }
 }
 
+/// Checks the stream against the log, as [`crate::run`] does at start:
+/// `Ok(Some)` when it holds nothing but this log's events, `Ok(None)` when
+/// JetStream does not answer, `Err` when it is ahead of the log or diverged.
+pub(crate) type StreamCheck = Box<
+    dyn Fn() -> futures_util::future::BoxFuture<'static, Result<Option<u64>, NatsError>>
+        + Send
+        + Sync,
+>;
+
 impl Lease {
     /// Renews until `stop` turns true (then returns the lease, to release)
     /// or until another instance is found holding it (then the guard is
     /// revoked and the error says who).
+    ///
+    /// `stream_is_ours` is asked before a lease that expired is taken again
+    /// (see [`Lease::recover`]).
     pub(crate) async fn hold(
         mut self,
         guard: LeaseGuard,
         mut stop: watch::Receiver<bool>,
+        stream_is_ours: StreamCheck,
     ) -> Result<Lease, NatsError> {
         let mut tick = tokio::time::interval(self.renew_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -283,7 +296,7 @@ impl Lease {
                 .await
             {
                 Ok(revision) => Ok(revision),
-                Err(e) => self.recover(e.to_string()).await,
+                Err(e) => self.recover(e.to_string(), &stream_is_ours).await,
             };
             match renewed {
                 Ok(revision) => {
@@ -314,7 +327,17 @@ impl Lease {
     /// with nobody else taking it (NATS was gone longer than the TTL) and is
     /// ours again, `Err(Some)` if another instance holds or held it, and
     /// `Err(None)` if NATS does not say (retry at the next tick).
-    async fn recover(&self, failed: String) -> Result<u64, Option<NatsError>> {
+    ///
+    /// An absent key does not prove that nobody held it: another instance
+    /// may have taken it, appended, and released it, and its delete marker
+    /// expires too. So the stream is checked against this log first, as at
+    /// start: if anyone else published, it is ahead of the log or diverged
+    /// from it, and the lease is lost.
+    async fn recover(
+        &self,
+        failed: String,
+        stream_is_ours: &StreamCheck,
+    ) -> Result<u64, Option<NatsError>> {
         match self.kv.entry(KEY).await {
             Ok(Some(entry)) if entry.revision == self.revision => {
                 tracing::debug!(error = %failed, "renewing the writer lease failed; retrying");
@@ -328,16 +351,29 @@ impl Lease {
                     _ => "another instance, which has released it since".to_owned(),
                 },
             })),
-            Ok(None) => match self.kv.create(KEY, self.value.clone().into()).await {
-                Ok(revision) => {
-                    tracing::warn!(
-                        "the writer lease had expired (NATS was unreachable for longer than its \
-                         TTL) and nobody took it: taken again"
-                    );
-                    Ok(revision)
-                }
-                Err(_) => Err(None),
+            Ok(None) => match stream_is_ours().await {
+                Ok(Some(_)) => self.take_again().await,
+                Ok(None) => Err(None),
+                Err(e) => Err(Some(NatsError::LeaseLost {
+                    holder: format!(
+                        "another instance, which held it while NATS was unreachable and \
+                         published to the stream ({e})"
+                    ),
+                })),
             },
+            Err(_) => Err(None),
+        }
+    }
+
+    async fn take_again(&self) -> Result<u64, Option<NatsError>> {
+        match self.kv.create(KEY, self.value.clone().into()).await {
+            Ok(revision) => {
+                tracing::warn!(
+                    "the writer lease had expired (NATS was unreachable for longer than its \
+                         TTL) and nobody took it: taken again"
+                );
+                Ok(revision)
+            }
             Err(_) => Err(None),
         }
     }

@@ -291,9 +291,20 @@ async fn serve(
         () = &mut shutdown => return Ok(()),
     };
     let (lease_stop_tx, lease_stop_rx) = watch::channel(false);
-    let mut lease = tokio::spawn(held.hold(guard.clone(), lease_stop_rx));
+    let stream_is_ours: lease::StreamCheck = {
+        let (js, store, settings) = (js.clone(), store.clone(), config.stream_settings());
+        Box::new(move || {
+            let (js, store, settings) = (js.clone(), store.clone(), settings.clone());
+            Box::pin(async move { publisher::check_stream(&js, &store, &settings).await })
+        })
+    };
+    let mut lease = tokio::spawn(held.hold(guard.clone(), lease_stop_rx, stream_is_ours));
     // Dropping `run` (an embedding program gave up on it) stops renewing.
     let _renewing = AbortOnDrop(lease.abort_handle());
+    // The handlers check the lease before they queue a command; the writer
+    // checks it again before each group, so that time spent in the queue (or
+    // a paused process) cannot carry a command past the lease's end.
+    let _gated = AppendGated::new(store, &guard);
     let served = serve_holding(
         store,
         &config,
@@ -321,6 +332,24 @@ async fn serve(
         }
     }
     served
+}
+
+/// The store's append gate set to the writer lease while `run` holds it,
+/// and removed when `run` ends.
+struct AppendGated(Store);
+
+impl AppendGated {
+    fn new(store: &Store, guard: &lease::LeaseGuard) -> AppendGated {
+        let guard = guard.clone();
+        store.set_append_gate(Some(Arc::new(move || guard.check())));
+        AppendGated(store.clone())
+    }
+}
+
+impl Drop for AppendGated {
+    fn drop(&mut self) {
+        self.0.set_append_gate(None);
+    }
 }
 
 /// How long a stop waits for the requests in flight when NATS is
@@ -709,6 +738,20 @@ async fn serve_endpoint(
         if known {
             // Its own endpoint answers it.
             continue;
+        }
+        if let Some(reply) = &request.message.reply {
+            if !reply::reply_allowed(reply) {
+                // Neither executed nor answered: the answer would land in
+                // the ledger's own stream or lease (see `reply_allowed`).
+                rejected.fetch_add(1, Ordering::Relaxed);
+                shared.metrics.request_rejected();
+                tracing::warn!(
+                    subject = %request.message.subject,
+                    reply = %reply,
+                    "refused a request whose reply subject is one of the ledger's own or a system subject"
+                );
+                continue;
+            }
         }
         let permit = shared
             .in_flight

@@ -148,6 +148,18 @@ pub fn ok_body_within(result: &RawValue, limit: &ReplyLimit) -> Result<Vec<u8>, 
     ))
 }
 
+/// Whether the ledger may publish a reply on `reply`. nats-server checks a
+/// requester's right to publish the request, not its reply subject, and the
+/// ledger's connection may publish into its own stream (`tokens.evt.>`), its
+/// writer lease (`$KV.TOKENS_WRITER.>`), the JetStream API and the
+/// checkpoint subject. A reply sent there on a caller's say-so would put a
+/// foreign message in the stream or overwrite the lease, and stop the
+/// ledger. So replies never go to the ledger's own subjects (`tokens.`) nor
+/// to system ones (`$JS`, `$KV`, `$SRV`, `$SYS`, `$O`, anything with `$`).
+pub fn reply_allowed(reply: &str) -> bool {
+    !(reply.starts_with('$') || reply.starts_with("tokens."))
+}
+
 /// Sends the reply for `outcome`, no larger than `limit`; a request
 /// without a reply subject gets none.
 pub async fn send(

@@ -180,6 +180,45 @@ async fn every_command_over_request_reply() {
     e.server.stop().await.unwrap();
 }
 
+/// nats-server checks who may publish a request, not where its reply goes,
+/// and the ledger may publish into its stream and its lease. A request whose
+/// reply subject is one of those (or any `$` subject) is neither executed
+/// nor answered; the stream keeps equal to the log, the lease stays held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_subject_in_the_ledgers_own_namespace_is_refused() {
+    let e = env().await;
+    let c = &e.client;
+    let js = async_nats::jetstream::new(c.clone());
+    command(c, "issue_client_token", json!({"name": "before"})).await;
+    let issue = format!("tokens.cmd.{WS}.issue_client_token");
+    let list = format!("tokens.query.{WS}.list");
+    for reply in [
+        "tokens.evt.acme.6a1f5f3e-0000-4000-8000-000000000000.token_revoked",
+        "$KV.TOKENS_WRITER.writer",
+        "tokens.checkpoint",
+        "$JS.API.STREAM.DELETE.TOKENS",
+    ] {
+        let body = serde_json::to_vec(&body(json!({"name": format!("via {reply}")}))).unwrap();
+        c.publish_with_reply(issue.clone(), reply.to_owned(), body.into())
+            .await
+            .unwrap();
+        c.publish_with_reply(list.clone(), reply.to_owned(), "{}".into())
+            .await
+            .unwrap();
+    }
+    c.flush().await.unwrap();
+    // Each endpoint takes its requests in order: once these are answered,
+    // the ones above were handled.
+    command(c, "issue_client_token", json!({"name": "after"})).await;
+    query(c, WS, "list", json!({})).await;
+    assert_eq!(e.store.head_position(), 2, "a refused request was executed");
+    assert!(e.server.metrics.holds_writer_lease());
+    e.server.wait_published(&e.store).await;
+    check_stream_equals_log(&js, &e.store).await.unwrap();
+    assert!(e.server.metrics.requests().requests_rejected >= 8);
+    e.server.stop().await.unwrap();
+}
+
 /// A key rotation's actor is checked as a command's is: one that would put
 /// a control character into the key history is refused, and no key rotates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,11 @@ impl DataKeys {
             .truncate(false)
             .mode(0o600)
             .open(path)?;
+        // A file that existed keeps the mode it had: make it 0600 too.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
         let bytes = std::fs::read(path)?;
         // A torn append at the end is a slot that was never acknowledged.
         let whole = bytes.len() - bytes.len() % SLOT_BYTES;

@@ -134,7 +134,13 @@ struct Shared {
     verified: std::sync::atomic::AtomicU64,
     dir: PathBuf,
     clock: Clock,
+    /// Asked by the writer before each group: see [`Store::set_append_gate`].
+    append_gate: RwLock<Option<AppendGate>>,
 }
+
+/// Whether appends may go on now; `Err` is the refusal every command of the
+/// group gets instead (nothing appended). See [`Store::set_append_gate`].
+pub type AppendGate = Arc<dyn Fn() -> Result<(), Rejection> + Send + Sync>;
 
 /// An open ledger: the writer thread plus read access to the log.
 #[derive(Clone)]
@@ -148,7 +154,13 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the ledger in `dir`, replaying and checking the log.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        // 0700 when new: sled's files, made with the process's umask, hold
+        // the log (no plaintext secret, but nobody else needs to read it).
+        let mut new_dir = std::fs::DirBuilder::new();
+        new_dir.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut new_dir, 0o700);
+        new_dir.create(dir)?;
         let db = open_db(dir)?;
         let log = db.open_tree("log")?;
         let master = match config.master_key.clone() {
@@ -192,6 +204,7 @@ impl Store {
             }),
             dir: dir.to_path_buf(),
             clock: config.clock.clone(),
+            append_gate: RwLock::new(None),
         });
         // The writer's clock starts at the head's time, not the wall clock's:
         // times along the log never run backwards, even across a restart
@@ -217,6 +230,16 @@ impl Store {
             queue,
             thread: Arc::new(Mutex::new(Some(thread))),
         })
+    }
+
+    /// Makes the writer ask `gate` right before it decides each group of
+    /// commands, and refuse the whole group with its answer when it says no
+    /// (`None` removes it). The NATS server sets its writer lease here, so
+    /// that a command checked while the lease held, then queued past its
+    /// expiry (a long queue, a paused process), is not appended by an
+    /// instance that may no longer be the writer.
+    pub fn set_append_gate(&self, gate: Option<AppendGate>) {
+        *self.shared.append_gate.write().expect("gate lock poisoned") = gate;
     }
 
     /// How open rebuilt the state: from which snapshot, replaying how much.
@@ -266,11 +289,12 @@ impl Store {
         cmd: ParsedCommand,
     ) -> Result<oneshot::Receiver<Result<Committed, Rejection>>, Rejection> {
         let new_token_id = Uuid::new_v4();
-        let (cmd, wrapped_key) = self.seal(cmd, new_token_id)?;
+        let (cmd, wrapped_key, keyless) = self.seal(cmd, new_token_id)?;
         let (tx, rx) = oneshot::channel();
         let job = writer::Msg::Command(Box::new(writer::Job {
             cmd,
             wrapped_key,
+            keyless,
             new_token_id,
             jti: Uuid::now_v7().to_string(),
             reply: tx,
@@ -287,32 +311,37 @@ impl Store {
     /// writer. A register gets a fresh data key, which the writer stores in the
     /// same batch as the event; a refresh uses the stored key. When there is no
     /// key (unknown or purged token), a throwaway key seals the value and the
-    /// decision then refuses the command, so nothing sealed with it is kept.
+    /// command is marked `keyless`: the writer refuses it whatever the rules
+    /// say, so nothing sealed with that key is kept. (The token may have
+    /// been registered meanwhile, by a command queued before this one.)
     #[allow(clippy::type_complexity)]
     fn seal(
         &self,
         cmd: ParsedCommand,
         new_token_id: Uuid,
-    ) -> Result<(SealedCommand, Option<Vec<u8>>), Rejection> {
-        let (token_id, key, wrapped) = match &cmd.command {
+    ) -> Result<(SealedCommand, Option<Vec<u8>>, bool), Rejection> {
+        let (token_id, key, wrapped, keyless) = match &cmd.command {
             Command::RegisterAccessToken { id, .. } => {
                 let token_id = id.unwrap_or(new_token_id);
                 let key = DataKey::generate();
                 let wrapped = self.shared.master.wrap(&key, &token_id);
-                (token_id, key, Some(wrapped))
+                (token_id, key, Some(wrapped), false)
             }
             Command::RefreshAccessToken { token_id, .. } => {
-                let key = self
-                    .data_key(token_id)
-                    .map_err(|e| e.to_rejection())?
-                    .unwrap_or_else(DataKey::generate);
-                (*token_id, key, None)
+                let stored = self.data_key(token_id).map_err(|e| e.to_rejection())?;
+                let keyless = stored.is_none();
+                (
+                    *token_id,
+                    stored.unwrap_or_else(DataKey::generate),
+                    None,
+                    keyless,
+                )
             }
             _ => {
                 let sealed = cmd.try_map_secrets::<SealedSecret, Rejection>(|_, _| {
                     unreachable!("no secrets")
                 })?;
-                return Ok((sealed, None));
+                return Ok((sealed, None, false));
             }
         };
         let key_id = token_id.to_string();
@@ -325,7 +354,7 @@ impl Store {
                 &secret,
             ))
         })?;
-        Ok((sealed, wrapped))
+        Ok((sealed, wrapped, keyless))
     }
 
     /// A token's data key, if it has one (access tokens until purged).

@@ -126,6 +126,12 @@ pub(crate) fn write(
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let file = options.open(&tmp)?;
+    // A leftover temporary file keeps its mode; the rename would carry it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
     let mut out = Sealing {
         inner: BufWriter::with_capacity(1 << 20, file),
         seal: master.state_seal(),

@@ -24,6 +24,9 @@ pub(crate) type Reply = oneshot::Sender<Result<Committed, Rejection>>;
 pub(crate) struct Job {
     pub cmd: SealedCommand,
     pub wrapped_key: Option<Vec<u8>>,
+    /// Its secrets were sealed with a throwaway key: the token had no
+    /// stored data key when it was sealed.
+    pub keyless: bool,
     pub new_token_id: Uuid,
     pub jti: String,
     pub reply: Reply,
@@ -653,11 +656,20 @@ impl Writer {
             if failed.is_none() {
                 failed = self.progress.failed.lock().expect("lock").clone();
             }
+            let closed = match failed {
+                Some(_) => None,
+                None => self.gate_refusal(),
+            };
             if let Some(reason) = &failed {
                 for job in jobs {
                     let _ = job
                         .reply
                         .send(Err(StoreError::Unavailable(reason.clone()).to_rejection()));
+                }
+            } else if let Some(refusal) = closed {
+                // Not a failure of the store: the next group asks again.
+                for job in jobs {
+                    let _ = job.reply.send(Err(refusal.clone()));
                 }
             } else {
                 match self.apply_group(jobs) {
@@ -692,6 +704,12 @@ impl Writer {
         if let Some(reply) = stop {
             let _ = reply.send(());
         }
+    }
+
+    /// The append gate's refusal, if one is set and says no.
+    fn gate_refusal(&self) -> Option<Rejection> {
+        let gate = self.shared.append_gate.read().expect("gate lock poisoned");
+        gate.as_ref().and_then(|allowed| allowed().err())
     }
 
     /// Writes a state snapshot if the log grew enough since the last one.
@@ -864,16 +882,25 @@ impl Writer {
             jti: job.jti.clone(),
             kid: kid.to_owned(),
         };
-        let decision = match decide(&self.state, cmd, &ctx) {
-            Ok(decision) => decision,
-            // `internal` (a fresh id that collided) says nothing about the
-            // command: a retry draws another id, so it is not remembered.
-            Err(rejection) if rejection.code == ErrorCode::Internal => return Err(rejection),
-            Err(rejection) => {
-                self.remember_refusal(cmd, &rejection, group);
-                return Err(rejection);
-            }
-        };
+        let decision =
+            match decide(&self.state, cmd, &ctx) {
+                // The rules allow it only if the token was registered after the
+                // command was sealed: its secrets are under a key nobody holds.
+                // Refused as a retryable race, not remembered: sent again, it is
+                // sealed with the stored key.
+                Ok(_) if job.keyless => return Err(Rejection::new(
+                    ErrorCode::Unavailable,
+                    "the token's data key was stored after this command was sealed; send it again",
+                )),
+                Ok(decision) => decision,
+                // `internal` (a fresh id that collided) says nothing about the
+                // command: a retry draws another id, so it is not remembered.
+                Err(rejection) if rejection.code == ErrorCode::Internal => return Err(rejection),
+                Err(rejection) => {
+                    self.remember_refusal(cmd, &rejection, group);
+                    return Err(rejection);
+                }
+            };
         let token_id = decision.token_id;
         let mut positions = Vec::with_capacity(decision.events.len());
         let mut first_event = None;

@@ -357,6 +357,122 @@ fn refresh_reseals_with_the_same_data_key() {
     );
 }
 
+/// A refresh sealed before its token's register stored the data key (both
+/// sent at once, the refresh queued second) was sealed with a throwaway key.
+/// It must not be accepted: its secrets could never be opened. It is refused
+/// as a retryable race, and once sent again it is sealed with the stored key.
+#[test]
+fn a_refresh_racing_its_register_is_never_kept_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut races = 0;
+    for round in 0..10 {
+        let id = Uuid::new_v4();
+        let register = cmd(
+            CommandName::RegisterAccessToken,
+            json!({"id": id.to_string(), "user": {"id": "71c84cd2-91ac-4e6b-a74e-393c87d5f97d"},
+                   "provider": "google", "accountName": format!("r{round}@example.com"),
+                   "accessToken": "first"}),
+        );
+        let refresh = cmd(
+            CommandName::RefreshAccessToken,
+            json!({"tokenId": id.to_string(), "accessToken": "second"}),
+        );
+        // `join` polls the register first, so it is sealed and queued first.
+        let (registered, refreshed) = rt.block_on(async {
+            tokio::join!(store.execute(register), store.execute(refresh.clone()))
+        });
+        registered.unwrap();
+        let refreshed = match refreshed {
+            Ok(r) => r,
+            Err(e) => {
+                assert_eq!(e.code, ErrorCode::Unavailable, "{e}");
+                races += 1;
+                store.execute_blocking(refresh).unwrap()
+            }
+        };
+        assert!(!refreshed.replayed);
+        let events = store.token_events(&id, None).unwrap();
+        let ledger_core::EventData::AccessTokenRefreshed(r) = &events[1].data else {
+            panic!("expected a refresh");
+        };
+        let opened = store
+            .open_secret(&id, "accessToken", &r.access_token)
+            .unwrap();
+        assert_eq!(opened.expose(), "second");
+    }
+    // Sealing and queueing both take microseconds, a group's flush takes
+    // more: the race this test is about happens in nearly every round.
+    assert!(races > 0, "the refresh never raced its register");
+}
+
+/// The append gate (the NATS server's writer lease) is asked before each
+/// group: while it says no, every command is refused with its answer and
+/// nothing is appended or remembered; once it says yes, the same command
+/// (same id) goes through.
+#[test]
+fn a_closed_append_gate_refuses_commands_and_remembers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let store = open(dir.path(), &master);
+    let open_gate = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = open_gate.clone();
+    store.set_append_gate(Some(std::sync::Arc::new(move || {
+        if gate.load(std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(ledger_core::Rejection::new(
+                ErrorCode::Unavailable,
+                "lease lost",
+            ))
+        }
+    })));
+    let issue = cmd(CommandName::IssueClientToken, json!({"name": "gated"}));
+    let refused = store.execute_blocking(issue.clone()).unwrap_err();
+    assert_eq!(
+        (refused.code, refused.message.as_str()),
+        (ErrorCode::Unavailable, "lease lost")
+    );
+    assert_eq!(store.head_position(), 0);
+    open_gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    let accepted = store.execute_blocking(issue.clone()).unwrap();
+    assert_eq!(accepted.positions, [1]);
+    assert!(!accepted.replayed, "the refusal was not remembered");
+    store.set_append_gate(None);
+    open_gate.store(false, std::sync::atomic::Ordering::SeqCst);
+    store
+        .execute_blocking(cmd(
+            CommandName::IssueClientToken,
+            json!({"name": "ungated"}),
+        ))
+        .unwrap();
+    assert_eq!(store.head_position(), 2);
+}
+
+/// A new data dir is 0700, and a key file found with a looser mode is made
+/// 0600 (it holds the wrapped data keys).
+#[test]
+fn a_new_data_dir_is_private_and_the_key_file_is_made_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let fresh = parent.path().join("new").join("ledger");
+    drop(open(&fresh, &master));
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o700);
+
+    let existing = parent.path().join("existing");
+    std::fs::create_dir(&existing).unwrap();
+    let keys = existing.join("datakeys.bin");
+    std::fs::write(&keys, b"").unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = open(&existing, &master);
+    register(&store, "a@example.com", "s");
+    assert_eq!(mode(&keys), 0o600);
+}
+
 #[test]
 fn reservations_are_rebuilt_from_the_log_on_open() {
     let dir = tempfile::tempdir().unwrap();
