@@ -409,6 +409,50 @@ mod tests {
         assert!(!guard.is_valid(), "valid strictly before the deadline");
     }
 
+    /// The key absent after an outage does not prove nobody held the lease:
+    /// it is taken again only when the stream is still this log's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_absent_key_is_taken_again_only_if_the_stream_is_ours() {
+        let nats = ledger_testkit::NatsServer::start().unwrap();
+        let client = async_nats::connect(nats.url()).await.unwrap();
+        let js = jetstream::new(client);
+        let holder = Holder::this_process(std::path::Path::new("/tmp/a"));
+        let lease = acquire(&js, TTL_MIN, 1, &holder, &Metrics::default()).await;
+        // Gone, marker and all: as after another holder's release expired.
+        lease.kv.purge(KEY).await.unwrap();
+        let absent = ledger_testkit::wait_for_async(Duration::from_secs(30), || async {
+            matches!(lease.kv.entry(KEY).await, Ok(None))
+        })
+        .await;
+        assert!(absent, "the purge marker never expired");
+
+        let published_elsewhere: StreamCheck =
+            Box::new(|| Box::pin(async { Err(NatsError::Config("stream_ahead (test)".into())) }));
+        match lease
+            .recover("renewal failed".into(), &published_elsewhere)
+            .await
+        {
+            Err(Some(NatsError::LeaseLost { holder })) => {
+                assert!(holder.contains("stream_ahead"), "{holder}")
+            }
+            other => panic!("taken again over a stream someone else wrote: {other:?}"),
+        }
+        assert!(
+            matches!(lease.kv.entry(KEY).await, Ok(None)),
+            "the key was created"
+        );
+
+        let not_answering: StreamCheck = Box::new(|| Box::pin(async { Ok(None) }));
+        assert!(matches!(
+            lease.recover("renewal failed".into(), &not_answering).await,
+            Err(None)
+        ));
+        let ours: StreamCheck = Box::new(|| Box::pin(async { Ok(Some(0)) }));
+        let revision = lease.recover("renewal failed".into(), &ours).await.unwrap();
+        let entry = lease.kv.entry(KEY).await.unwrap().expect("taken again");
+        assert_eq!(entry.revision, revision);
+    }
+
     #[test]
     fn a_holder_reads_back_and_an_unknown_value_is_described_as_such() {
         let h = Holder::this_process(std::path::Path::new("/var/lib/tokenledger"));
