@@ -1198,6 +1198,44 @@ fn watch_with_max_staleness_refuses_a_string_while_its_revocation_cannot_arrive(
         .is_some()));
 }
 
+/// With a filter that leaves out the event behind a change (a revocation
+/// under `--type token_trashed`), the change of verdict is still shown.
+#[test]
+fn watch_with_a_type_filter_still_shows_the_verdict_change() {
+    let stack = Stack::start();
+    let cli = stack.cli();
+    let issued = cli.json(&["issue", "--name", "filtered"]);
+    let id = id_of(&issued);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token.jwt");
+    std::fs::write(&file, issued["token"]["tokenStr"].as_str().unwrap()).unwrap();
+    let mut watch = Watch::spawn_piped(
+        &cli,
+        &[
+            "--json",
+            "--type",
+            "token_trashed",
+            "--verify-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    let lines = lines_of(watch.child.stdout.take().unwrap());
+    watch.subscribed();
+    assert_eq!(next_verdict(&lines), json!({"active": true}));
+    cli.json(&["revoke", &id]);
+    assert_eq!(next_verdict(&lines)["reason"], "revoked");
+    let status = Command::new("kill")
+        .args(["-TERM", &watch.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(wait_for(DEADLINE, || watch
+        .child
+        .try_wait()
+        .unwrap()
+        .is_some()));
+}
+
 #[test]
 fn watch_shows_the_local_verifier_dropping_a_revoked_string() {
     let stack = Stack::start();

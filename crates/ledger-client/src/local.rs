@@ -33,8 +33,9 @@
 //! **Freshness.** A silent stream cannot tell "nothing happened" from "I am
 //! cut off", so every [`VerifierOptions::probe_every`] the verifier proves
 //! it holds every event committed before the probe began: it asks the
-//! ledger for its head position (or, when the ledger does not answer, the
-//! stream for its last sequence), then asks the stream for the first event
+//! ledger for its head position (or, when no ledger is running, the stream
+//! for its last sequence; a ledger that is there but does not answer in
+//! time fails the probe), then asks the stream for the first event
 //! of its scope after the last one applied. None up to the head (and the
 //! stream holds the head): the verifier was complete at the probe's start.
 //! [`LocalVerifier::staleness`] is the time since the last such proof; it
@@ -421,11 +422,14 @@ impl Inner {
                 .map_err(|e| format!("NATS does not answer for stream {STREAM_NAME}: {e}"))
         };
         // The ledger's head covers what it committed but has not published
-        // yet; when it does not answer (down: nothing can be revoked), the
-        // stream's end is the head.
+        // yet. When no ledger is there at all (no responders: it is down,
+        // and nothing can be revoked while it is), the stream's end is the
+        // head. A ledger that is there but slow proves nothing: that is when
+        // publication lags most, so the probe fails and staleness grows.
         let (head, published) = match self.client.head().await {
             Ok(head) => (head, false),
-            Err(_) => (last_sequence().await?, true),
+            Err(ClientError::NoResponders { .. }) => (last_sequence().await?, true),
+            Err(e) => return Err(format!("the ledger does not tell its head: {e}")),
         };
         loop {
             let applied = *self.position.borrow();

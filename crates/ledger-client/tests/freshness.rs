@@ -208,6 +208,28 @@ async fn a_ledger_that_is_down_does_not_make_the_verifier_stale() {
     assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
 }
 
+/// A ledger that is there but does not say its head (overloaded, stuck)
+/// proves nothing: publication lags most then, so an acknowledged
+/// revocation may not be in the stream yet. The verifier goes stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_does_not_answer_in_time_makes_the_verifier_stale() {
+    let mut env = Env::start().await;
+    let (_, s) = issue(&env.client, WS).await;
+    let v = verifier(&env.client, Some(MAX_STALENESS)).await;
+    env.wait_published().await;
+    assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
+    env.stop_server().await;
+    // Something takes the head requests and never answers them.
+    let raw = async_nats::connect(env.nats.url()).await.unwrap();
+    let _silent = raw.subscribe("tokens.snapshot").await.unwrap();
+    raw.flush().await.unwrap();
+    assert!(
+        wait_for_async(DEADLINE, || async { v.check(&s) == Err(Reason::Stale) }).await,
+        "still {:?} with the ledger silent",
+        v.check(&s)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verifier_cut_off_from_nats_goes_stale_and_recovers() {
     let mut env = Env::start().await;

@@ -42,8 +42,9 @@ impl AsOf {
 /// Replays a token's stream up to `as_of` and returns its view then.
 ///
 /// `None` before the token's creation, after its purge, and for a version it
-/// never reached. `expired` is computed at that point: at the given time, or
-/// at the time of the last event replayed. The view may belong to any
+/// never reached. `expired` is computed at that point: at the given time, at
+/// the time of the event at the given position (the head's, past it), or at
+/// the time of the given version's event. The view may belong to any
 /// workspace: a caller answering a workspace's query checks `workspace_id`.
 pub fn get_as_of(
     store: &Store,
@@ -74,7 +75,17 @@ pub fn get_as_of(
     }
     let at = match as_of {
         AsOf::Time(t) => t,
-        AsOf::Version(_) | AsOf::Position(_) => last.occurred_at,
+        AsOf::Version(_) => last.occurred_at,
+        // The ledger as of position P is the ledger at P's time, whichever
+        // token P belongs to (as `audit replay --position` has it): a token
+        // with no event since may have expired meanwhile.
+        AsOf::Position(p) => {
+            let at = p.min(store.head_position());
+            match store.read_from(at, 1)?.first() {
+                Some(event) => event.envelope()?.occurred_at,
+                None => last.occurred_at,
+            }
+        }
     };
     let state = fold_token(upto.iter().copied()).expect("a non-empty stream folds to a state");
     Ok(TokenView::of(&state).map(|v| v.with_expired(at)))

@@ -218,7 +218,10 @@ impl Views {
     /// One page of a workspace's tokens matching `filter`, `expired` computed at `now`.
     ///
     /// Without `userId` the order is creation order; with it, the user index
-    /// is scanned, in order of case-folded provider, then token id. A page
+    /// is scanned, in order of case-folded provider, then token id (so a
+    /// token whose provider changes between two pages of a listing by user
+    /// alone can be listed twice or not at all; the creation order cannot
+    /// move, and a user has few tokens). A page
     /// may be short and still have a `next_cursor` when [`LIST_SCAN_MAX`]
     /// entries did not match; follow cursors until there is none.
     pub fn list(

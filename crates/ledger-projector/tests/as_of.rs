@@ -147,6 +147,32 @@ fn as_of_computes_expiry_at_that_point() {
     store.shutdown().unwrap();
 }
 
+/// As of a position, a token is judged at that position's time, whichever
+/// token the event there belongs to (as `audit replay --position` does): a
+/// token with no event since may have expired meanwhile.
+#[test]
+fn as_of_a_position_judges_expiry_at_that_positions_time() {
+    let (_dir, _master, store, clock) = fresh_on_clock();
+    let start = 1_768_467_600_000_i64;
+    let short = issue(&store, json!({"name": "short", "expires": start + 2_000}));
+    clock.advance(3_000);
+    issue(&store, json!({"name": "later"}));
+    let expired_at = |position: u64| {
+        get_as_of(&store, short, AsOf::Position(position))
+            .unwrap()
+            .unwrap()
+            .expired
+    };
+    assert_eq!(expired_at(1), Some(false), "at its own issue");
+    assert_eq!(expired_at(2), Some(true), "at the next event, 3 s later");
+    assert_eq!(
+        expired_at(99),
+        Some(true),
+        "past the head: at the head's time"
+    );
+    store.shutdown().unwrap();
+}
+
 #[test]
 fn as_of_wire_shape() {
     for (wire, as_of) in [

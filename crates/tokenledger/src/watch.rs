@@ -151,6 +151,10 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
         }
         let mut printed = 0u64;
         let mut recheck = tokio::time::interval(VERDICT_EVERY);
+        // With a filter, the event behind a change of verdict may never be
+        // printed (a revocation under `--type token_trashed`): the periodic
+        // look then reports every change.
+        let filtered = !args.types.is_empty() || args.token.is_some();
         while args.count.is_none_or(|n| printed < n) {
             let item = tokio::select! {
                 _ = term.recv() => break,
@@ -158,7 +162,9 @@ pub fn run(args: WatchArgs, ctx: &Ctx) -> Result<(), Failure> {
                 _ = recheck.tick(), if verifier.is_some() => {
                     if let (Some(v), Some(t)) = (&verifier, &token_str) {
                         let now = verifier_verdict(v, t);
-                        if verdict.as_ref() != Some(&now) && without_event(verdict.as_ref(), &now) {
+                        if verdict.as_ref() != Some(&now)
+                            && (filtered || without_event(verdict.as_ref(), &now))
+                        {
                             emit(&verdict_line(&now, None, json_out))?;
                             verdict = Some(now);
                         }
