@@ -1149,53 +1149,67 @@ fn next_verdict(lines: &mpsc::Receiver<String>) -> Value {
     }
 }
 
+/// `watch --json --verify-file` on a freshly issued token's string, seen
+/// subscribed and saying the string is active.
+struct VerifyingWatch {
+    id: String,
+    watch: Watch,
+    lines: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl VerifyingWatch {
+    fn start(cli: &Cli, name: &str, extra: &[&str]) -> VerifyingWatch {
+        let issued = cli.json(&["issue", "--name", name]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token.jwt");
+        std::fs::write(&file, issued["token"]["tokenStr"].as_str().unwrap()).unwrap();
+        let mut args = vec!["--json", "--verify-file", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut watch = Watch::spawn_piped(cli, &args);
+        let lines = lines_of(watch.child.stdout.take().unwrap());
+        watch.subscribed();
+        assert_eq!(next_verdict(&lines), json!({"active": true}));
+        VerifyingWatch {
+            id: id_of(&issued),
+            watch,
+            lines,
+            _dir: dir,
+        }
+    }
+
+    /// SIGTERM, then waits for the watch to exit.
+    fn stop(mut self) {
+        common::sigterm(&self.watch.child);
+        assert!(wait_for(DEADLINE, || self
+            .watch
+            .child
+            .try_wait()
+            .unwrap()
+            .is_some()));
+    }
+}
+
 #[test]
 fn watch_with_max_staleness_refuses_a_string_while_its_revocation_cannot_arrive() {
     let stack = Stack::start();
     let cli = stack.cli();
-    let issued = cli.json(&["issue", "--name", "edge"]);
-    let id = id_of(&issued);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token.jwt");
-    std::fs::write(&file, issued["token"]["tokenStr"].as_str().unwrap()).unwrap();
-
-    let mut watch = Watch::spawn_piped(
-        &cli,
-        &[
-            "--json",
-            "--verify-file",
-            file.to_str().unwrap(),
-            "--max-staleness",
-            "3",
-        ],
-    );
-    let lines = lines_of(watch.child.stdout.take().unwrap());
-    watch.subscribed();
-    assert_eq!(next_verdict(&lines), json!({"active": true}));
+    let w = VerifyingWatch::start(&cli, "edge", &["--max-staleness", "3"]);
 
     // The stream refuses new messages: the revocation is acknowledged and
     // cannot reach the verifier, which says it cannot vouch for the string
     // any more, with no event to show.
     cap_stream(&stack.url(), Some(1));
-    cli.json(&["revoke", &id]);
+    cli.json(&["revoke", &w.id]);
     assert_eq!(
-        next_verdict(&lines),
+        next_verdict(&w.lines),
         json!({"active": false, "reason": "stale"})
     );
 
     // The stream takes messages again: the revocation arrives.
     cap_stream(&stack.url(), None);
-    assert_eq!(next_verdict(&lines)["reason"], "revoked");
-    let status = Command::new("kill")
-        .args(["-TERM", &watch.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(wait_for(DEADLINE, || watch
-        .child
-        .try_wait()
-        .unwrap()
-        .is_some()));
+    assert_eq!(next_verdict(&w.lines)["reason"], "revoked");
+    w.stop();
 }
 
 /// With a filter that leaves out the event behind a change (a revocation
@@ -1204,36 +1218,10 @@ fn watch_with_max_staleness_refuses_a_string_while_its_revocation_cannot_arrive(
 fn watch_with_a_type_filter_still_shows_the_verdict_change() {
     let stack = Stack::start();
     let cli = stack.cli();
-    let issued = cli.json(&["issue", "--name", "filtered"]);
-    let id = id_of(&issued);
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("token.jwt");
-    std::fs::write(&file, issued["token"]["tokenStr"].as_str().unwrap()).unwrap();
-    let mut watch = Watch::spawn_piped(
-        &cli,
-        &[
-            "--json",
-            "--type",
-            "token_trashed",
-            "--verify-file",
-            file.to_str().unwrap(),
-        ],
-    );
-    let lines = lines_of(watch.child.stdout.take().unwrap());
-    watch.subscribed();
-    assert_eq!(next_verdict(&lines), json!({"active": true}));
-    cli.json(&["revoke", &id]);
-    assert_eq!(next_verdict(&lines)["reason"], "revoked");
-    let status = Command::new("kill")
-        .args(["-TERM", &watch.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(wait_for(DEADLINE, || watch
-        .child
-        .try_wait()
-        .unwrap()
-        .is_some()));
+    let w = VerifyingWatch::start(&cli, "filtered", &["--type", "token_trashed"]);
+    cli.json(&["revoke", &w.id]);
+    assert_eq!(next_verdict(&w.lines)["reason"], "revoked");
+    w.stop();
 }
 
 #[test]

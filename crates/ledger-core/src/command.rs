@@ -496,7 +496,7 @@ pub fn parse_value(name: CommandName, value: Value) -> Result<ParsedCommand, Rej
     let workspace_id: String = f.required("workspaceId")?;
     validate::workspace_id("workspaceId", &workspace_id)?;
     let actor: Agent = f.required("actor")?;
-    validate::agent("actor", &actor)?;
+    validate::actor(&actor)?;
     let expected_version: Option<u64> = f.optional("expectedVersion")?;
     let correlation_id: Option<String> = f.optional("correlationId")?;
     if let Some(c) = &correlation_id {

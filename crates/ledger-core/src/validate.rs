@@ -61,15 +61,11 @@ pub fn uuid(field: &str, value: &str) -> Result<Uuid, Rejection> {
     }
 }
 
-/// Who acts: its `agentId` is text like any other (a control character in
-/// it could forge a line of the audit log it is written to). `field` names
-/// the agent (`actor`).
-pub fn agent(field: &str, agent: &crate::Agent) -> Result<(), Rejection> {
-    text(
-        &format!("{field}.agentId"),
-        &agent.agent_id,
-        AGENT_ID_LEN_MAX,
-    )
+/// Who acts (a command's or a request's `actor`): its `agentId` is text like
+/// any other (a control character in it could forge a line of the audit log
+/// it is written to).
+pub fn actor(agent: &crate::Agent) -> Result<(), Rejection> {
+    text("actor.agentId", &agent.agent_id, AGENT_ID_LEN_MAX)
 }
 
 /// A required text field: trimmed non-empty, bounded, free of control

@@ -281,7 +281,7 @@ struct RevealQuery {
 }
 
 async fn reveal(ctx: &QueryContext, workspace: String, q: RevealQuery) -> Result<Value, Rejection> {
-    validate::agent("actor", &q.actor)?;
+    validate::actor(&q.actor)?;
     let (lookup, described) = lookup_of(q.token_id, q.name, q.provided_resource_id)?;
     let field = lookup.field();
     let token_id = holder(ctx, &workspace, lookup, || not_found(&described)).await?;

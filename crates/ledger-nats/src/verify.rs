@@ -118,7 +118,7 @@ pub(crate) async fn handle(
         KeyRoute::Snapshot => snapshot(queries, body(payload)?).await,
         KeyRoute::Rotate => {
             let b: RotateBody = body(payload)?;
-            ledger_core::validate::agent("actor", &b.actor)?;
+            ledger_core::validate::actor(&b.actor)?;
             ctx.lease.check()?;
             let store = ctx.store.clone();
             let alg = b.alg.unwrap_or(SigningAlg::EdDSA);

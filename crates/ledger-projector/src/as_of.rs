@@ -81,7 +81,7 @@ pub fn get_as_of(
         // with no event since may have expired meanwhile.
         AsOf::Position(p) => {
             let at = p.min(store.head_position());
-            match store.read_from(at, 1)?.first() {
+            match store.event(at)? {
                 Some(event) => event.envelope()?.occurred_at,
                 None => last.occurred_at,
             }

@@ -32,6 +32,15 @@ pub(crate) struct Job {
     pub reply: Reply,
 }
 
+/// The refusal of a command whose secrets were sealed with a throwaway key
+/// (see [`Job::keyless`]).
+fn sealed_without_key() -> Rejection {
+    Rejection::new(
+        ErrorCode::Unavailable,
+        "the token's data key was stored after this command was sealed; send it again",
+    )
+}
+
 /// What the writer's queue carries.
 pub(crate) enum Msg {
     /// A command to commit.
@@ -656,17 +665,13 @@ impl Writer {
             if failed.is_none() {
                 failed = self.progress.failed.lock().expect("lock").clone();
             }
-            let closed = match failed {
-                Some(_) => None,
-                None => self.gate_refusal(),
-            };
             if let Some(reason) = &failed {
                 for job in jobs {
                     let _ = job
                         .reply
                         .send(Err(StoreError::Unavailable(reason.clone()).to_rejection()));
                 }
-            } else if let Some(refusal) = closed {
+            } else if let Some(refusal) = self.gate_refusal() {
                 // Not a failure of the store: the next group asks again.
                 for job in jobs {
                     let _ = job.reply.send(Err(refusal.clone()));
@@ -882,25 +887,21 @@ impl Writer {
             jti: job.jti.clone(),
             kid: kid.to_owned(),
         };
-        let decision =
-            match decide(&self.state, cmd, &ctx) {
-                // The rules allow it only if the token was registered after the
-                // command was sealed: its secrets are under a key nobody holds.
-                // Refused as a retryable race, not remembered: sent again, it is
-                // sealed with the stored key.
-                Ok(_) if job.keyless => return Err(Rejection::new(
-                    ErrorCode::Unavailable,
-                    "the token's data key was stored after this command was sealed; send it again",
-                )),
-                Ok(decision) => decision,
-                // `internal` (a fresh id that collided) says nothing about the
-                // command: a retry draws another id, so it is not remembered.
-                Err(rejection) if rejection.code == ErrorCode::Internal => return Err(rejection),
-                Err(rejection) => {
-                    self.remember_refusal(cmd, &rejection, group);
-                    return Err(rejection);
-                }
-            };
+        let decision = match decide(&self.state, cmd, &ctx) {
+            // The rules allow it only if the token was registered after the
+            // command was sealed: its secrets are under a key nobody holds.
+            // Refused as a retryable race, not remembered: sent again, it is
+            // sealed with the stored key.
+            Ok(_) if job.keyless => return Err(sealed_without_key()),
+            Ok(decision) => decision,
+            // `internal` (a fresh id that collided) says nothing about the
+            // command: a retry draws another id, so it is not remembered.
+            Err(rejection) if rejection.code == ErrorCode::Internal => return Err(rejection),
+            Err(rejection) => {
+                self.remember_refusal(cmd, &rejection, group);
+                return Err(rejection);
+            }
+        };
         let token_id = decision.token_id;
         let mut positions = Vec::with_capacity(decision.events.len());
         let mut first_event = None;

@@ -214,7 +214,7 @@ pub fn actor_agent(ctx: &Ctx) -> Result<ledger_core::Agent, Failure> {
     let actor = ctx.actor_json()?;
     let agent: ledger_core::Agent = serde_json::from_value(actor)
         .map_err(|e| Failure::invalid("actor", format!("--actor: {e}")))?;
-    ledger_core::validate::agent("actor", &agent)?;
+    ledger_core::validate::actor(&agent)?;
     Ok(agent)
 }
 
