@@ -382,6 +382,29 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
         .to_owned();
     let run = verify_proof(&event_file, &proof_file, new.to_str().unwrap(), &wrong);
     assert_eq!(run.code, EXIT_FINDING);
+    // Without a key the answer would stand on a signature nobody checked:
+    // refused, unless the caller asks for the proof alone.
+    let args = [
+        "audit",
+        "verify-proof",
+        "--event",
+        event_file.to_str().unwrap(),
+        "--proof",
+        proof_file.to_str().unwrap(),
+        "--checkpoint",
+        new.to_str().unwrap(),
+    ];
+    let e = refused(&elsewhere.run(&[&["--json"][..], &args[..]].concat()), 2);
+    assert_eq!(e["field"], "key", "{e}");
+    let unsigned = elsewhere
+        .run(&[&["--json"][..], &args[..], &["--unsigned"][..]].concat())
+        .ok();
+    assert_eq!(unsigned.json()["signatureChecked"], false);
+    assert!(
+        unsigned.stderr.contains("NOT checked"),
+        "{}",
+        unsigned.stderr
+    );
 
     // Consistency: computed from the data dir, then checked from the printed proof alone.
     let c = l
@@ -444,7 +467,9 @@ fn inclusion_and_consistency_proofs_verify_with_nothing_but_files() {
                 new.to_str().unwrap(),
                 old.to_str().unwrap(),
                 "--proof",
-                cproof.to_str().unwrap()
+                cproof.to_str().unwrap(),
+                "--key",
+                &vkey
             ])
             .code,
         0
@@ -513,7 +538,7 @@ fn malformed_audit_inputs_are_refused_by_the_field_that_holds_them() {
     );
 
     // A proof about a tree no log has, against a checkpoint edited to match
-    // (unsigned checks only: no --key), for an event placed there.
+    // (unsigned checks only: --unsigned), for an event placed there.
     let history = l.run(&["--json", "history", &clients[0]]).ok().report();
     let mut event = history["events"][0].clone();
     event["position"] = json!(1u64 << 63 | 1);
@@ -539,6 +564,7 @@ fn malformed_audit_inputs_are_refused_by_the_field_that_holds_them() {
         proof.to_str().unwrap(),
         "--checkpoint",
         forged.to_str().unwrap(),
+        "--unsigned",
     ];
     let mut all = vec!["--json", "audit"];
     all.extend_from_slice(&far);
@@ -1246,4 +1272,50 @@ fn partial_exports_answer_only_what_they_hold_in_full() {
             .contains("holds workspace acme's events only"),
         "{e}"
     );
+}
+
+#[test]
+fn every_tree_extends_the_empty_one_and_only_the_empty_one() {
+    let l = Ledger::new();
+    l.run(&["list"]).ok();
+    let empty = l.run(&["--json", "audit", "checkpoint"]).ok().report();
+    assert_eq!(empty["size"], 0, "{empty}");
+    let zero = l.file("zero.note");
+    std::fs::copy(l.data().join(format!("checkpoints/{:020}.note", 0)), &zero).unwrap();
+    l.story();
+    let head = l.run(&["--json", "audit", "checkpoint"]).ok().report();
+    let head_size = head["size"].as_u64().unwrap();
+    let new = l.data().join(format!("checkpoints/{head_size:020}.note"));
+    let c = l
+        .run(&[
+            "--json",
+            "audit",
+            "consistency",
+            zero.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ])
+        .ok()
+        .report();
+    assert_eq!(c["ok"], true);
+    assert_eq!(c["proof"]["oldSize"], 0);
+
+    // A "size 0" note whose root is not the empty tree's proves nothing.
+    let text = std::fs::read_to_string(&zero).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    lines[2] = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into();
+    let forged = l.file("forged-zero.note");
+    std::fs::write(&forged, lines.join("\n") + "\n").unwrap();
+    let proof = l.file("zero-proof.json");
+    std::fs::write(&proof, c["proof"].to_string()).unwrap();
+    let run = l.run(&[
+        "audit",
+        "consistency",
+        forged.to_str().unwrap(),
+        new.to_str().unwrap(),
+        "--proof",
+        proof.to_str().unwrap(),
+        "--unsigned",
+    ]);
+    assert_eq!(run.code, EXIT_FINDING, "{}", run.stderr);
+    assert!(run.stderr.contains("inconsistent"), "{}", run.stderr);
 }

@@ -57,7 +57,9 @@ impl CheckpointStore {
         for entry in entries {
             let entry = entry.map_err(|e| AuditError::io("list", &self.dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(SUFFIX) && !name.starts_with('.') {
+            // Only the names this store writes: a copy such as
+            // `audit-jan.note` would otherwise sort after every size.
+            if size_of_name(&name).is_some() {
                 names.push(name);
             }
         }
@@ -72,24 +74,32 @@ impl CheckpointStore {
         names
             .into_iter()
             .skip(skip)
-            .map(|name| {
-                let path = self.dir.join(name);
-                let signed = read_checkpoint(&path)?;
-                Ok((path, signed))
-            })
+            .map(|name| self.read(&name))
             .collect()
     }
 
     /// The newest (largest) stored checkpoint (reads that file only).
     pub fn latest(&self) -> Result<Option<(PathBuf, SignedCheckpoint)>, AuditError> {
-        match self.names()?.pop() {
-            None => Ok(None),
-            Some(name) => {
-                let path = self.dir.join(name);
-                let signed = read_checkpoint(&path)?;
-                Ok(Some((path, signed)))
-            }
+        self.names()?.pop().map(|name| self.read(&name)).transpose()
+    }
+
+    /// True when any checkpoint is stored.
+    pub fn any(&self) -> Result<bool, AuditError> {
+        Ok(!self.names()?.is_empty())
+    }
+
+    /// Reads a stored checkpoint; its size must be the one its name says.
+    fn read(&self, name: &str) -> Result<(PathBuf, SignedCheckpoint), AuditError> {
+        let path = self.dir.join(name);
+        let signed = read_checkpoint(&path)?;
+        if size_of_name(name) != Some(signed.checkpoint.size) {
+            return Err(AuditError::Invalid(format!(
+                "{} holds a checkpoint of size {}, not the size its name says",
+                path.display(),
+                signed.checkpoint.size
+            )));
         }
+        Ok((path, signed))
     }
 
     /// Stores `signed` unless a checkpoint of its size is stored; returns what is stored.
@@ -112,6 +122,15 @@ impl CheckpointStore {
         replace_file(&self.dir, &name, signed.note.as_bytes())?;
         Ok((path, signed))
     }
+}
+
+/// The size a stored checkpoint's file name says (`<20 digits>.note`).
+fn size_of_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Reads and parses a checkpoint file (signatures are not checked here).

@@ -72,9 +72,9 @@ impl AuditError {
             AuditError::Source(_) => "unavailable",
             AuditError::Store(e) => e.code(),
             AuditError::KeyFile { .. } => "key_file",
-            AuditError::Note(NoteError::BadSignature(_) | NoteError::Unsigned(_)) => {
-                "bad_signature"
-            }
+            AuditError::Note(
+                NoteError::BadSignature(_) | NoteError::Unsigned(_) | NoteError::OtherOrigin { .. },
+            ) => "bad_signature",
             AuditError::Note(_) | AuditError::Invalid(_) | AuditError::Incomplete(_) => {
                 "invalid_input"
             }

@@ -76,9 +76,23 @@ impl CheckpointKey {
     }
 
     /// Loads the key of `data_dir`, creating it on first use.
+    ///
+    /// A missing key is not replaced while checkpoints signed with it are
+    /// stored: a new key (and origin) would fail every stored note from then
+    /// on and read as a second log.
     pub fn load_or_create(data_dir: &Path) -> Result<CheckpointKey, AuditError> {
         if let Some(key) = CheckpointKey::load(data_dir)? {
             return Ok(key);
+        }
+        if crate::checkpoints::CheckpointStore::new(data_dir).any()? {
+            return Err(AuditError::KeyFile {
+                path: data_dir.join(CHECKPOINT_KEY_FILE),
+                reason: format!(
+                    "missing, but {}/ holds checkpoints signed with it: restore the key file \
+                     from a backup, or, to start a new key, move that directory aside first",
+                    crate::checkpoints::CHECKPOINT_DIR
+                ),
+            });
         }
         let mut seed = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(seed.as_mut());
@@ -145,6 +159,7 @@ pub(crate) fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), A
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::note::SignedCheckpoint;
     use std::fs;
 
     #[test]
@@ -166,5 +181,86 @@ mod tests {
                 Err(AuditError::KeyFile { .. })
             ));
         }
+    }
+
+    fn stored_note(dir: &Path, key: &CheckpointKey, size: u64) -> SignedCheckpoint {
+        let signed = SignedCheckpoint::sign(
+            crate::note::Checkpoint {
+                origin: key.origin().to_owned(),
+                size,
+                root: [7u8; 32],
+                time: None,
+            },
+            key.signer(),
+        );
+        crate::checkpoints::CheckpointStore::new(dir)
+            .save(signed)
+            .unwrap()
+            .1
+    }
+
+    #[test]
+    fn a_lost_key_is_not_replaced_while_its_checkpoints_are_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CheckpointKey::load_or_create(dir.path()).unwrap();
+        stored_note(dir.path(), &key, 3);
+        fs::remove_file(dir.path().join(CHECKPOINT_KEY_FILE)).unwrap();
+        let err = CheckpointKey::load_or_create(dir.path()).unwrap_err();
+        assert!(matches!(err, AuditError::KeyFile { .. }), "{err}");
+        assert!(err.to_string().contains("restore the key file"), "{err}");
+        assert!(!dir.path().join(CHECKPOINT_KEY_FILE).exists());
+
+        // Moved aside on purpose: a new key, a new origin.
+        fs::rename(
+            dir.path().join(crate::checkpoints::CHECKPOINT_DIR),
+            dir.path().join("old-checkpoints"),
+        )
+        .unwrap();
+        let new = CheckpointKey::load_or_create(dir.path()).unwrap();
+        assert_ne!(new.origin(), key.origin());
+    }
+
+    #[test]
+    fn only_the_stores_own_names_count_and_a_name_must_say_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CheckpointKey::load_or_create(dir.path()).unwrap();
+        let store = crate::checkpoints::CheckpointStore::new(dir.path());
+        let three = stored_note(dir.path(), &key, 3);
+        stored_note(dir.path(), &key, 9);
+        // An auditor's copy of the older note sorts after every size.
+        let cps = dir.path().join(crate::checkpoints::CHECKPOINT_DIR);
+        fs::write(cps.join("audit-jan.note"), &three.note).unwrap();
+        let (_, latest) = store.latest().unwrap().unwrap();
+        assert_eq!(latest.checkpoint.size, 9);
+        assert_eq!(store.list().unwrap().len(), 2);
+
+        // A note of size 3 under the name of size 12.
+        fs::write(store.path(12), &three.note).unwrap();
+        let err = store.latest().unwrap_err();
+        assert!(
+            err.to_string().contains("not the size its name says"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_key_vouches_only_for_its_own_origin() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = CheckpointKey::load_or_create(dir.path()).unwrap();
+        let other_log = SignedCheckpoint::sign(
+            crate::note::Checkpoint {
+                origin: "example.com/other-log".into(),
+                size: 1,
+                root: [1u8; 32],
+                time: None,
+            },
+            key.signer(),
+        );
+        let err = other_log.verify(key.verifier()).unwrap_err();
+        assert!(
+            matches!(err, crate::note::NoteError::OtherOrigin { .. }),
+            "{err}"
+        );
+        assert_eq!(AuditError::Note(err).code(), "bad_signature");
     }
 }

@@ -158,6 +158,17 @@ impl<L: AsRef<[u8]>> std::fmt::Debug for ProofTree<L> {
     }
 }
 
+/// Refuses a tree too large for [`ProofTree`], before its hashes are read.
+pub fn check_proof_tree_size(size: u64) -> Result<(), crate::AuditError> {
+    if size > PROOF_TREE_LEAVES_MAX {
+        return Err(crate::AuditError::Invalid(format!(
+            "proofs over a tree of {size} events are not supported: this build proves trees \
+             of at most {PROOF_TREE_LEAVES_MAX} events"
+        )));
+    }
+    Ok(())
+}
+
 impl<L: AsRef<[u8]>> ProofTree<L> {
     /// The tree over these leaves (event hashes, in position order).
     ///
@@ -168,6 +179,7 @@ impl<L: AsRef<[u8]>> ProofTree<L> {
         for leaf in leaves {
             assert!(
                 tree.len() < PROOF_TREE_LEAVES_MAX,
+                // Callers check first with `check_proof_tree_size`.
                 "proof trees are limited to {PROOF_TREE_LEAVES_MAX} leaves"
             );
             tree.push(leaf);
@@ -205,10 +217,18 @@ impl<L: AsRef<[u8]>> ProofTree<L> {
     /// When `old_size` is 0 or larger than the tree.
     pub fn prove_consistency(&self, old_size: u64) -> ConsistencyProofJson {
         assert!(
-            old_size >= 1 && old_size <= self.size(),
-            "old size {old_size} is not in 1..={}",
+            old_size <= self.size(),
+            "old size {old_size} is not in 0..={}",
             self.size()
         );
+        if old_size == 0 {
+            // Every tree extends the empty one: nothing to show.
+            return ConsistencyProofJson {
+                old_size,
+                new_size: self.size(),
+                hashes: Vec::new(),
+            };
+        }
         let proof = self
             .tree
             .prove_consistency((self.size() - old_size) as usize);
@@ -290,6 +310,19 @@ pub fn verify_consistency(
     new_root: &Hash,
 ) -> Result<(), ProofError> {
     check_size("newSize", proof.new_size)?;
+    if proof.old_size == 0 {
+        // The empty tree is a prefix of every tree, if OLD really is empty.
+        if !proof.hashes.is_empty() {
+            return Err(ProofError::Malformed(
+                "a proof from the empty tree has no hashes".into(),
+            ));
+        }
+        return if *old_root == Accumulator::new().root() {
+            Ok(())
+        } else {
+            Err(ProofError::Mismatch)
+        };
+    }
     if proof.old_size == proof.new_size {
         // ct-merkle wants at least one addition; a tree is consistent with
         // itself exactly when the roots agree (and the proof is empty).

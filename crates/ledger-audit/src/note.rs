@@ -50,6 +50,14 @@ pub enum NoteError {
     /// A signature by the given key that does not verify.
     #[error("the signature by key {0} does not verify")]
     BadSignature(String),
+    /// A checkpoint of another log than the key's.
+    #[error("the checkpoint's origin {origin} is not the log of key {key}")]
+    OtherOrigin {
+        /// The checkpoint's origin line.
+        origin: String,
+        /// The verifier key.
+        key: String,
+    },
 }
 
 /// The public half of a checkpoint key, as a note verifier key.
@@ -382,10 +390,18 @@ impl SignedCheckpoint {
         &self.note[..self.text_len]
     }
 
-    /// Checks the signature of `key`: it must be present and valid.
+    /// Checks the signature of `key`: it must be present and valid, and the
+    /// checkpoint's origin must be the key's name (C2SP tlog-checkpoint: a
+    /// log's key is named by its origin, so a key vouches for its log only).
     ///
     /// Signatures by other keys are ignored, as signed-note verifiers do.
     pub fn verify(&self, key: &VerifierKey) -> Result<(), NoteError> {
+        if self.checkpoint.origin != key.name {
+            return Err(NoteError::OtherOrigin {
+                origin: self.checkpoint.origin.clone(),
+                key: key.to_string(),
+            });
+        }
         let mut found = false;
         for sig in &self.signatures {
             if sig.name != key.name || sig.key_hash != key.key_hash {

@@ -257,3 +257,25 @@ fn the_streaming_root_equals_ct_merkle_at_every_size() {
         verify_consistency(&tree.prove_consistency(old), &old_root, &tree.root()).unwrap();
     }
 }
+
+#[test]
+fn trees_past_the_proof_limit_are_refused_before_any_hash_is_read() {
+    use ledger_audit::merkle::{check_proof_tree_size, PROOF_TREE_LEAVES_MAX};
+    assert!(check_proof_tree_size(PROOF_TREE_LEAVES_MAX).is_ok());
+    let err = check_proof_tree_size(PROOF_TREE_LEAVES_MAX + 1).unwrap_err();
+    assert_eq!(err.code(), "invalid_input");
+}
+
+#[test]
+fn the_empty_tree_is_a_prefix_of_every_tree() {
+    use ledger_audit::merkle::{verify_consistency, ProofError};
+    let tree = ProofTree::new(leaves(5));
+    let proof = tree.prove_consistency(0);
+    assert!(proof.hashes.is_empty());
+    let empty = ledger_audit::merkle::Accumulator::new().root();
+    verify_consistency(&proof, &empty, &tree.root()).unwrap();
+    assert!(matches!(
+        verify_consistency(&proof, &tree.root(), &tree.root()),
+        Err(ProofError::Mismatch)
+    ));
+}

@@ -8,11 +8,17 @@
 //! (`tokens.checkpoint.latest`): `{"ok": true, "result": {"note", "size",
 //! "root"}}`, or `not_found` before the first.
 //!
-//! A checkpoint covers the log up to `Store::head_position` (durable), not
-//! what the publisher has put in the stream yet, so a note may briefly run
-//! ahead of the stream; `audit verify --nats` waits for the events a
-//! checkpoint vouches for. Nothing is made when the log has not grown since
-//! the last stored checkpoint (a restart with nothing new publishes nothing).
+//! A checkpoint covers the log up to the smaller of `Store::head_position`
+//! (durable on this disk) and the publisher's acknowledged position (held by
+//! the stream too). Signing past the stream would vouch for events that a
+//! lost disk takes with it: `recover` rebuilds the log from the stream, the
+//! recovered ledger appends different events at those positions, and the
+//! same key would then sign two roots for one size, a fork that no auditor
+//! could tell from tampering. For the same reason the note at shutdown is
+//! made after the publisher drained, and not at all when the writer lease
+//! was lost (another instance owns the log's future). Nothing is made when
+//! that target has not grown since the last stored checkpoint (a restart
+//! with nothing new publishes nothing).
 //!
 //! **Invariant**: checkpoint work (reading event hashes from sled, signing,
 //! writing and fsyncing the note file) runs on the blocking pool
@@ -21,7 +27,7 @@
 //! fatal to serving.
 
 use crate::subjects::QUEUE_GROUP;
-use crate::ServeConfig;
+use crate::{Metrics, ServeConfig};
 use async_nats::Client;
 use futures_util::StreamExt;
 use ledger_audit::{CheckpointStore, Checkpointer, SignedCheckpoint};
@@ -48,6 +54,17 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The newest checkpoint, shared with the responder.
 type Latest = watch::Sender<Option<Arc<SignedCheckpoint>>>;
 
+/// What the checkpoint tasks are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Keep making checkpoints.
+    Running,
+    /// Make the last checkpoint of what the stream holds, then end.
+    WithLast,
+    /// End without one: the lease was lost or serving failed.
+    WithoutLast,
+}
+
 /// The running checkpoint tasks.
 pub(crate) struct Checkpoints {
     maker: JoinHandle<()>,
@@ -56,12 +73,12 @@ pub(crate) struct Checkpoints {
 
 /// Starts the checkpoint tasks: subscribes to [`CHECKPOINT_LATEST_SUBJECT`]
 /// (before returning, so a readiness round trip covers it) and spawns the
-/// task that makes checkpoints until `stop` turns true, then makes the last.
+/// task that makes checkpoints until `stop` leaves [`Stop::Running`].
 pub(crate) async fn start(
     client: &Client,
     store: &Store,
     config: &ServeConfig,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
 ) -> Checkpoints {
     let (latest_tx, latest_rx) = watch::channel(None);
     let responder = match client
@@ -82,6 +99,7 @@ pub(crate) async fn start(
     let maker = Maker {
         client: client.clone(),
         store: store.clone(),
+        metrics: config.metrics.clone(),
         every_events: config.checkpoint_every_events,
         every: config.checkpoint_every,
         latest: latest_tx,
@@ -96,8 +114,9 @@ pub(crate) async fn start(
 }
 
 impl Checkpoints {
-    /// Waits for the last checkpoint (once `stop` has turned true) to be
-    /// stored and published, and stops answering requests.
+    /// Waits for the last checkpoint (once `stop` has left
+    /// [`Stop::Running`]) to be stored and published, and stops answering
+    /// requests.
     pub(crate) async fn finish(self) {
         if let Err(e) = self.maker.await {
             tracing::error!(error = %e, "the checkpoint task failed");
@@ -112,6 +131,8 @@ impl Checkpoints {
 struct Maker {
     client: Client,
     store: Store,
+    /// Its published position bounds what a checkpoint may cover.
+    metrics: Metrics,
     every_events: u64,
     every: Duration,
     latest: Latest,
@@ -124,19 +145,22 @@ struct Maker {
 }
 
 impl Maker {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, mut stop: watch::Receiver<Stop>) {
         self.load_latest().await;
-        let mut head_rx = self.store.watch_head();
+        // What the stream holds only grows after the log did, so its changes
+        // are the count trigger's clock.
+        let mut published_rx = self.metrics.watch_published();
         let period = (!self.every.is_zero()).then_some(self.every);
         let mut timer = period.map(|p| {
             let mut t = tokio::time::interval_at(Instant::now() + p, p);
             t.set_missed_tick_behavior(MissedTickBehavior::Delay);
             t
         });
-        // A log that grew by N events while no server ran is checkpointed at once.
-        let mut due = self.due_by_count(*head_rx.borrow_and_update());
+        // A log that grew by N events while no server ran is checkpointed
+        // once the publisher has put them in the stream.
+        let mut due = self.due_by_count();
         loop {
-            if *stop.borrow() {
+            if *stop.borrow() != Stop::Running {
                 break;
             }
             if due && self.retry_at.is_none_or(|t| Instant::now() >= t) {
@@ -160,17 +184,18 @@ impl Maker {
                         break;
                     }
                 }
-                changed = head_rx.changed() => {
+                changed = published_rx.changed() => {
                     if changed.is_err() {
                         break;
                     }
-                    due = self.due_by_count(*head_rx.borrow_and_update());
+                    published_rx.borrow_and_update();
+                    due = self.due_by_count();
                 }
-                () = tick => due = self.store.head_position() > self.covered,
+                () = tick => due = self.target() > self.covered,
             }
         }
-        // Requests have stopped: the head is final.
-        if self.store.head_position() > self.covered {
+        // Requests have stopped and the publisher has drained: the target is final.
+        if *stop.borrow() == Stop::WithLast && self.target() > self.covered {
             self.checkpoint().await;
         }
         if !crate::connected(&self.client) {
@@ -186,8 +211,15 @@ impl Maker {
         }
     }
 
-    fn due_by_count(&self, head: u64) -> bool {
-        self.every_events > 0 && head.saturating_sub(self.covered) >= self.every_events
+    fn due_by_count(&self) -> bool {
+        self.every_events > 0 && self.target().saturating_sub(self.covered) >= self.every_events
+    }
+
+    /// The size the next checkpoint covers: durable here and in the stream.
+    fn target(&self) -> u64 {
+        self.store
+            .head_position()
+            .min(self.metrics.published_position())
     }
 
     /// Reads the newest stored checkpoint, for the responder and the count.
@@ -207,6 +239,12 @@ impl Maker {
     /// Makes, stores and publishes one checkpoint of the durable log.
     async fn checkpoint(&mut self) {
         let store = self.store.clone();
+        let target = self.target();
+        // The published position can fall back (a NATS node that lost
+        // acknowledged writes); nothing below the last checkpoint is signed.
+        if target <= self.covered {
+            return;
+        }
         let opened = self.checkpointer.take();
         let now = Timestamp::new(chrono::Utc::now());
         let work = tokio::task::spawn_blocking(move || {
@@ -217,7 +255,7 @@ impl Maker {
                     Err(e) => return (None, Err(e)),
                 },
             };
-            let made = checkpointer.checkpoint(&store, now);
+            let made = checkpointer.checkpoint_at(target, now);
             (Some(checkpointer), made)
         });
         let (checkpointer, made) = match work.await {
@@ -259,10 +297,10 @@ async fn respond(
     client: Client,
     mut sub: async_nats::Subscriber,
     latest: watch::Receiver<Option<Arc<SignedCheckpoint>>>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) {
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() != Stop::Running {
             break;
         }
         let message = tokio::select! {

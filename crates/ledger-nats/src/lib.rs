@@ -395,7 +395,8 @@ async fn serve_holding(
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let checkpoints = checkpoints::start(client, store, config, stop_rx.clone()).await;
+    let (last_tx, last_rx) = watch::channel(checkpoints::Stop::Running);
+    let checkpoints = checkpoints::start(client, store, config, last_rx).await;
     let mut publisher = tokio::spawn(
         publisher::Publisher {
             js: js.clone(),
@@ -413,8 +414,8 @@ async fn serve_holding(
     // Requests have stopped (or never started): let the publisher drain to
     // the head, unless it already ended, which is fatal.
     let _ = stop_tx.send(true);
-    checkpoints.finish().await;
-    match served {
+    let clean = matches!(served, Ok(None));
+    let ended = match served {
         Ok(Some(Ended::Publisher(ended))) => flatten(ended),
         Ok(Some(Ended::Lease(lost))) => {
             // Another instance writes now: publishing this log further
@@ -454,7 +455,16 @@ async fn serve_holding(
                 Ok(())
             }
         },
-    }
+    };
+    // Last, so the final note covers what the drained publisher put in the
+    // stream; none after a lost lease or a failure (see `checkpoints`).
+    let _ = last_tx.send(if clean && ended.is_ok() {
+        checkpoints::Stop::WithLast
+    } else {
+        checkpoints::Stop::WithoutLast
+    });
+    checkpoints.finish().await;
+    ended
 }
 
 fn flatten(r: Result<Result<(), NatsError>, tokio::task::JoinError>) -> Result<(), NatsError> {

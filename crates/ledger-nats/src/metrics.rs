@@ -15,6 +15,8 @@ pub struct Metrics {
 #[derive(Debug, Default)]
 struct Inner {
     published_position: AtomicU64,
+    /// The same position, for tasks that wait on it (checkpoints).
+    published_watch: tokio::sync::watch::Sender<u64>,
     messages_sent: AtomicU64,
     resyncs: AtomicU64,
     publisher_running: AtomicBool,
@@ -122,6 +124,16 @@ impl Metrics {
         self.inner
             .published_position
             .store(position, Ordering::Release);
+        self.inner.published_watch.send_if_modified(|p| {
+            let changed = *p != position;
+            *p = position;
+            changed
+        });
+    }
+
+    /// Changes of [`Metrics::published_position`].
+    pub(crate) fn watch_published(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.published_watch.subscribe()
     }
 
     pub(crate) fn add_sent(&self, n: u64) {

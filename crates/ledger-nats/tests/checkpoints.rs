@@ -148,3 +148,48 @@ async fn a_timer_checkpoints_a_log_that_grew() {
         "nothing new to sign at shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_never_covers_events_the_stream_does_not_hold() {
+    let nats = nats_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let master = ledger_crypto::MasterKey::generate();
+    let store = open_store(dir.path(), &master);
+    let c = client(&nats.url()).await;
+    let mut notes = c.subscribe(CHECKPOINT_SUBJECT).await.unwrap();
+    c.flush().await.unwrap();
+    let config = ServeConfig {
+        checkpoint_every_events: 1,
+        checkpoint_every: Duration::ZERO,
+        drain_timeout: Duration::from_millis(300),
+        ..ServeConfig::new(vec![nats.url()])
+    };
+    let server = Server::spawn(store.clone(), config.clone());
+    ready(&server).await;
+    issue(&store, 1).await;
+    assert_eq!(next_note(&mut notes).await.checkpoint.size, 1);
+
+    // The stream refuses more: events 2 and 3 are durable here only. Were
+    // they signed, a disk lost now would leave a signed root that the
+    // recovered ledger (rebuilt from the stream) could never match.
+    ledger_testkit::cap_tokens_stream(&nats.url(), Some(1), true).await;
+    issue(&store, 2).await;
+    issue(&store, 3).await;
+    server.stop().await.unwrap();
+    assert_eq!(store.head_position(), 3);
+    assert_eq!(
+        stored(dir.path()),
+        ["00000000000000000001.note".to_owned()],
+        "no note, not even the last one, covers events the stream refused"
+    );
+
+    // Once the stream takes them, the next server signs them.
+    ledger_testkit::cap_tokens_stream(&nats.url(), None, true).await;
+    drop(store);
+    let store = open_store(dir.path(), &master);
+    let server = Server::spawn(store.clone(), config);
+    let next = next_note(&mut notes).await;
+    assert_eq!(next.checkpoint.size, 3);
+    server.wait_published(&store).await;
+    server.stop().await.unwrap();
+}

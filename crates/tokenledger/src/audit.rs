@@ -22,8 +22,8 @@ use ledger_audit::checkpoints::{read_checkpoint, CheckpointStore};
 use ledger_audit::diff::show;
 use ledger_audit::export::{self, ExportRequest, ExportSource, GivenCheckpoint};
 use ledger_audit::merkle::{
-    parse_hash, verify_consistency, verify_inclusion, ConsistencyProofJson, InclusionProofJson,
-    ProofError, ProofTree,
+    check_proof_tree_size, parse_hash, verify_consistency, verify_inclusion, ConsistencyProofJson,
+    InclusionProofJson, ProofError, ProofTree,
 };
 use ledger_audit::replay::{diff_snapshots, Input, Point, Snapshot, Source, TokenChange};
 use ledger_audit::verify::{ExpectedRoot, Progress, Report, VerifyOptions};
@@ -151,9 +151,13 @@ pub struct VerifyProofArgs {
     /// The checkpoint (signed note).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
-    /// Verifier key to check the checkpoint's signature with (unchecked without it).
+    /// Verifier key to check the checkpoint's signature with (the output of `audit key`).
     #[arg(long, value_name = "VERIFIER_KEY")]
     pub key: Option<String>,
+    /// Check the proof without the checkpoint's signature: it then shows
+    /// nothing about who signed, and the answer says so.
+    #[arg(long, conflicts_with = "key")]
+    pub unsigned: bool,
 }
 
 /// `audit consistency`.
@@ -171,6 +175,10 @@ pub struct ConsistencyArgs {
     /// Verifier key to check both signatures with [default: the data dir's key, if any].
     #[arg(long, value_name = "VERIFIER_KEY")]
     pub key: Option<String>,
+    /// Check without the checkpoints' signatures: the answer then shows
+    /// nothing about who signed them, and says so.
+    #[arg(long, conflicts_with = "key")]
+    pub unsigned: bool,
 }
 
 /// `audit replay`.
@@ -394,6 +402,19 @@ pub(crate) fn check_signature(
             Ok(())
         }
     }
+}
+
+/// A proof's verdict stands on the checkpoint's signature: without a key it
+/// is refused, unless the caller asked for the unsigned check (`--unsigned`).
+fn require_key(key: Option<&VerifierKey>, unsigned: bool) -> Result<(), Failure> {
+    if key.is_none() && !unsigned {
+        return Err(Failure::invalid(
+            "key",
+            "no verifier key: pass --key (the output of `tokenledger audit key`), or \
+             --unsigned to check the proof alone (it then says nothing about who signed)",
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn warn(warnings: &[String]) {
@@ -872,6 +893,7 @@ fn prove(args: ProveArgs, ctx: &Ctx) -> Result<(), Failure> {
             "event {event_id} is at position {position}, after the checkpoint's {size} events: make a newer checkpoint"
         )));
     }
+    check_proof_tree_size(size).map_err(fail_on("checkpoint"))?;
     let tree = ProofTree::new(reader.hashes(1, size).map_err(fail)?);
     if tree.root() != signed.checkpoint.root {
         return Err(Failure {
@@ -967,6 +989,7 @@ fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
     .map_err(|e| Failure::invalid("proof", format!("not an inclusion proof: {e}")))?;
     let signed = checkpoint_file(&args.checkpoint)?;
     let key = args.key.as_deref().map(parse_key).transpose()?;
+    require_key(key.as_ref(), args.unsigned)?;
     check_signature(
         &signed,
         key.as_ref(),
@@ -1026,10 +1049,15 @@ fn consistency(args: ConsistencyArgs, ctx: &Ctx) -> Result<(), Failure> {
     let new = checkpoint_file(&args.new)?;
     // The data dir's key also checks a given proof's checkpoints, when there
     // is a data dir (a proof can be checked far from any).
-    let key = trusted_key(
-        args.key.as_deref(),
-        (args.proof.is_none() || ctx.data_dir.is_dir()).then_some(ctx.data_dir.as_path()),
-    )?;
+    let key = if args.unsigned {
+        None
+    } else {
+        trusted_key(
+            args.key.as_deref(),
+            (args.proof.is_none() || ctx.data_dir.is_dir()).then_some(ctx.data_dir.as_path()),
+        )?
+    };
+    require_key(key.as_ref(), args.unsigned)?;
     check_signature(
         &old,
         key.as_ref(),
@@ -1052,11 +1080,11 @@ fn consistency(args: ConsistencyArgs, ctx: &Ctx) -> Result<(), Failure> {
             ),
         ));
     }
-    if o.size == 0 || o.size > n.size {
+    if o.size > n.size {
         return Err(Failure::invalid(
             "checkpoint",
             format!(
-                "OLD must be a non-empty tree no larger than NEW (sizes {} and {})",
+                "OLD must be a tree no larger than NEW (sizes {} and {})",
                 o.size, n.size
             ),
         ));
@@ -1064,6 +1092,7 @@ fn consistency(args: ConsistencyArgs, ctx: &Ctx) -> Result<(), Failure> {
     let proof = match &args.proof {
         Some(path) => read_consistency_proof(path)?,
         None => {
+            check_proof_tree_size(n.size).map_err(fail_on("checkpoint"))?;
             let reader = LogReader::open(&ctx.data_dir).map_err(fail)?;
             let tree = ProofTree::new(reader.hashes(1, n.size).map_err(fail)?);
             if tree.root() != n.root {
