@@ -753,8 +753,16 @@ fn imports_both_seed_formats() {
     let b = fresh.json(&["import", bom.path().to_str().unwrap()]);
     assert_eq!(b["token"]["id"], t["id"]);
 
-    // Importing it again: the id exists.
-    let e = cli.fails(1, &["import", PRIMAERP]);
+    // Importing it again is the same import: answered, nothing appended.
+    let again = cli.json(&["import", PRIMAERP]);
+    assert_eq!(again["positions"], v["positions"]);
+    // Another record under the same id: the id exists.
+    let mut changed: Value =
+        serde_json::from_str(&std::fs::read_to_string(PRIMAERP).unwrap()).unwrap();
+    changed["accountName"] = "someone-else@gmail.com".into();
+    let changed_path = cli.data_dir().join("changed.json");
+    std::fs::write(&changed_path, changed.to_string()).unwrap();
+    let e = cli.fails(1, &["import", changed_path.to_str().unwrap()]);
     assert_eq!(e["code"], "conflict");
     assert_eq!(e["field"], "id");
 
@@ -796,9 +804,11 @@ fn imports_both_seed_formats() {
     assert_eq!(got["token"]["resourceId"], record["resourceId"]);
     assert_eq!(ids(&cli.json(&["list"])).len(), 2);
 
-    // The human form says the string was not kept.
+    // The human form of the answer to the same import again says the
+    // string was not kept.
     let again = cli.run(&["import", FIMIDARA]);
-    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(again.stdout.contains("tokenStr"), "{}", again.stdout);
 
     // An import keeps a past expiry: the token is listed as expired.
     let old = cli.data_dir().join("old.json");
@@ -1175,6 +1185,54 @@ fn an_import_retried_after_only_its_register_was_committed_trashes_the_token() {
         history["events"].as_array().map(Vec::len),
         Some(2),
         "{history}"
+    );
+}
+
+/// Without `--command-id`, running an import again (as after a crash between
+/// its register and its trash) is answered by the first run, whatever the
+/// order of the record's fields, and never appends twice.
+#[test]
+fn an_import_run_again_without_a_command_id_is_the_same_import() {
+    let cli = Cli::new();
+    std::fs::create_dir_all(cli.data_dir()).unwrap();
+    let mut record: Value =
+        serde_json::from_str(&std::fs::read_to_string(PRIMAERP).unwrap()).unwrap();
+    record["trashItem"] = json!({"type": "TrashItem"});
+    let path = cli.data_dir().join("record.json");
+    std::fs::write(&path, record.to_string()).unwrap();
+    let first = cli.json(&["import", path.to_str().unwrap()]);
+    assert_eq!(first["positions"], json!([1, 2]), "{first}");
+    // The same record, its fields in another order.
+    let reordered = {
+        let map = record.as_object().unwrap();
+        let fields: Vec<String> = map
+            .iter()
+            .rev()
+            .map(|(k, v)| format!("{}:{v}", Value::from(k.as_str())))
+            .collect();
+        format!("{{{}}}", fields.join(","))
+    };
+    std::fs::write(&path, reordered).unwrap();
+    let again = cli.json(&["import", path.to_str().unwrap()]);
+    assert_eq!(again["positions"], json!([1, 2]), "{again}");
+    assert_eq!(again["token"]["id"], first["token"]["id"]);
+    let history = cli.json(&["history", first["token"]["id"].as_str().unwrap()]);
+    assert_eq!(history["events"].as_array().map(Vec::len), Some(2));
+    // The commandId is in every event: it is no digest of the secret.
+    let mut other_secret = record.clone();
+    other_secret["accessToken"] = "another-secret-value".into();
+    let command_ids: Vec<&Value> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["commandId"])
+        .collect();
+    assert!(command_ids[0].is_string(), "{history}");
+    std::fs::write(&path, other_secret.to_string()).unwrap();
+    let third = cli.json(&["import", path.to_str().unwrap()]);
+    assert_eq!(
+        third["positions"], first["positions"],
+        "a record that differs only in its secret is the same import"
     );
 }
 

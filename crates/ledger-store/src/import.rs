@@ -39,7 +39,7 @@ impl LogImport {
         if holds_ledger(dir) {
             return Err(StoreError::Exists(dir.display().to_string()));
         }
-        std::fs::create_dir_all(dir)?;
+        crate::create_private_dir(dir, true)?;
         let staging = dir.join(STAGING);
         // Left by an import that was interrupted: never moved into place.
         // One still running holds its database's lock: refused, not removed.
@@ -49,7 +49,7 @@ impl LogImport {
             }
             std::fs::remove_dir_all(&staging)?;
         }
-        std::fs::create_dir(&staging)?;
+        crate::create_private_dir(&staging, false)?;
         let db = open_db(&staging)?;
         let log = db.open_tree("log")?;
         Ok(LogImport {

@@ -138,6 +138,17 @@ struct Shared {
     append_gate: RwLock<Option<AppendGate>>,
 }
 
+/// Creates `dir` 0700 (with its parents when `recursive`, and nothing when it
+/// exists). sled's files, made with the process's umask, hold the log: no
+/// plaintext secret, but names and account e-mails nobody else needs.
+pub(crate) fn create_private_dir(dir: &Path, recursive: bool) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(recursive);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
 /// Whether appends may go on now; `Err` is the refusal every command of the
 /// group gets instead (nothing appended). See [`Store::set_append_gate`].
 pub type AppendGate = Arc<dyn Fn() -> Result<(), Rejection> + Send + Sync>;
@@ -154,13 +165,7 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the ledger in `dir`, replaying and checking the log.
     pub fn open(dir: &Path, config: StoreConfig) -> Result<Store, StoreError> {
-        // 0700 when new: sled's files, made with the process's umask, hold
-        // the log (no plaintext secret, but nobody else needs to read it).
-        let mut new_dir = std::fs::DirBuilder::new();
-        new_dir.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut new_dir, 0o700);
-        new_dir.create(dir)?;
+        create_private_dir(dir, true)?;
         let db = open_db(dir)?;
         let log = db.open_tree("log")?;
         let master = match config.master_key.clone() {

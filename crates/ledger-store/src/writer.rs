@@ -226,6 +226,15 @@ fn producers(ty: EventType) -> &'static [CommandName] {
     }
 }
 
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a broken invariant")
+}
+
 /// Everything the replay of the log rebuilds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Recovered {
@@ -261,7 +270,21 @@ pub(crate) fn recover(
         crate::read::links(&env, &prev)?;
         check_order(&state, &env)?;
         remember(&mut idempotency, &mut streams, &env)?;
-        state.evolve(&env);
+        // `evolve` asserts the domain's invariants and panics on an event
+        // that breaks one. A log is bytes on disk, and a well-chained log can
+        // still hold such an event (its chain is not keyed): refuse it by
+        // position like any corruption, not abort the process. The state is
+        // thrown away with the error, so a half-applied event goes nowhere.
+        let position = env.position;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.evolve(&env))).map_err(
+            |panic| StoreError::Corrupt {
+                position,
+                reason: format!(
+                    "an event the ledger's rules could not have produced: {}",
+                    panic_text(panic.as_ref())
+                ),
+            },
+        )?;
         prev = env.hash;
         Ok(())
     })?;
@@ -310,23 +333,17 @@ pub(crate) fn recover(
 
 /// Checks the events a state snapshot stood in for at open (positions 1 to
 /// `upto`): each hash against its bytes, each position, each link. Runs on
-/// its own thread while the writer serves, and stops early when `stop` is
-/// set. A problem stops the writer as a failed flush does, and deletes the
-/// snapshot, so the next open replays the whole log and refuses it by name.
-fn verify_before_snapshot(
-    shared: &Shared,
-    progress: &Progress,
-    stop: &std::sync::atomic::AtomicBool,
-    upto: u64,
-    head: u64,
-) {
+/// its own thread while the writer serves; a stop waits for it to finish,
+/// since a process that opens, runs one command and stops (the CLI) would
+/// otherwise never finish it, and would write a new snapshot over a prefix
+/// nobody checked. A problem stops the writer as a failed flush does, and
+/// deletes the snapshot, so the next open replays the whole log and
+/// refuses it by name.
+fn verify_before_snapshot(shared: &Shared, progress: &Progress, upto: u64, head: u64) {
     let mut prev = GENESIS_HASH.to_owned();
     let mut expected = 1u64;
     let checked = (|| {
         for record in shared.log.range(keys::event(1)..=keys::event(upto)) {
-            if stop.load(Ordering::Acquire) {
-                return Ok(false);
-            }
             let (key, value) = record?;
             let position = keys::event_position(&key);
             if position != expected {
@@ -345,14 +362,13 @@ fn verify_before_snapshot(
                 reason: "the log ends before the state snapshot".into(),
             });
         }
-        Ok(true)
+        Ok(())
     })();
     match checked {
-        Ok(true) => {
+        Ok(()) => {
             shared.verified.store(head, Ordering::Release);
             tracing::info!(upto, "the log before the state snapshot verifies");
         }
-        Ok(false) => {}
         Err(e) => {
             let reason = format!("the log before the state snapshot does not verify: {e}");
             tracing::error!(%reason, "the writer stops");
@@ -632,17 +648,12 @@ impl Writer {
                 return;
             }
         };
-        let verifier_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let verifier = (self.snapshot_at > 0).then(|| {
-            let (shared, progress, stop) = (
-                self.shared.clone(),
-                self.progress.clone(),
-                verifier_stop.clone(),
-            );
+            let (shared, progress) = (self.shared.clone(), self.progress.clone());
             let (upto, head) = (self.snapshot_at, self.opened_head);
             std::thread::Builder::new()
                 .name("ledger-verify".into())
-                .spawn(move || verify_before_snapshot(&shared, &progress, &stop, upto, head))
+                .spawn(move || verify_before_snapshot(&shared, &progress, upto, head))
         });
         let mut failed: Option<String> = None;
         let mut stop = None;
@@ -697,13 +708,18 @@ impl Writer {
         drop(rx);
         let _ = to_flusher.send(Flush::Stop);
         let _ = flusher.join();
-        verifier_stop.store(true, Ordering::Release);
-        if let Some(Ok(verifier)) = verifier {
-            let _ = verifier.join();
-        }
+        let unchecked = match verifier {
+            Some(Ok(verifier)) => verifier.join().is_err(),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "cannot start the check of the log under the snapshot");
+                true
+            }
+            None => false,
+        };
         // Every group is durable now, unless a write or flush failed, when
-        // the state in memory may be ahead of the disk.
-        if failed.is_none() && self.progress.failed.lock().expect("lock").is_none() {
+        // the state in memory may be ahead of the disk. A new snapshot also
+        // needs the old one's prefix checked.
+        if failed.is_none() && !unchecked && self.progress.failed.lock().expect("lock").is_none() {
             self.save_snapshot();
         }
         if let Some(reply) = stop {

@@ -471,6 +471,12 @@ fn a_new_data_dir_is_private_and_the_key_file_is_made_private() {
     let store = open(&existing, &master);
     register(&store, "a@example.com", "s");
     assert_eq!(mode(&keys), 0o600);
+
+    // A data dir rebuilt by `recover` is as private as a new one.
+    let recovered = parent.path().join("recovered").join("ledger");
+    let import = ledger_store::LogImport::create(&recovered).unwrap();
+    assert_eq!(import.finish().unwrap(), 0);
+    assert_eq!(mode(&recovered), 0o700);
 }
 
 #[test]
@@ -715,6 +721,62 @@ fn a_replay_over_many_chunks_reports_the_lowest_bad_position() {
     let (position, reason) = corrupt_at(dir.path(), &master);
     assert_eq!(position, 4_201, "{reason}");
     assert!(reason.contains("does not link"), "{reason}");
+}
+
+#[test]
+fn a_bad_event_under_the_snapshot_is_found_even_by_processes_that_stop_at_once() {
+    // Long enough that checking the prefix outlasts an open and a stop.
+    const N: usize = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    long_log(dir.path(), &master, N);
+    tamper(dir.path(), |log| flip(log, 3));
+    // As the CLI does: open from the snapshot, stop right away. The check
+    // of the log under the snapshot still finishes, finds event 3, and
+    // deletes the snapshot rather than trust it, or write a new one, again.
+    let store = Store::open(dir.path(), config(&master)).unwrap();
+    assert_eq!(store.opened().snapshot, N as u64);
+    store.shutdown().unwrap();
+    drop(store);
+    let (position, reason) = corrupt_at(dir.path(), &master);
+    assert_eq!(position, 3, "{reason}");
+    match Store::open(dir.path(), config(&master)) {
+        Err(StoreError::Corrupt { position, .. }) => assert_eq!(position, 3),
+        Err(other) => panic!("expected corruption at 3, got {other}"),
+        Ok(_) => panic!("the snapshot still stands in for a tampered prefix"),
+    }
+}
+
+#[test]
+fn a_well_chained_event_the_rules_forbid_is_refused_by_position_not_a_panic() {
+    use ledger_core::{EventDraft, Timestamp, TokenKind};
+    // Two tokens issued under one name: every hash and link holds (the
+    // chain is not keyed), but the ledger could never have written it.
+    let dir = tempfile::tempdir().unwrap();
+    let at = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
+    let events = ledger_testkit::stamp_chain((0..3).map(|i| {
+        let draft = EventDraft {
+            token_id: Uuid::new_v4(),
+            token_kind: TokenKind::Client,
+            workspace_id: "acme".into(),
+            version: 1,
+            data: ledger_testkit::issued(if i == 0 { "first" } else { "same" }, at),
+        };
+        (draft, Uuid::new_v4())
+    }));
+    let db = ledger_store::open_db(dir.path()).unwrap();
+    let log = db.open_tree("log").unwrap();
+    for env in &events {
+        let mut value = hex::decode(&env.hash).unwrap();
+        value.extend_from_slice(&env.canonical_bytes());
+        log.insert(keys::event(env.position), value).unwrap();
+    }
+    db.flush().unwrap();
+    drop(log);
+    drop(db);
+    let (position, reason) = corrupt_at(dir.path(), &MasterKey::generate());
+    assert_eq!(position, 3, "{reason}");
+    assert!(reason.contains("could not have produced"), "{reason}");
 }
 
 #[test]

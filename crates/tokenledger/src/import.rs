@@ -84,7 +84,9 @@ pub struct ImportArgs {
     /// The record's format.
     #[arg(long, value_enum, default_value = "auto")]
     pub format: Format,
-    /// Idempotency key (default: a fresh UUID v4).
+    /// Idempotency key [default: derived from the workspace and the record,
+    /// its secrets left out, so running the same import again, as after a
+    /// crash, finishes it or answers it, and never imports it twice].
     #[arg(long, value_name = "UUID")]
     pub command_id: Option<String>,
 }
@@ -115,10 +117,10 @@ pub fn run(args: ImportArgs, ctx: &Ctx) -> Result<(), Failure> {
             format!("malformed JSON: {}", ledger_core::json::error_text(&e)),
         )
     })?;
-    let command_id = args
-        .command_id
-        .clone()
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
+    let command_id = match &args.command_id {
+        Some(id) => id.clone(),
+        None => record_command_id(&record, ctx.workspace.as_deref()).to_string(),
+    };
     let plan = plan(&record, args.format, ctx, &command_id)?;
     let name = plan.command.command.name();
     Ledger::with(ctx, |ledger| {
@@ -239,6 +241,28 @@ fn id_for_command(command_id: &str, account: &str) -> Uuid {
 }
 
 /// A UUID that the import's command id and `extra` determine, for `purpose`.
+/// The default `commandId` of an import: the same record into the same
+/// workspace gets the same one. A fresh one per run would make a retry after
+/// a crash between the register and the trash a new command, refused as a
+/// duplicate before the trash ran, so a record from the source's trash
+/// would stay live. The secrets are left out of the hash: the `commandId`
+/// is in every event, and a digest of a secret would let anyone test
+/// guesses of it.
+fn record_command_id(record: &Value, workspace: Option<&str>) -> Uuid {
+    let mut shown = record.clone();
+    if let Value::Object(map) = &mut shown {
+        for secret in ["accessToken", "refreshToken", "tokenStr"] {
+            map.remove(secret);
+        }
+    }
+    // serde_json's maps are sorted, so equal records print the same.
+    derived_id(
+        b"tokenledger import command\0",
+        workspace.unwrap_or(""),
+        &shown.to_string(),
+    )
+}
+
 fn derived_id(purpose: &[u8], command_id: &str, extra: &str) -> Uuid {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
