@@ -148,6 +148,8 @@ struct Inner {
     refreshed: Mutex<Instant>,
     /// A refresh is scheduled or running.
     refresh_pending: AtomicBool,
+    /// The probe found the log behind what was applied: start over.
+    reset: tokio::sync::Notify,
     runtime: tokio::runtime::Handle,
 }
 
@@ -205,6 +207,7 @@ impl LocalVerifier {
             probe_every: options.probe_every.max(Duration::from_millis(1)),
             refreshed: Mutex::new(Instant::now()),
             refresh_pending: AtomicBool::new(false),
+            reset: tokio::sync::Notify::new(),
             runtime: tokio::runtime::Handle::current(),
         });
         let follower = tokio::spawn(run(inner.clone(), subscription));
@@ -374,9 +377,12 @@ impl Inner {
                             token_id = %env.token_id,
                             position = env.position,
                             version = env.version,
-                            "an event is missing before this one: the token is dropped"
+                            "an event is missing before this one: the token is dropped until a \
+                             fresh snapshot"
                         );
                         tokens.remove(&env.token_id);
+                        // Refusing the token is safe; refusing it for good is not.
+                        self.reset.notify_one();
                     }
                 },
                 None => {
@@ -431,6 +437,19 @@ impl Inner {
             Err(ClientError::NoResponders { .. }) => (last_sequence().await?, true),
             Err(e) => return Err(format!("the ledger does not tell its head: {e}")),
         };
+        let applied = *self.position.borrow();
+        if applied > head {
+            // Events this verifier applied are not in the log (or stream)
+            // any more: it was restored from a backup, or the stream was
+            // recreated from another log. The subscription waits past them
+            // for positions the new history may take much later, and
+            // revocations in between would never arrive: start over.
+            self.reset.notify_one();
+            return Err(format!(
+                "the log's head {head} is behind the position {applied} this verifier applied: \
+                 the log or the stream was reset; starting over from a snapshot"
+            ));
+        }
         loop {
             let applied = *self.position.borrow();
             if applied >= head {
@@ -579,33 +598,43 @@ fn followed(workspace: Option<&str>) -> EventFilter {
 /// event or a gap.
 async fn run(inner: Arc<Inner>, mut subscription: Subscription) {
     loop {
-        match subscription.next().await {
+        let item = tokio::select! {
+            item = subscription.next() => item,
+            () = inner.reset.notified() => {
+                tracing::error!("the log is behind what the verifier applied: starting over from a snapshot");
+                subscription = restart(&inner).await;
+                continue;
+            }
+        };
+        match item {
             Some(Ok(env)) => inner.apply(&env),
             // A bad event, or events gone from the stream (a revocation
             // among them, maybe): only a fresh snapshot is right again.
             Some(Err(e @ (ClientError::BadEvent { .. } | ClientError::EventsGone { .. }))) => {
                 tracing::error!(error = %e, "the stream cannot be applied as it is: starting over from a snapshot");
-                loop {
-                    let restarted = async {
-                        let position = inner.resync().await?;
-                        follow(&inner.client, inner.workspace.as_deref(), position).await
-                    };
-                    match restarted.await {
-                        Ok(s) => {
-                            subscription = s;
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot take a snapshot; retrying");
-                            tokio::time::sleep(JWKS_REFRESH_INTERVAL).await;
-                        }
-                    }
-                }
+                subscription = restart(&inner).await;
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "the event stream is interrupted; it resumes by itself")
             }
             None => return,
+        }
+    }
+}
+
+/// A fresh snapshot and a subscription from its position, retried until both work.
+async fn restart(inner: &Inner) -> Subscription {
+    loop {
+        let restarted = async {
+            let position = inner.resync().await?;
+            follow(&inner.client, inner.workspace.as_deref(), position).await
+        };
+        match restarted.await {
+            Ok(s) => return s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take a snapshot; retrying");
+                tokio::time::sleep(JWKS_REFRESH_INTERVAL).await;
+            }
         }
     }
 }

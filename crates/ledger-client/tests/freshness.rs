@@ -260,3 +260,87 @@ async fn a_verifier_cut_off_from_nats_goes_stale_and_recovers() {
     assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
     drop(env);
 }
+
+/// The ledger restored from a backup (and its stream recreated from it) is
+/// behind what a running verifier applied. The verifier must notice and
+/// start over, or it would wait for positions the new history reaches much
+/// later, and miss every revocation until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_ahead_of_a_restored_ledger_starts_over() {
+    let mut env = Env::start().await;
+    for _ in 0..3 {
+        issue(&env.client, WS).await;
+    }
+    env.wait_published().await;
+    // The backup: the data dir of a cleanly stopped ledger at position 3.
+    env.stop_server().await;
+    tokio::task::block_in_place(|| env.store.shutdown()).unwrap();
+    let (live, backup) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    copy_dir(env.dir.path(), live.path());
+    copy_dir(env.dir.path(), backup.path());
+    let master = env.master.clone();
+    let reopen = |dir: &std::path::Path| {
+        ledger_store::Store::open(
+            dir,
+            ledger_store::StoreConfig {
+                master_key: Some(master.clone()),
+                ..ledger_store::StoreConfig::default()
+            },
+        )
+        .unwrap()
+    };
+    let store = reopen(live.path());
+    let server = Server::start(store.clone(), env.nats.url()).await;
+    let v = verifier(&env.client, None).await;
+    for _ in 0..4 {
+        issue(&env.client, WS).await;
+    }
+    assert!(
+        wait_for_async(DEADLINE, || async { v.position() == 7 }).await,
+        "applied {}",
+        v.position()
+    );
+
+    // Disaster: the ledger comes back from the backup, the stream is
+    // recreated from it, and the new history goes on from position 4.
+    server.stop().await.unwrap();
+    tokio::task::block_in_place(|| store.shutdown()).unwrap();
+    drop(store);
+    let js = async_nats::jetstream::new(async_nats::connect(env.nats.url()).await.unwrap());
+    js.delete_stream("TOKENS").await.unwrap();
+    let restored = reopen(backup.path());
+    let server = Server::start(restored.clone(), env.nats.url()).await;
+    let (revoked, s) = issue(&env.client, WS).await;
+    env.client
+        .revoke_token(
+            WS,
+            RevokeToken {
+                token_id: revoked,
+                reason: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(restored.head_position(), 5);
+    assert!(
+        wait_for_async(DEADLINE, || async { v.check(&s) == Err(Reason::Revoked) }).await,
+        "the revocation of the new history is {:?} at the verifier (applied {})",
+        v.check(&s),
+        v.position()
+    );
+    server.stop().await.unwrap();
+    tokio::task::block_in_place(|| restored.shutdown()).unwrap();
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

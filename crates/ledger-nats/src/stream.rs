@@ -60,6 +60,15 @@ impl StreamSettings {
         config.duplicate_window = self.duplicate_window;
         config.deny_delete = true;
         config.deny_purge = true;
+        // A per-subject cap (subjects carry the token and the event type)
+        // removes messages from the middle of the stream: a subscriber that
+        // follows one token would meet holes it cannot tell from loss.
+        // Limits on the whole stream (age, count, bytes) remove its oldest
+        // events only, which subscribers report as gone; those stay the
+        // operator's.
+        if config.max_messages_per_subject > 0 {
+            config.max_messages_per_subject = -1;
+        }
         *config != before
     }
 }
@@ -129,5 +138,9 @@ mod tests {
         c.subjects.push("tokens.checkpoint".into());
         assert!(s.apply(&mut c), "an extra subject is taken off");
         assert_eq!(c.subjects, [STREAM_SUBJECTS]);
+        c.max_messages_per_subject = 1;
+        assert!(s.apply(&mut c), "a per-subject cap is lifted");
+        assert_eq!(c.max_messages_per_subject, -1);
+        assert!(!s.apply(&mut c));
     }
 }

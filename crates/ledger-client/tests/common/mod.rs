@@ -25,6 +25,8 @@ pub struct Env {
     pub store: Store,
     pub nats: NatsServer,
     pub dir: tempfile::TempDir,
+    /// The store's master key, to open its data dir again.
+    pub master: ledger_crypto::MasterKey,
 }
 
 impl Env {
@@ -45,10 +47,11 @@ impl Env {
 
     async fn start_on(nats: NatsServer) -> Env {
         let dir = tempfile::tempdir().unwrap();
+        let master = ledger_crypto::MasterKey::generate();
         let store = Store::open(
             dir.path(),
             StoreConfig {
-                master_key: Some(ledger_crypto::MasterKey::generate()),
+                master_key: Some(master.clone()),
                 ..StoreConfig::default()
             },
         )
@@ -61,6 +64,7 @@ impl Env {
             store,
             nats,
             dir,
+            master,
         }
     }
 
