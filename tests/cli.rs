@@ -214,8 +214,21 @@ fn quick_start_flow() {
     assert!(human.stdout.lines().next().unwrap().contains("STATE"));
     let human = cli.run(&["history", &id]);
     assert!(human.stdout.contains("token_trashed") && human.stdout.contains("user:tester"));
+    // What each event changed, as `watch` says it: the trash's reason too.
+    assert!(human.stdout.contains("CHANGE"), "{}", human.stdout);
+    assert!(human.stdout.contains("laptop lost"), "{}", human.stdout);
     let human = cli.run(&["get", &id]);
     assert!(human.stdout.contains("CI Deploy") && human.stdout.contains("readers, writers"));
+    // The string's own id and expiry, which an update does not move.
+    let view = cli.json(&["get", &id]);
+    assert!(
+        human
+            .stdout
+            .contains(view["token"]["jwt"]["jti"].as_str().unwrap()),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stdout.contains("string expires"), "{}", human.stdout);
     let human = cli.run(&["trash", &id]);
     assert!(
         human.stdout.starts_with("trashed client token"),
@@ -564,6 +577,23 @@ fn exit_codes() {
         e["message"].as_str().unwrap().contains("--no-such-flag"),
         "{e}"
     );
+    // A group without its subcommand is a usage error in JSON too.
+    let e = cli.fails(2, &["keys"]);
+    assert_eq!(e["code"], "invalid_input", "{e}");
+    // An argument that is not UTF-8: a usage error, not a crash.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let run = Run::from(
+            cli.command()
+                .args(["--json", "issue", "--name"])
+                .arg(std::ffi::OsStr::from_bytes(b"caf\xe9"))
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert_eq!(run.error()["code"], "invalid_input", "{}", run.stderr);
+    }
     // A provider secret is never taken from argv, in a body either; the
     // refusal does not repeat it.
     let user = uuid::Uuid::new_v4().to_string();

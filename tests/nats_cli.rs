@@ -936,7 +936,7 @@ fn cap_stream(url: &str, max: Option<i64>) {
 
 #[test]
 fn status_shows_the_head_the_publication_lag_and_the_lease_holder() {
-    let stack = Stack::start();
+    let mut stack = Stack::start();
     let cli = stack.cli();
     cli.json(&["issue", "--name", "one"]);
     // Publication follows the commit: wait until the stream has it.
@@ -972,6 +972,16 @@ fn status_shows_the_head_the_publication_lag_and_the_lease_holder() {
     cli.assert_no_local_data();
     let e = Cli::local().fails(2, &["status"]);
     assert_eq!(e["field"], "nats", "{e}");
+
+    // With the ledger down, the report still shows the stream, and the
+    // exit code says so: a health check can use it.
+    cap_stream(&stack.url(), None);
+    stack.stop();
+    let down = cli.run(&["--json", "status"]);
+    assert_eq!(down.code, 3, "{down:?}");
+    assert_eq!(down.report()["ledger"]["answers"], false, "{down:?}");
+    assert_eq!(down.report()["stream"]["exists"], true, "{down:?}");
+    assert_eq!(down.error()["code"], "unavailable", "{down:?}");
 }
 
 #[test]

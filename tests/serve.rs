@@ -405,3 +405,43 @@ async fn sigterm_with_nats_gone_stops_at_once_and_keeps_the_log() {
     .unwrap();
     assert!(on_disk >= head, "acknowledged commands are on disk");
 }
+
+/// A fatal end of `serve` carries the NATS layer's own code (as the README
+/// names them), not `internal`, and exits 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ahead_of_the_log_ends_serve_with_its_own_code() {
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = serve(&dir.path().join("first"), &nats.url());
+    assert!(ready(&client).await);
+    let reply = client
+        .request(
+            "tokens.cmd.acme.issue_client_token",
+            issue_body(1).to_string().into(),
+        )
+        .await
+        .unwrap();
+    let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(reply["ok"], true, "{reply}");
+    common::sigterm(&first);
+    assert!(first.wait().unwrap().success());
+
+    // Another, empty data dir on the same stream: the stream is ahead.
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenledger"))
+        .arg("--json")
+        .arg("--data-dir")
+        .arg(dir.path().join("second"))
+        .args(["serve", "--nats", &nats.url()])
+        .env("TOKENLEDGER_MASTER_KEY", MASTER_HEX)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error: Value = stderr
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| panic!("no JSON error in {stderr}"));
+    assert_eq!(error["error"]["code"], "stream_ahead", "{stderr}");
+}

@@ -117,6 +117,10 @@ pub struct CommandResult {
     /// Positions of the appended events; empty when nothing was appended
     /// (a reuse by `providedResourceId`, or a replayed `commandId`).
     pub positions: Vec<u64>,
+    /// The token the command was about, also when `token` is absent (purged,
+    /// or a view too large for the reply); `None` from older servers.
+    #[serde(default)]
+    pub token_id: Option<uuid::Uuid>,
 }
 
 fn is_keep<T>(p: &Patch<T>) -> bool {

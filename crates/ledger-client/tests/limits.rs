@@ -206,3 +206,37 @@ async fn events_gone_from_the_stream_are_an_error_item_not_a_silent_skip() {
     }
     assert_eq!(one.next_position(), first);
 }
+
+/// A command whose token view would not fit in one reply is answered
+/// without the view, still naming the token and the positions it appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_too_large_for_its_view_still_names_the_token() {
+    let env = Env::start_with_max_payload(MAX_PAYLOAD).await;
+    let c = &env.client;
+    let long_groups = || -> Vec<String> {
+        (0..128)
+            .map(|_| format!("{:a>190}", Uuid::new_v4()))
+            .collect()
+    };
+    let token = issue(
+        c,
+        IssueClientToken {
+            permission_groups: long_groups(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let answer = c
+        .assign_permission_groups(
+            WS,
+            AssignPermissionGroups {
+                token_id: token,
+                permission_groups: long_groups(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(answer.token.is_none(), "the view fits after all");
+    assert_eq!(answer.token_id, Some(token));
+    assert_eq!(answer.positions, [2]);
+}

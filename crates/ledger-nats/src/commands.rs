@@ -83,7 +83,12 @@ pub(crate) async fn handle(
             Some(view.with_expired(Timestamp::new(Utc::now())))
         }
     };
-    accepted(&committed.positions, view.as_ref(), &ctx.reply_limit)
+    accepted(
+        committed.token_id,
+        &committed.positions,
+        view.as_ref(),
+        &ctx.reply_limit,
+    )
 }
 
 /// The result of an accepted command, serialized straight from the view
@@ -91,14 +96,20 @@ pub(crate) async fn handle(
 /// server's two cores). When the reply would not fit in one NATS message
 /// it goes without the view, not as an error: the command was applied,
 /// and an error would say otherwise (`get` shows the view, if it fits).
+/// `tokenId` names the token either way (an issue's new token too).
 fn accepted(
+    token_id: uuid::Uuid,
     positions: &[u64],
     token: Option<&TokenView>,
     limit: &ReplyLimit,
 ) -> Result<Box<RawValue>, Rejection> {
     let raw = |token| {
-        serde_json::value::to_raw_value(&Accepted { positions, token })
-            .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))
+        serde_json::value::to_raw_value(&Accepted {
+            positions,
+            token_id,
+            token,
+        })
+        .map_err(|e| Rejection::new(ErrorCode::Internal, e.to_string()))
     };
     let full = raw(token)?;
     if token.is_none() || limit.fits(&full) {
@@ -115,8 +126,10 @@ fn accepted(
 
 /// The result of an accepted command.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Accepted<'a> {
     positions: &'a [u64],
+    token_id: uuid::Uuid,
     token: Option<&'a TokenView>,
 }
 
@@ -156,13 +169,16 @@ mod tests {
         let state = ledger_core::state::fold_token(chain.iter()).expect("a state");
         let view = TokenView::of(&state).expect("a view");
         let limit = ReplyLimit::default();
-        let with_view = accepted(&[7], Some(&view), &limit).unwrap();
+        let with_view = accepted(view.token_id(), &[7], Some(&view), &limit).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(with_view.get()).unwrap();
         assert_eq!(parsed["token"]["resourceId"], view.token_id().to_string());
         // Too small for the view, not for the positions: the command was applied.
         limit.set(with_view.get().len());
-        let without = accepted(&[7], Some(&view), &limit).unwrap();
+        let without = accepted(view.token_id(), &[7], Some(&view), &limit).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(without.get()).unwrap();
-        assert_eq!(parsed, serde_json::json!({"positions": [7], "token": null}));
+        assert_eq!(
+            parsed,
+            serde_json::json!({"positions": [7], "tokenId": view.token_id(), "token": null})
+        );
     }
 }

@@ -90,15 +90,14 @@ fn main() -> ExitCode {
 /// the flag as its field), so that a script reads one format.
 fn usage_error(e: clap::Error) -> ! {
     use clap::error::{ContextKind, ContextValue, ErrorKind};
-    let shown_by_clap = matches!(
-        e.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
-    let json = std::env::args()
+    // `args_os`: `args` panics on an argument that is not UTF-8, which is
+    // itself a usage error to report.
+    let json = std::env::args_os()
         .take_while(|a| a != "--")
         .any(|a| a == "--json");
+    // A missing subcommand is a usage error like any other once JSON is asked for.
+    let shown_by_clap = matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || (e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand && !json);
     if shown_by_clap || !json {
         e.exit()
     }

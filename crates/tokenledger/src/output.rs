@@ -127,6 +127,19 @@ pub fn view_detail(view: &TokenView, now: Timestamp) -> String {
             ));
             if let Some(jwt) = &view.jwt {
                 rows.push(("signing key", jwt.kid.clone()));
+                rows.push(("string id", jwt.jti.clone()));
+                // The string's own expiry: only a rotation moves it, so it
+                // can differ from the token's after an update.
+                rows.push((
+                    "string expires",
+                    jwt.exp.map_or_else(
+                        || "never".into(),
+                        |secs| {
+                            Timestamp::from_millis(secs.saturating_mul(1000))
+                                .map_or_else(|| format!("{secs} (seconds)"), |t| t.to_string())
+                        },
+                    ),
+                ));
             }
         }
         TokenKind::Access => {
@@ -135,6 +148,9 @@ pub fn view_detail(view: &TokenView, now: Timestamp) -> String {
             }
             rows.push(("provider", view.provider.clone().unwrap_or_default()));
             rows.push(("account", view.account_name.clone().unwrap_or_default()));
+            if let Some(d) = &view.display_name {
+                rows.push(("display name", d.clone()));
+            }
             if let Some(f) = &view.access_token_fingerprint {
                 rows.push(("access token", format!("fingerprint {f}")));
             }
@@ -260,11 +276,19 @@ pub fn history_table(events: &[Envelope]) -> String {
                 e.occurred_at.to_string(),
                 agent(&e.actor),
                 e.event_type().as_str().to_owned(),
+                crate::watch::summary(&e.data),
             ]
         })
         .collect();
     table(
-        &["VERSION", "POSITION", "OCCURRED AT", "ACTOR", "TYPE"],
+        &[
+            "VERSION",
+            "POSITION",
+            "OCCURRED AT",
+            "ACTOR",
+            "TYPE",
+            "CHANGE",
+        ],
         &rows,
     )
 }

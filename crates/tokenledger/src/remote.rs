@@ -247,9 +247,11 @@ pub fn execute(
     })?;
     let now = ctx.now();
     let view = result.token.map(|v| v.with_expired(now));
+    // Older servers send no `tokenId`; then only the body's target is known.
     let token_id = view
         .as_ref()
         .map(TokenView::token_id)
+        .or(result.token_id)
         .or(target)
         .unwrap_or_default();
     Reply {

@@ -94,7 +94,15 @@ pub fn run(args: ServeArgs, ctx: &Ctx) -> Result<(), Failure> {
                 ErrorCode::Unauthorized,
                 format!("{e} (check --nats-creds, --nats-nkey, the URL's user and password, or --nats-tls-*)"),
             )),
-            e => Failure::internal(format!("{} ({})", e, e.code())),
+            // The NATS layer's own code (stream_ahead, lease_lost, …), as
+            // the README names them; every such end is exit 3.
+            e => Failure {
+                code: e.code(),
+                message: e.to_string(),
+                field: None,
+                current_version: None,
+                exit: crate::failure::EXIT_UNAVAILABLE,
+            },
         })?;
     eprintln!("tokenledger stopped cleanly");
     Ok(())

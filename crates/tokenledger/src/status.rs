@@ -5,7 +5,7 @@
 //!
 //! Each part is reported on its own, so a ledger that is down still shows
 //! the stream and the lease (an instance waiting for it, a crashed holder
-//! whose lease has not expired yet).
+//! whose lease has not expired yet); the exit code is then 3.
 
 use crate::app::Ctx;
 use crate::failure::Failure;
@@ -37,9 +37,24 @@ pub fn run(ctx: &Ctx) -> Result<(), Failure> {
         })
     })?;
     if ctx.json {
-        print_json(&parts.report())
+        print_json(&parts.report())?;
     } else {
-        print_text(&parts.human())
+        print_text(&parts.human())?;
+    }
+    // The report is printed either way; the exit code tells a health check
+    // whether the ledger can be used (3 when it does not answer or its
+    // stream is missing).
+    let down = match (&parts.head, &parts.stream) {
+        (Err(_), _) => Some("the ledger does not answer"),
+        (_, Err(_)) => Some("the stream TOKENS is missing or unreadable"),
+        _ => None,
+    };
+    match down {
+        Some(why) => Err(Failure::from(ledger_core::Rejection::new(
+            ledger_core::ErrorCode::Unavailable,
+            why,
+        ))),
+        None => Ok(()),
     }
 }
 
