@@ -291,6 +291,8 @@ fn quick_start(cli: &Cli) -> Vec<Value> {
                             "<time>"
                         } else if bare.len() >= 10 && bare.bytes().all(|b| b.is_ascii_hexdigit()) {
                             "<n>" // epoch ms, a signing key id
+                        } else if uuid::Uuid::parse_str(bare).is_ok() {
+                            "<uuid>" // a string's jti
                         } else {
                             w
                         }
