@@ -60,7 +60,7 @@ use ledger_verify::{
     decide, subject, Active, Applied, Introspection, Reason, TokenStatus, VerifiedJwt,
 };
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
@@ -150,6 +150,9 @@ struct Inner {
     refresh_pending: AtomicBool,
     /// The probe found the log behind what was applied: start over.
     reset: tokio::sync::Notify,
+    /// The highest head the ledger itself has told (its snapshot's position,
+    /// then each probe's answer): what it acknowledged, published or not.
+    told_head: AtomicU64,
     runtime: tokio::runtime::Handle,
 }
 
@@ -208,6 +211,7 @@ impl LocalVerifier {
             refreshed: Mutex::new(Instant::now()),
             refresh_pending: AtomicBool::new(false),
             reset: tokio::sync::Notify::new(),
+            told_head: AtomicU64::new(position),
             runtime: tokio::runtime::Handle::current(),
         });
         let follower = tokio::spawn(run(inner.clone(), subscription));
@@ -407,6 +411,8 @@ impl Inner {
             snapshot(&self.client, self.workspace.as_deref(), self.page).await?;
         *self.tokens.write().expect("tokens lock") = tokens;
         self.position.send_replace(position);
+        // A fresh start: after a reset the old history's head means nothing.
+        self.told_head.store(position, Ordering::Release);
         self.confirmed_ms.fetch_max(sent, Ordering::AcqRel);
         Ok(position)
     }
@@ -430,11 +436,27 @@ impl Inner {
         // The ledger's head covers what it committed but has not published
         // yet. When no ledger is there at all (no responders: it is down,
         // and nothing can be revoked while it is), the stream's end is the
-        // head. A ledger that is there but slow proves nothing: that is when
+        // head, unless the ledger told of a higher one before it went: then
+        // it went down with acknowledged events unpublished (a revocation
+        // among them, maybe), and the stream's end proves nothing. A ledger
+        // that is there but slow proves nothing either: that is when
         // publication lags most, so the probe fails and staleness grows.
         let (head, published) = match self.client.head().await {
-            Ok(head) => (head, false),
-            Err(ClientError::NoResponders { .. }) => (last_sequence().await?, true),
+            Ok(head) => {
+                self.told_head.fetch_max(head, Ordering::AcqRel);
+                (head, false)
+            }
+            Err(ClientError::NoResponders { .. }) => {
+                let last = last_sequence().await?;
+                let told = self.told_head.load(Ordering::Acquire);
+                if told > last {
+                    return Err(format!(
+                        "the ledger is down, and it told of position {told} while the stream \
+                         ends at {last}: it acknowledged events that are not published"
+                    ));
+                }
+                (last, true)
+            }
             Err(e) => return Err(format!("the ledger does not tell its head: {e}")),
         };
         let applied = *self.position.borrow();

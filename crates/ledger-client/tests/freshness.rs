@@ -344,3 +344,47 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// The ledger acknowledged a revocation the stream refused, then went down.
+/// The stream's end no longer stands in for its head: the verifier knows of
+/// a higher one, so it stays stale and a bounded one keeps refusing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_goes_down_with_events_unpublished_leaves_the_verifier_stale() {
+    // A quick stop: the stream will not take what is left to publish.
+    let mut env = Env::start_configured(|c| c.drain_timeout = Duration::from_millis(200)).await;
+    let c = &env.client;
+    let (revoked, s) = issue(c, WS).await;
+    let v = verifier(c, Some(MAX_STALENESS)).await;
+    env.wait_published().await;
+    assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
+
+    let head = env.store.head_position();
+    cap_tokens_stream(&env.nats.url(), Some(i64::try_from(head).unwrap()), true).await;
+    c.revoke_token(
+        WS,
+        RevokeToken {
+            token_id: revoked,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        wait_for_async(DEADLINE, || async { v.check(&s) == Err(Reason::Stale) }).await,
+        "{:?}",
+        v.check(&s)
+    );
+    env.stop_server().await;
+    // With the ledger gone, probe after probe (every 50 ms) must not prove
+    // the verifier in sync again: the revocation is still not applied.
+    let down = now_ms();
+    assert!(
+        !wait_for_async(Duration::from_secs(2), || async {
+            v.confirmed_at_ms() >= down || v.check(&s).is_ok()
+        })
+        .await,
+        "the verifier took the stream's end for the head: {:?}",
+        v.check(&s)
+    );
+    assert_eq!(v.check(&s), Err(Reason::Stale));
+}

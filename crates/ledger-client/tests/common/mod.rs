@@ -45,7 +45,16 @@ impl Env {
         Env::start_on(nats).await
     }
 
+    /// [`Env::start`] with the server's config changed by `adjust`.
+    pub async fn start_configured(adjust: impl FnOnce(&mut ServeConfig)) -> Env {
+        Env::start_on_with(nats_server().await, adjust).await
+    }
+
     async fn start_on(nats: NatsServer) -> Env {
+        Env::start_on_with(nats, |_| {}).await
+    }
+
+    async fn start_on_with(nats: NatsServer, adjust: impl FnOnce(&mut ServeConfig)) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let master = ledger_crypto::MasterKey::generate();
         let store = Store::open(
@@ -56,7 +65,9 @@ impl Env {
             },
         )
         .expect("open store");
-        let server = Server::start(store.clone(), nats.url()).await;
+        let mut config = ServeConfig::new(vec![nats.url()]);
+        adjust(&mut config);
+        let server = Server::start_with(store.clone(), config).await;
         let client = connect(&nats.url()).await;
         Env {
             client,
@@ -118,7 +129,11 @@ pub struct Server {
 impl Server {
     /// Starts serving and waits until the endpoints are subscribed.
     pub async fn start(store: Store, url: String) -> Server {
-        let config = ServeConfig::new(vec![url]);
+        Server::start_with(store, ServeConfig::new(vec![url])).await
+    }
+
+    /// [`Server::start`] with this config.
+    pub async fn start_with(store: Store, config: ServeConfig) -> Server {
         let metrics = config.metrics.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(ledger_nats::run(store, config, async move {
