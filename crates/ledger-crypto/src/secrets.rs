@@ -182,7 +182,7 @@ pub fn seal(
         key_id: key_id.to_owned(),
         nonce: URL_SAFE_NO_PAD.encode(nonce),
         ciphertext: URL_SAFE_NO_PAD.encode(ciphertext),
-        fingerprint: fingerprint(master, plaintext.expose()),
+        fingerprint: fingerprint(master, aad, plaintext.expose()),
     }
 }
 
@@ -233,12 +233,22 @@ impl StateSeal {
     }
 }
 
-/// `hmac-sha256:` + 16 hex chars: equal for equal plaintexts under one master key.
+/// `hmac-sha256:` + 16 hex chars: equal for equal plaintexts of one secret
+/// (`aad`: the token and the field, as sealing binds them) under one master
+/// key, so a token's refresh tokens can be told apart without revealing them.
 ///
 /// Keyed by the master key so that a leaked log does not allow guessing
-/// low-entropy secrets offline.
-pub fn fingerprint(master: &MasterKey, plaintext: &str) -> String {
-    let mac = hmac_sha256(&master.fingerprint_key[..], plaintext.as_bytes());
+/// low-entropy secrets offline; bound to the token and field so that a
+/// caller who may register a token cannot confirm a guess of another's
+/// secret (in any workspace, purged or not) by comparing fingerprints.
+pub fn fingerprint(master: &MasterKey, aad: &[u8], plaintext: &str) -> String {
+    let mut message = Vec::with_capacity(8 + aad.len() + plaintext.len());
+    // Length-prefixed, so no (aad, plaintext) pair reads as another.
+    message.extend_from_slice(&(aad.len() as u64).to_be_bytes());
+    message.extend_from_slice(aad);
+    message.extend_from_slice(plaintext.as_bytes());
+    let message = Zeroizing::new(message);
+    let mac = hmac_sha256(&master.fingerprint_key[..], &message);
     let mut out = String::with_capacity(12 + 16);
     out.push_str("hmac-sha256:");
     out.push_str(&hex::encode(&mac[..8]));

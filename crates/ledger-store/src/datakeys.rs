@@ -38,6 +38,7 @@ impl DataKeys {
     /// Opens (or creates, mode 0600) the key file and indexes its slots.
     pub(crate) fn open(path: &Path) -> io::Result<DataKeys> {
         use std::os::unix::fs::OpenOptionsExt;
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -49,6 +50,13 @@ impl DataKeys {
         {
             use std::os::unix::fs::PermissionsExt;
             file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        }
+        if !existed {
+            // The file's name must survive a power loss along with the keys
+            // an acknowledged register puts in it (`add` syncs the data only).
+            if let Some(dir) = path.parent() {
+                File::open(dir)?.sync_all()?;
+            }
         }
         let bytes = std::fs::read(path)?;
         // A torn append at the end is a slot that was never acknowledged.
@@ -63,6 +71,18 @@ impl DataKeys {
             if slot.iter().all(|b| *b == 0) {
                 keys.free.push(i as u64);
             } else {
+                // A slot this file never held (a flipped length byte, say)
+                // is refused here, by number, not found by a panic later.
+                if usize::from(slot[16]) > WRAPPED_MAX {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: slot {i} is malformed (key length {} over {WRAPPED_MAX})",
+                            path.display(),
+                            slot[16]
+                        ),
+                    ));
+                }
                 let id = Uuid::from_slice(&slot[..16]).expect("16 bytes");
                 keys.slots.insert(id, i as u64);
             }
@@ -84,7 +104,13 @@ impl DataKeys {
         self.file
             .read_exact_at(&mut buf, slot * SLOT_BYTES as u64)?;
         let len = usize::from(buf[16]);
-        assert!(len <= WRAPPED_MAX, "slot length out of range");
+        if len > WRAPPED_MAX {
+            // Checked at open; the file changed under us since.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("data key slot {slot} is malformed (key length {len})"),
+            ));
+        }
         Ok(Some(buf[17..17 + len].to_vec()))
     }
 
@@ -131,6 +157,23 @@ impl DataKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_with_an_impossible_length_is_refused_at_open_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("datakeys.bin");
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        DataKeys::open(&path)
+            .unwrap()
+            .add(&[(a, vec![1; 72]), (b, vec![2; 72])])
+            .unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[SLOT_BYTES + 16] = 0xFF;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = DataKeys::open(&path).err().expect("refused");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("slot 1"), "{err}");
+    }
 
     #[test]
     fn add_get_shred_and_reopen() {

@@ -32,6 +32,15 @@ pub enum StoreError {
     /// Filesystem error outside sled.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+
+    /// The data dir holds a ledger, but not the keys it was made with.
+    #[error("data dir {dir}: {reason}")]
+    Keys {
+        /// The data dir.
+        dir: String,
+        /// Which key, and what to do.
+        reason: String,
+    },
 }
 
 impl StoreError {
@@ -45,15 +54,17 @@ impl StoreError {
             StoreError::Unavailable(_) => "unavailable",
             StoreError::Exists(_) => "exists",
             StoreError::Io(_) => "io",
+            StoreError::Keys { .. } => "key_file",
         }
     }
 
     /// As a rejection for a caller: storage trouble is `unavailable`, the rest `internal`.
     pub fn to_rejection(&self) -> Rejection {
         let code = match self {
-            StoreError::Sled(_) | StoreError::Unavailable(_) | StoreError::Io(_) => {
-                ErrorCode::Unavailable
-            }
+            StoreError::Sled(_)
+            | StoreError::Unavailable(_)
+            | StoreError::Io(_)
+            | StoreError::Keys { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         };
         Rejection::new(code, self.to_string())

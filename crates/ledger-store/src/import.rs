@@ -150,7 +150,16 @@ mod tests {
         assert!(!holds_ledger(dir.path()), "nothing in place before finish");
         assert_eq!(import.finish().unwrap(), 5);
         assert!(!dir.path().join(STAGING).exists());
-        let store = Store::open(dir.path(), StoreConfig::default()).unwrap();
+        // Keys from a backup, as `recover` asks for: none here, so new ones.
+        assert!(matches!(
+            Store::open(dir.path(), StoreConfig::default()),
+            Err(crate::StoreError::Keys { .. })
+        ));
+        let config = StoreConfig {
+            new_keys_for_existing_data: true,
+            ..StoreConfig::default()
+        };
+        let store = Store::open(dir.path(), config).unwrap();
         assert_eq!(store.head_position(), 5);
         let last = store.event(5).unwrap().unwrap();
         assert_eq!(last.hash, chain[4].0.hash);

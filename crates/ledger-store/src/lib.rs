@@ -68,6 +68,10 @@ pub struct StoreConfig {
     /// by at least this many events since the last one, so that the next
     /// open replays only what follows it; `None` never writes one.
     pub snapshot_min_events: Option<u64>,
+    /// Make missing key files even for a data dir that holds a ledger (a
+    /// log rebuilt by `recover --new-keys`); otherwise open refuses, since
+    /// new keys cannot open what the old ones made.
+    pub new_keys_for_existing_data: bool,
 }
 
 impl Default for StoreConfig {
@@ -81,6 +85,7 @@ impl Default for StoreConfig {
             // A replay of 10k events takes about 50 ms: below that a
             // snapshot saves nothing worth a write at every CLI command.
             snapshot_min_events: Some(10_000),
+            new_keys_for_existing_data: false,
         }
     }
 }
@@ -168,6 +173,7 @@ impl Store {
         create_private_dir(dir, true)?;
         let db = open_db(dir)?;
         let log = db.open_tree("log")?;
+        refuse_new_keys_for_old_data(dir, &config, &log)?;
         let master = match config.master_key.clone() {
             Some(k) => k,
             None => match std::env::var(MASTER_KEY_ENV) {
@@ -179,6 +185,7 @@ impl Store {
         key_history::reconcile(&db, &ring)?;
         let mut recovered = recover(dir, &master, &log)?;
         let mut data_keys = datakeys::DataKeys::open(&dir.join("datakeys.bin"))?;
+        check_master_opens(dir, &master, &data_keys)?;
         // Finish what a crash interrupted: keys of tokens that never committed
         // or were purged are zeroed now.
         let stale: Vec<Uuid> = data_keys
@@ -550,6 +557,68 @@ pub fn absent_key_files(dir: &Path, config: &StoreConfig) -> Vec<&'static str> {
         absent.push(ledger_crypto::jwt::KEY_RING_FILE);
     }
     absent
+}
+
+/// A key file made anew for a data dir that already holds a ledger would
+/// not be the one its data was made with: a new master key cannot open the
+/// provider secrets sealed before (and they would be sealed under two keys
+/// from then on), a new signing key ring makes every string issued before
+/// inactive. So open makes keys only for a new ledger, and otherwise says
+/// which file (or `TOKENLEDGER_MASTER_KEY`) to bring back.
+fn refuse_new_keys_for_old_data(
+    dir: &Path,
+    config: &StoreConfig,
+    log: &sled::Tree,
+) -> Result<(), StoreError> {
+    let sealed = std::fs::metadata(dir.join("datakeys.bin")).is_ok_and(|m| m.len() > 0);
+    if config.new_keys_for_existing_data || (log.first()?.is_none() && !sealed) {
+        return Ok(());
+    }
+    let absent = absent_key_files(dir, config);
+    if absent.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::Keys {
+        dir: dir.display().to_string(),
+        reason: format!(
+            "it holds a ledger but not {}: restore {} from a backup of this data dir{}; new \
+             keys would not open what the old ones made",
+            absent.join(" or "),
+            if absent.len() > 1 { "them" } else { "it" },
+            if absent.contains(&ledger_crypto::MASTER_KEY_FILE) {
+                format!(" (or give the master key in {MASTER_KEY_ENV})")
+            } else {
+                String::new()
+            }
+        ),
+    })
+}
+
+/// The master key must open the data keys it wrapped: one that does not
+/// (`TOKENLEDGER_MASTER_KEY` set to another key than `master.key`, say)
+/// would make every sealed secret unreadable, and seal new ones under a
+/// second key. One live slot is enough to tell.
+fn check_master_opens(
+    dir: &Path,
+    master: &MasterKey,
+    data_keys: &datakeys::DataKeys,
+) -> Result<(), StoreError> {
+    let Some(token) = data_keys.tokens().next().copied() else {
+        return Ok(());
+    };
+    let Some(wrapped) = data_keys.get(&token)? else {
+        return Ok(());
+    };
+    master
+        .unwrap(&token, &wrapped)
+        .map(drop)
+        .map_err(|_| StoreError::Keys {
+            dir: dir.display().to_string(),
+            reason: format!(
+            "the master key does not open the data keys in datakeys.bin (token {token}): it is \
+             not the key they were made with; check {MASTER_KEY_ENV} and master.key"
+        ),
+        })
 }
 
 /// The sled database's directory in a data dir.

@@ -665,8 +665,10 @@ fn flip(log: &sled::Tree, position: u64) {
 }
 
 fn corrupt_at(dir: &Path, master: &MasterKey) -> (u64, String) {
+    // Crafted logs come without the key files of a ledger that wrote them.
     let no_snapshot = StoreConfig {
         snapshot_min_events: None,
+        new_keys_for_existing_data: true,
         ..config(master)
     };
     match Store::open(dir, no_snapshot) {
@@ -1055,4 +1057,51 @@ fn a_refused_command_sent_many_times_at_once_gets_one_refusal() {
         assert_eq!(result.unwrap_err().code, ErrorCode::NameTaken);
     }
     assert_eq!(store.head_position(), 1);
+}
+
+/// Open makes key files for a new ledger only: for one that holds data, a
+/// new master key or signing key ring would not open what the old made.
+#[test]
+fn a_ledger_is_not_opened_with_keys_other_than_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    {
+        let store = open(dir.path(), &master);
+        register(&store, "a@example.com", "s");
+        store
+            .execute_blocking(cmd(CommandName::IssueClientToken, json!({"name": "bot"})))
+            .unwrap();
+        store.shutdown().unwrap();
+    }
+    let keys_error = |config: StoreConfig| match Store::open(dir.path(), config) {
+        Err(e @ StoreError::Keys { .. }) => e.to_string(),
+        Err(other) => panic!("expected a key error, got {other}"),
+        Ok(_) => panic!("opened with keys it was not made with"),
+    };
+    // No master key given, and no master.key file (it came from the
+    // environment when the data was made): not a new one.
+    assert!(std::env::var_os(ledger_store::MASTER_KEY_ENV).is_none());
+    let e = keys_error(StoreConfig::default());
+    assert!(e.contains("master.key"), "{e}");
+    assert!(!dir.path().join(ledger_crypto::MASTER_KEY_FILE).exists());
+    // Another master key: it does not open the data keys.
+    let e = keys_error(config(&MasterKey::generate()));
+    assert!(e.contains("does not open"), "{e}");
+    // The signing key ring gone: not a new one either.
+    std::fs::rename(
+        dir.path().join(ledger_crypto::jwt::KEY_RING_FILE),
+        dir.path().join("ring.bak"),
+    )
+    .unwrap();
+    let e = keys_error(config(&master));
+    assert!(e.contains(ledger_crypto::jwt::KEY_RING_FILE), "{e}");
+    // Brought back, the ledger opens as it was.
+    std::fs::rename(
+        dir.path().join("ring.bak"),
+        dir.path().join(ledger_crypto::jwt::KEY_RING_FILE),
+    )
+    .unwrap();
+    let store = open(dir.path(), &master);
+    assert_eq!(store.head_position(), 2);
+    store.shutdown().unwrap();
 }

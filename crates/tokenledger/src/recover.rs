@@ -22,7 +22,7 @@ use ledger_audit::nats::{self as source, StreamPlan};
 use ledger_audit::verify::{ExpectedRoot, Observer, VerifiedEvent, VerifyOptions};
 use ledger_core::state::{LedgerState, TokenBody};
 use ledger_core::{ErrorCode, Rejection};
-use ledger_store::{LogImport, Store, StoreError};
+use ledger_store::{LogImport, Store, StoreConfig, StoreError};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -188,7 +188,14 @@ pub fn run(args: RecoverArgs, ctx: &Ctx) -> Result<(), Failure> {
 
     // Opened once, as serve would: keys loaded (or made), every event
     // replayed and checked again by the store.
-    let store = Store::open(dir, ctx.store_config())?;
+    let store = Store::open(
+        dir,
+        StoreConfig {
+            // Refused above unless --new-keys asked for them.
+            new_keys_for_existing_data: args.new_keys,
+            ..ctx.store_config()
+        },
+    )?;
     let lost = recovery.live.lost(&store);
     store.shutdown()?;
     let summary = &verified.report.summary;

@@ -147,14 +147,14 @@ fn open_rejects_authentic_non_utf8_plaintext() {
 #[test]
 fn fingerprint_format_and_stability() {
     let master = MasterKey::generate();
-    let fp = fingerprint(&master, "refresh-1");
+    let fp = fingerprint(&master, b"x", "refresh-1");
     let hex_part = fp.strip_prefix("hmac-sha256:").unwrap();
     assert_eq!(hex_part.len(), 16);
     assert!(hex_part
         .bytes()
         .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-    assert_eq!(fp, fingerprint(&master, "refresh-1"));
-    // Stable across data keys: it depends on the master key only.
+    assert_eq!(fp, fingerprint(&master, b"x", "refresh-1"));
+    // Stable across data keys and seals of the same secret (token and field).
     let a = seal(
         &master,
         &DataKey::generate(),
@@ -166,7 +166,7 @@ fn fingerprint_format_and_stability() {
         &master,
         &DataKey::generate(),
         "b",
-        b"y",
+        b"x",
         &Secret::new("refresh-1"),
     );
     assert_eq!(a.fingerprint, fp);
@@ -174,15 +174,29 @@ fn fingerprint_format_and_stability() {
 }
 
 #[test]
-fn fingerprint_differs_by_plaintext_and_by_master_key() {
+fn fingerprint_differs_by_plaintext_by_secret_and_by_master_key() {
     let master = MasterKey::generate();
     assert_ne!(
-        fingerprint(&master, "refresh-1"),
-        fingerprint(&master, "refresh-2")
+        fingerprint(&master, b"x", "refresh-1"),
+        fingerprint(&master, b"x", "refresh-2")
     );
     assert_ne!(
-        fingerprint(&master, "refresh-1"),
-        fingerprint(&MasterKey::generate(), "refresh-1")
+        fingerprint(&master, b"x", "refresh-1"),
+        fingerprint(&MasterKey::generate(), b"x", "refresh-1")
+    );
+    // Another token's (or field's) equal value: no oracle for a guess.
+    let other = seal(
+        &master,
+        &DataKey::generate(),
+        "b",
+        b"y",
+        &Secret::new("refresh-1"),
+    );
+    assert_ne!(other.fingerprint, fingerprint(&master, b"x", "refresh-1"));
+    // The boundary between the two parts counts.
+    assert_ne!(
+        fingerprint(&master, b"ab", "c"),
+        fingerprint(&master, b"a", "bc")
     );
 }
 
@@ -191,7 +205,7 @@ fn fingerprint_is_keyed_not_a_plain_hash() {
     use sha2::Digest;
     let master = MasterKey::from_hex(&"00".repeat(32)).unwrap();
     let plain = hex::encode(&Sha256::digest(b"refresh-1")[..8]);
-    assert!(!fingerprint(&master, "refresh-1").ends_with(&plain));
+    assert!(!fingerprint(&master, b"", "refresh-1").ends_with(&plain));
 }
 
 #[test]
@@ -241,7 +255,7 @@ fn from_hex_accepts_64_hex_and_rejects_the_rest() {
     let hex_key = "0123456789abcdef".repeat(4);
     let a = MasterKey::from_hex(&hex_key).unwrap();
     let b = MasterKey::from_hex(&format!("  {}\n", hex_key.to_uppercase())).unwrap();
-    assert_eq!(fingerprint(&a, "x"), fingerprint(&b, "x"));
+    assert_eq!(fingerprint(&a, b"", "x"), fingerprint(&b, b"", "x"));
     for bad in [
         "",
         "00",
@@ -270,9 +284,15 @@ fn master_key_file_is_created_0600_and_reloaded() {
     assert_eq!(fs::read_dir(&data_dir).unwrap().count(), 1);
 
     let again = MasterKey::load_or_create(&data_dir).unwrap();
-    assert_eq!(fingerprint(&master, "x"), fingerprint(&again, "x"));
+    assert_eq!(
+        fingerprint(&master, b"", "x"),
+        fingerprint(&again, b"", "x")
+    );
     let from_env = MasterKey::from_hex(&content).unwrap();
-    assert_eq!(fingerprint(&master, "x"), fingerprint(&from_env, "x"));
+    assert_eq!(
+        fingerprint(&master, b"", "x"),
+        fingerprint(&from_env, b"", "x")
+    );
     let token = Uuid::new_v4();
     let wrapped = master.wrap(&DataKey::generate(), &token);
     again.unwrap(&token, &wrapped).unwrap();
