@@ -1303,3 +1303,23 @@ fn bench_measures_on_a_throwaway_data_dir() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("--writers"), "{}", run.stderr);
 }
+
+/// A data dir that lost a key file is refused by name (`key_file`, exit 3),
+/// not given a new key that cannot open what the old one made.
+#[test]
+fn a_data_dir_without_its_keys_is_refused_with_key_file() {
+    let cli = Cli::new();
+    cli.issue("keeps its string");
+    std::fs::rename(
+        cli.data_dir().join("jwt-keys.json"),
+        cli.data_dir().join("jwt-keys.json.bak"),
+    )
+    .unwrap();
+    let e = cli.fails(3, &["list"]);
+    assert_eq!(e["code"], "key_file", "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("jwt-keys.json"),
+        "{e}"
+    );
+    assert!(!cli.data_dir().join("jwt-keys.json").exists());
+}

@@ -441,9 +441,14 @@ impl Inner {
         // among them, maybe), and the stream's end proves nothing. A ledger
         // that is there but slow proves nothing either: that is when
         // publication lags most, so the probe fails and staleness grows.
+        // Read before asking: events applied while the answer travels are
+        // past the head it names, and must not look like a log gone back.
+        let applied_before = *self.position.borrow();
         let (head, published) = match self.client.head().await {
             Ok(head) => {
-                self.told_head.fetch_max(head, Ordering::AcqRel);
+                // The live answer, not the highest: a ledger recovered from
+                // its stream may honestly be behind what it said before.
+                self.told_head.store(head, Ordering::Release);
                 (head, false)
             }
             Err(ClientError::NoResponders { .. }) => {
@@ -459,8 +464,8 @@ impl Inner {
             }
             Err(e) => return Err(format!("the ledger does not tell its head: {e}")),
         };
-        let applied = *self.position.borrow();
-        if applied > head {
+        if applied_before > head {
+            let applied = applied_before;
             // Events this verifier applied are not in the log (or stream)
             // any more: it was restored from a backup, or the stream was
             // recreated from another log. The subscription waits past them

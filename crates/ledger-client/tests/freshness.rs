@@ -388,3 +388,44 @@ async fn a_ledger_that_goes_down_with_events_unpublished_leaves_the_verifier_sta
     );
     assert_eq!(v.check(&s), Err(Reason::Stale));
 }
+
+/// Under a steady stream of writes, events applied while a probe's head
+/// request travels are past that head: not a log gone back. The verifier
+/// must not take a snapshot for them (a snapshot is any `tokens.snapshot`
+/// request for more than the one status a head request asks for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_probe_do_not_look_like_a_reset() {
+    use futures_util::StreamExt;
+    let env = Env::start().await;
+    let c = &env.client;
+    let options = VerifierOptions {
+        probe_every: Duration::from_millis(20),
+        ..VerifierOptions::default()
+    };
+    let v = LocalVerifier::start_with(c.clone(), Some(WS), options)
+        .await
+        .unwrap();
+    let spy = async_nats::connect(env.nats.url()).await.unwrap();
+    let mut requests = spy.subscribe("tokens.snapshot").await.unwrap();
+    spy.flush().await.unwrap();
+    for _ in 0..300 {
+        issue(c, WS).await;
+    }
+    let head = env.store.head_position();
+    assert!(
+        wait_for_async(DEADLINE, || async { v.position() == head }).await,
+        "applied {} of {head}",
+        v.position()
+    );
+    drop(v);
+    spy.flush().await.unwrap();
+    let mut snapshots = 0;
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), requests.next()).await
+    {
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+        if body["limit"] != 1 {
+            snapshots += 1;
+        }
+    }
+    assert_eq!(snapshots, 0, "the verifier started over under load");
+}

@@ -394,6 +394,9 @@ async fn serve_holding(
         }
     }
 
+    // What an earlier run in this process published says nothing about the
+    // stream now; the publisher sets it again once it has read the stream.
+    metrics.set_published(0);
     let (stop_tx, stop_rx) = watch::channel(false);
     let (last_tx, last_rx) = watch::channel(checkpoints::Stop::Running);
     let checkpoints = checkpoints::start(client, store, config, last_rx).await;
@@ -458,7 +461,9 @@ async fn serve_holding(
     };
     // Last, so the final note covers what the drained publisher put in the
     // stream; none after a lost lease or a failure (see `checkpoints`).
-    let _ = last_tx.send(if clean && ended.is_ok() {
+    // The lease may also have been lost during the drain.
+    let still_writer = metrics.lease_guard().is_valid();
+    let _ = last_tx.send(if clean && ended.is_ok() && still_writer {
         checkpoints::Stop::WithLast
     } else {
         checkpoints::Stop::WithoutLast

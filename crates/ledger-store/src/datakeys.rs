@@ -95,6 +95,25 @@ impl DataKeys {
         self.slots.keys()
     }
 
+    /// The tokens of the first and the last live slot in the file (the
+    /// oldest and the newest key), whatever order the index iterates in.
+    pub(crate) fn first_and_last(&self) -> Vec<Uuid> {
+        let mut ends: Option<((u64, Uuid), (u64, Uuid))> = None;
+        for token in self.slots.keys() {
+            let slot = *self.slots.get(token).expect("indexed");
+            let here = (slot, *token);
+            ends = Some(match ends {
+                None => (here, here),
+                Some((lo, hi)) => (lo.min(here), hi.max(here)),
+            });
+        }
+        match ends {
+            None => Vec::new(),
+            Some((lo, hi)) if lo == hi => vec![lo.1],
+            Some((lo, hi)) => vec![lo.1, hi.1],
+        }
+    }
+
     /// The wrapped key of a token, if it has one.
     pub(crate) fn get(&self, token: &Uuid) -> io::Result<Option<Vec<u8>>> {
         let Some(slot) = self.slots.get(token) else {

@@ -185,7 +185,6 @@ impl Store {
         key_history::reconcile(&db, &ring)?;
         let mut recovered = recover(dir, &master, &log)?;
         let mut data_keys = datakeys::DataKeys::open(&dir.join("datakeys.bin"))?;
-        check_master_opens(dir, &master, &data_keys)?;
         // Finish what a crash interrupted: keys of tokens that never committed
         // or were purged are zeroed now.
         let stale: Vec<Uuid> = data_keys
@@ -194,6 +193,7 @@ impl Store {
             .copied()
             .collect();
         data_keys.shred(&stale)?;
+        check_master_opens(dir, &master, &data_keys)?;
         let opened = Opened {
             snapshot: recovered.snapshot,
             replayed: recovered.head.position - recovered.snapshot,
@@ -597,28 +597,29 @@ fn refuse_new_keys_for_old_data(
 /// The master key must open the data keys it wrapped: one that does not
 /// (`TOKENLEDGER_MASTER_KEY` set to another key than `master.key`, say)
 /// would make every sealed secret unreadable, and seal new ones under a
-/// second key. One live slot is enough to tell.
+/// second key. The oldest and the newest live key tell, the same ones at
+/// every open (a wrong key fails both; keys made under two master keys, as
+/// older builds could, fail one).
 fn check_master_opens(
     dir: &Path,
     master: &MasterKey,
     data_keys: &datakeys::DataKeys,
 ) -> Result<(), StoreError> {
-    let Some(token) = data_keys.tokens().next().copied() else {
-        return Ok(());
-    };
-    let Some(wrapped) = data_keys.get(&token)? else {
-        return Ok(());
-    };
-    master
-        .unwrap(&token, &wrapped)
-        .map(drop)
-        .map_err(|_| StoreError::Keys {
-            dir: dir.display().to_string(),
-            reason: format!(
-            "the master key does not open the data keys in datakeys.bin (token {token}): it is \
-             not the key they were made with; check {MASTER_KEY_ENV} and master.key"
-        ),
-        })
+    for token in data_keys.first_and_last() {
+        let Some(wrapped) = data_keys.get(&token)? else {
+            continue;
+        };
+        master
+            .unwrap(&token, &wrapped)
+            .map_err(|_| StoreError::Keys {
+                dir: dir.display().to_string(),
+                reason: format!(
+                    "the master key does not open the data key of token {token} in datakeys.bin: \
+                 it is not the key that made it; check {MASTER_KEY_ENV} and master.key"
+                ),
+            })?;
+    }
+    Ok(())
 }
 
 /// The sled database's directory in a data dir.

@@ -1079,8 +1079,9 @@ fn a_ledger_is_not_opened_with_keys_other_than_its_own() {
         Ok(_) => panic!("opened with keys it was not made with"),
     };
     // No master key given, and no master.key file (it came from the
-    // environment when the data was made): not a new one.
-    assert!(std::env::var_os(ledger_store::MASTER_KEY_ENV).is_none());
+    // environment when the data was made): not a new one. (With the
+    // variable set in the caller's shell, its key does not open the data
+    // keys: refused too, naming the same file.)
     let e = keys_error(StoreConfig::default());
     assert!(e.contains("master.key"), "{e}");
     assert!(!dir.path().join(ledger_crypto::MASTER_KEY_FILE).exists());
@@ -1104,4 +1105,37 @@ fn a_ledger_is_not_opened_with_keys_other_than_its_own() {
     let store = open(dir.path(), &master);
     assert_eq!(store.head_position(), 2);
     store.shutdown().unwrap();
+}
+
+/// Data keys wrapped under two master keys (as an older build could leave
+/// them) are refused at every open, not at random: the oldest and the
+/// newest key are the ones checked.
+#[test]
+fn data_keys_under_two_master_keys_are_refused_at_every_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterKey::generate();
+    let newest = {
+        let store = open(dir.path(), &master);
+        register(&store, "a@example.com", "s");
+        let b = register(&store, "b@example.com", "t");
+        store.shutdown().unwrap();
+        b
+    };
+    // The newest slot (the second, 128 bytes each) rewrapped under another key.
+    let path = dir.path().join("datakeys.bin");
+    let mut bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[128..144], newest.as_bytes());
+    let other = MasterKey::generate().wrap(&ledger_crypto::DataKey::generate(), &newest);
+    bytes[144] = u8::try_from(other.len()).unwrap();
+    bytes[145..145 + other.len()].copy_from_slice(&other);
+    std::fs::write(&path, &bytes).unwrap();
+    for _ in 0..5 {
+        match Store::open(dir.path(), config(&master)) {
+            Err(StoreError::Keys { reason, .. }) => {
+                assert!(reason.contains(&newest.to_string()), "{reason}")
+            }
+            Err(other) => panic!("expected a key error, got {other}"),
+            Ok(_) => panic!("opened with a data key its master key does not open"),
+        }
+    }
 }

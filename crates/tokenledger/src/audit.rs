@@ -151,7 +151,8 @@ pub struct VerifyProofArgs {
     /// The checkpoint (signed note).
     #[arg(long, value_name = "FILE")]
     pub checkpoint: PathBuf,
-    /// Verifier key to check the checkpoint's signature with (the output of `audit key`).
+    /// Verifier key to check the checkpoint's signature with (the output of
+    /// `audit key`) [default: the data dir's key, if any].
     #[arg(long, value_name = "VERIFIER_KEY")]
     pub key: Option<String>,
     /// Check the proof without the checkpoint's signature: it then shows
@@ -988,7 +989,15 @@ fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
     }))
     .map_err(|e| Failure::invalid("proof", format!("not an inclusion proof: {e}")))?;
     let signed = checkpoint_file(&args.checkpoint)?;
-    let key = args.key.as_deref().map(parse_key).transpose()?;
+    // As `consistency`: --key, else the data dir's key when there is one.
+    let key = if args.unsigned {
+        None
+    } else {
+        trusted_key(
+            args.key.as_deref(),
+            ctx.data_dir.is_dir().then_some(ctx.data_dir.as_path()),
+        )?
+    };
     require_key(key.as_ref(), args.unsigned)?;
     check_signature(
         &signed,

@@ -32,7 +32,8 @@ Exit codes:
      (also unauthorized, forbidden)
   2  invalid input or usage: invalid_input (the message names the field),
      unknown or read-only fields, bad flags
-  3  the ledger is unavailable or failed: unavailable, internal, storage errors
+  3  the ledger is unavailable or failed: unavailable, internal, storage errors,
+     key_file (the data dir lacks the keys it was made with)
   4  the data dir is locked: another tokenledger process holds it (code locked)
   5  audit: the history has a finding (the code names it, e.g. hash_mismatch)
 
@@ -136,6 +137,13 @@ impl From<StoreError> for Failure {
                 field: None,
                 current_version: None,
                 exit: EXIT_LOCKED,
+            },
+            StoreError::Keys { .. } => Failure {
+                code: "key_file",
+                message: e.to_string(),
+                field: None,
+                current_version: None,
+                exit: EXIT_UNAVAILABLE,
             },
             other => Failure::from(other.to_rejection()),
         }

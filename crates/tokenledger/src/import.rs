@@ -240,7 +240,6 @@ fn id_for_command(command_id: &str, account: &str) -> Uuid {
     derived_id(b"tokenledger import token id\0", command_id, account)
 }
 
-/// A UUID that the import's command id and `extra` determine, for `purpose`.
 /// The default `commandId` of an import: the same record into the same
 /// workspace gets the same one. A fresh one per run would make a retry after
 /// a crash between the register and the trash a new command, refused as a
@@ -263,6 +262,7 @@ fn record_command_id(record: &Value, workspace: Option<&str>) -> Uuid {
     )
 }
 
+/// A UUID that the import's command id and `extra` determine, for `purpose`.
 fn derived_id(purpose: &[u8], command_id: &str, extra: &str) -> Uuid {
     use sha2::{Digest, Sha256};
     let digest = Sha256::new()
