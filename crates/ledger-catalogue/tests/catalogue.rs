@@ -188,6 +188,59 @@ fn missing_required_field_is_named() {
     check(&v, "/hash", "missing");
 }
 
+/// An example, how to spoil it, and where the schema must say so.
+type Mutation = (&'static str, fn(&mut Value), &'static str);
+
+/// Values the ledger never emits, in fields whose form it fixes: the
+/// schema says so too, so a subscriber in another language can rely on it.
+#[test]
+fn fixed_forms_of_keys_algorithms_and_sources_are_checked() {
+    let cases: [Mutation; 7] = [
+        (
+            "access_token_refreshed.json",
+            |j| j["data"]["accessToken"]["alg"] = json!("none"),
+            "/data/accessToken/alg",
+        ),
+        (
+            "access_token_refreshed.json",
+            |j| j["data"]["accessToken"]["keyId"] = json!("K1"),
+            "/data/accessToken/keyId",
+        ),
+        (
+            "access_token_refreshed.json",
+            |j| j["data"]["accessToken"]["nonce"] = json!("AAAA"),
+            "/data/accessToken/nonce",
+        ),
+        (
+            "client_token_rotated.json",
+            |j| j["data"]["jwt"]["kid"] = json!("K"),
+            "/data/jwt/kid",
+        ),
+        (
+            "client_token_rotated.json",
+            |j| j["data"]["jwt"]["jti"] = json!("jti-1"),
+            "/data/jwt/jti",
+        ),
+        (
+            "client_token_rotated.json",
+            |j| j["data"]["jwt"]["iat"] = json!(1_u64 << 60),
+            "/data/jwt/iat",
+        ),
+        (
+            "client_token_issued.full.json",
+            |j| j["data"]["import"]["source"] = json!("elsewhere"),
+            "/data/import/source",
+        ),
+    ];
+    for (example, edit, path) in cases {
+        let v = violations_of(example, edit);
+        assert!(
+            v.iter().any(|x| x.path == path),
+            "{example}: no violation at {path}: {v:?}"
+        );
+    }
+}
+
 #[test]
 fn wrong_type_is_named() {
     let v = violations_of("token_purged.json", |j| {
