@@ -420,7 +420,7 @@ fn issued(name: &str) -> EventData {
             exp: None,
             iat: now.secs(),
             jti: Uuid::new_v4().to_string(),
-            kid: "k1".into(),
+            kid: "0123456789abcdef".into(),
         },
         name: Some(name.into()),
         permission_groups: Vec::new(),

@@ -664,6 +664,19 @@ fn flip(log: &sled::Tree, position: u64) {
     log.insert(key, value).unwrap();
 }
 
+/// Writes a crafted, well-chained log into a fresh data dir, as the stored
+/// records (hash, then canonical bytes).
+fn write_log(dir: &Path, events: &[ledger_core::Envelope]) {
+    let db = ledger_store::open_db(dir).unwrap();
+    let log = db.open_tree("log").unwrap();
+    for env in events {
+        let mut value = hex::decode(&env.hash).unwrap();
+        value.extend_from_slice(&env.canonical_bytes());
+        log.insert(keys::event(env.position), value).unwrap();
+    }
+    db.flush().unwrap();
+}
+
 fn corrupt_at(dir: &Path, master: &MasterKey) -> (u64, String) {
     // Crafted logs come without the key files of a ledger that wrote them.
     let no_snapshot = StoreConfig {
@@ -766,16 +779,7 @@ fn a_well_chained_event_the_rules_forbid_is_refused_by_position_not_a_panic() {
         };
         (draft, Uuid::new_v4())
     }));
-    let db = ledger_store::open_db(dir.path()).unwrap();
-    let log = db.open_tree("log").unwrap();
-    for env in &events {
-        let mut value = hex::decode(&env.hash).unwrap();
-        value.extend_from_slice(&env.canonical_bytes());
-        log.insert(keys::event(env.position), value).unwrap();
-    }
-    db.flush().unwrap();
-    drop(log);
-    drop(db);
+    write_log(dir.path(), &events);
     let (position, reason) = corrupt_at(dir.path(), &MasterKey::generate());
     assert_eq!(position, 3, "{reason}");
     assert!(reason.contains("could not have produced"), "{reason}");
@@ -805,16 +809,7 @@ fn a_command_whose_events_lie_apart_is_refused_on_open() {
                 (draft, command)
             }),
     );
-    let db = ledger_store::open_db(dir.path()).unwrap();
-    let log = db.open_tree("log").unwrap();
-    for env in &events {
-        let mut value = hex::decode(&env.hash).unwrap();
-        value.extend_from_slice(&env.canonical_bytes());
-        log.insert(keys::event(env.position), value).unwrap();
-    }
-    db.flush().unwrap();
-    drop(log);
-    drop(db);
+    write_log(dir.path(), &events);
     let (position, reason) = corrupt_at(dir.path(), &MasterKey::generate());
     assert_eq!(position, 3, "{reason}");
     assert!(reason.contains("apart"), "{reason}");
