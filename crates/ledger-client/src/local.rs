@@ -150,7 +150,7 @@ struct Inner {
     refresh_pending: AtomicBool,
     /// The probe found the log behind what was applied: start over.
     reset: tokio::sync::Notify,
-    /// The highest head the ledger itself has told (its snapshot's position,
+    /// The last head the ledger itself has told (its snapshot's position,
     /// then each probe's answer): what it acknowledged, published or not.
     told_head: AtomicU64,
     runtime: tokio::runtime::Handle,
