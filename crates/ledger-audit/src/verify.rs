@@ -927,15 +927,7 @@ impl Chain {
             }
             observer.before(&self.state, &d.event);
             self.state.position = at - 1;
-            let state = &mut self.state;
-            let applied =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.evolve(env)));
-            if let Err(panic) = applied {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
+            if let Err(why) = self.state.try_evolve(env) {
                 return Err(finding(at, FindingKind::ReplayPanicked, why));
             }
         }

@@ -465,7 +465,6 @@ impl Inner {
             Err(e) => return Err(format!("the ledger does not tell its head: {e}")),
         };
         if applied_before > head {
-            let applied = applied_before;
             // Events this verifier applied are not in the log (or stream)
             // any more: it was restored from a backup, or the stream was
             // recreated from another log. The subscription waits past them
@@ -473,7 +472,7 @@ impl Inner {
             // revocations in between would never arrive: start over.
             self.reset.notify_one();
             return Err(format!(
-                "the log's head {head} is behind the position {applied} this verifier applied: \
+                "the log's head {head} is behind the position {applied_before} this verifier applied: \
                  the log or the stream was reset; starting over from a snapshot"
             ));
         }

@@ -52,6 +52,26 @@ async fn verifier(c: &Client, max_staleness: Option<Duration>) -> LocalVerifier 
         .unwrap()
 }
 
+async fn revoke(c: &Client, token: Uuid) {
+    c.revoke_token(
+        WS,
+        RevokeToken {
+            token_id: token,
+            reason: None,
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The stream refuses new messages, then `token` is revoked: the ledger
+/// acknowledges the revocation, and no subscriber can hear of it.
+async fn revoke_unpublished(env: &Env, token: Uuid) {
+    let head = env.store.head_position();
+    cap_tokens_stream(&env.nats.url(), Some(i64::try_from(head).unwrap()), true).await;
+    revoke(&env.client, token).await;
+}
+
 /// Waits until `v` accepts `s` (it may need a proof first).
 async fn accepts(v: &LocalVerifier, s: &str) -> bool {
     wait_for_async(DEADLINE, || async { v.check(s).is_ok() }).await
@@ -127,19 +147,7 @@ async fn a_revocation_not_on_the_stream_makes_the_verifier_stale_and_a_bounded_o
     env.wait_published().await;
     assert!(accepts(&closed, &s).await, "{:?}", closed.check(&s));
 
-    // The stream refuses new messages: the ledger acknowledges the
-    // revocation, and no subscriber can hear of it.
-    let head = env.store.head_position();
-    cap_tokens_stream(&env.nats.url(), Some(i64::try_from(head).unwrap()), true).await;
-    c.revoke_token(
-        WS,
-        RevokeToken {
-            token_id: revoked,
-            reason: None,
-        },
-    )
-    .await
-    .unwrap();
+    revoke_unpublished(&env, revoked).await;
     assert!(!c.verify(&s).await.unwrap().is_active(), "the ledger knows");
 
     assert!(
@@ -311,16 +319,7 @@ async fn a_verifier_ahead_of_a_restored_ledger_starts_over() {
     let restored = reopen(backup.path());
     let server = Server::start(restored.clone(), env.nats.url()).await;
     let (revoked, s) = issue(&env.client, WS).await;
-    env.client
-        .revoke_token(
-            WS,
-            RevokeToken {
-                token_id: revoked,
-                reason: None,
-            },
-        )
-        .await
-        .unwrap();
+    revoke(&env.client, revoked).await;
     assert_eq!(restored.head_position(), 5);
     assert!(
         wait_for_async(DEADLINE, || async { v.check(&s) == Err(Reason::Revoked) }).await,
@@ -358,17 +357,7 @@ async fn a_ledger_that_goes_down_with_events_unpublished_leaves_the_verifier_sta
     env.wait_published().await;
     assert!(accepts(&v, &s).await, "{:?}", v.check(&s));
 
-    let head = env.store.head_position();
-    cap_tokens_stream(&env.nats.url(), Some(i64::try_from(head).unwrap()), true).await;
-    c.revoke_token(
-        WS,
-        RevokeToken {
-            token_id: revoked,
-            reason: None,
-        },
-    )
-    .await
-    .unwrap();
+    revoke_unpublished(&env, revoked).await;
     assert!(
         wait_for_async(DEADLINE, || async { v.check(&s) == Err(Reason::Stale) }).await,
         "{:?}",

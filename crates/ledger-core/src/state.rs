@@ -346,6 +346,22 @@ impl LedgerState {
         Ok(state)
     }
 
+    /// [`LedgerState::evolve`] for events read from bytes the ledger did not
+    /// just write (a log opened from disk, an export, the stream): an event
+    /// that breaks an invariant is an `Err` with the invariant's message, not
+    /// a panic. After an `Err` the state may be half-applied: discard it.
+    pub fn try_evolve(&mut self, event: &Envelope) -> Result<(), String> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.evolve(event))).map_err(
+            |panic| {
+                panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a broken invariant".to_owned())
+            },
+        )
+    }
+
     /// Applies one event. Events come from the log, so a mismatch is a bug:
     /// it panics rather than guess (TigerBeetle: a broken invariant is a crash).
     pub fn evolve(&mut self, event: &Envelope) {

@@ -14,9 +14,8 @@ pub struct Metrics {
 
 #[derive(Debug, Default)]
 struct Inner {
-    published_position: AtomicU64,
-    /// The same position, for tasks that wait on it (checkpoints).
-    published_watch: tokio::sync::watch::Sender<u64>,
+    /// Read by the status and waited on by the checkpoint task.
+    published_position: tokio::sync::watch::Sender<u64>,
     messages_sent: AtomicU64,
     resyncs: AtomicU64,
     publisher_running: AtomicBool,
@@ -65,7 +64,7 @@ impl Metrics {
     pub fn publisher_status(&self) -> PublisherStatus {
         let i = &self.inner;
         PublisherStatus {
-            published_position: i.published_position.load(Ordering::Acquire),
+            published_position: *i.published_position.borrow(),
             messages_sent: i.messages_sent.load(Ordering::Relaxed),
             resyncs: i.resyncs.load(Ordering::Relaxed),
             last_resync_reason: i.last_resync_reason.lock().expect("metrics lock").clone(),
@@ -75,7 +74,7 @@ impl Metrics {
 
     /// Highest position known to be in the stream at its own sequence.
     pub fn published_position(&self) -> u64 {
-        self.inner.published_position.load(Ordering::Acquire)
+        *self.inner.published_position.borrow()
     }
 
     /// True while every endpoint is subscribed and the server confirmed it.
@@ -121,10 +120,7 @@ impl Metrics {
     }
 
     pub(crate) fn set_published(&self, position: u64) {
-        self.inner
-            .published_position
-            .store(position, Ordering::Release);
-        self.inner.published_watch.send_if_modified(|p| {
+        self.inner.published_position.send_if_modified(|p| {
             let changed = *p != position;
             *p = position;
             changed
@@ -133,7 +129,7 @@ impl Metrics {
 
     /// Changes of [`Metrics::published_position`].
     pub(crate) fn watch_published(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.published_watch.subscribe()
+        self.inner.published_position.subscribe()
     }
 
     pub(crate) fn add_sent(&self, n: u64) {

@@ -98,20 +98,11 @@ impl DataKeys {
     /// The tokens of the first and the last live slot in the file (the
     /// oldest and the newest key), whatever order the index iterates in.
     pub(crate) fn first_and_last(&self) -> Vec<Uuid> {
-        let mut ends: Option<((u64, Uuid), (u64, Uuid))> = None;
-        for token in self.slots.keys() {
-            let slot = *self.slots.get(token).expect("indexed");
-            let here = (slot, *token);
-            ends = Some(match ends {
-                None => (here, here),
-                Some((lo, hi)) => (lo.min(here), hi.max(here)),
-            });
-        }
-        match ends {
-            None => Vec::new(),
-            Some((lo, hi)) if lo == hi => vec![lo.1],
-            Some((lo, hi)) => vec![lo.1, hi.1],
-        }
+        let first = self.slots.iter().min_by_key(|(_, slot)| **slot);
+        let last = self.slots.iter().max_by_key(|(_, slot)| **slot);
+        let mut tokens: Vec<Uuid> = first.into_iter().chain(last).map(|(t, _)| *t).collect();
+        tokens.dedup();
+        tokens
     }
 
     /// The wrapped key of a token, if it has one.

@@ -226,15 +226,6 @@ fn producers(ty: EventType) -> &'static [CommandName] {
     }
 }
 
-/// The message of a caught panic.
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a broken invariant")
-}
-
 /// Everything the replay of the log rebuilds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Recovered {
@@ -270,21 +261,14 @@ pub(crate) fn recover(
         crate::read::links(&env, &prev)?;
         check_order(&state, &env)?;
         remember(&mut idempotency, &mut streams, &env)?;
-        // `evolve` asserts the domain's invariants and panics on an event
-        // that breaks one. A log is bytes on disk, and a well-chained log can
-        // still hold such an event (its chain is not keyed): refuse it by
-        // position like any corruption, not abort the process. The state is
-        // thrown away with the error, so a half-applied event goes nowhere.
-        let position = env.position;
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.evolve(&env))).map_err(
-            |panic| StoreError::Corrupt {
-                position,
-                reason: format!(
-                    "an event the ledger's rules could not have produced: {}",
-                    panic_text(panic.as_ref())
-                ),
-            },
-        )?;
+        // A log is bytes on disk, and a well-chained log can still hold an
+        // event that breaks an invariant (its chain is not keyed): refuse it
+        // by position like any corruption, not abort the process. The state
+        // is thrown away with the error, so a half-applied event goes nowhere.
+        state.try_evolve(&env).map_err(|why| StoreError::Corrupt {
+            position: env.position,
+            reason: format!("an event the ledger's rules could not have produced: {why}"),
+        })?;
         prev = env.hash;
         Ok(())
     })?;

@@ -405,17 +405,24 @@ pub(crate) fn check_signature(
     }
 }
 
-/// A proof's verdict stands on the checkpoint's signature: without a key it
-/// is refused, unless the caller asked for the unsigned check (`--unsigned`).
-fn require_key(key: Option<&VerifierKey>, unsigned: bool) -> Result<(), Failure> {
-    if key.is_none() && !unsigned {
-        return Err(Failure::invalid(
+/// The key a proof's checkpoints are checked with ([`trusted_key`]). A
+/// proof's verdict stands on the signature: without a key it is refused,
+/// unless the caller asked for the unsigned check (`--unsigned`: no key).
+fn proof_key(
+    arg: Option<&str>,
+    data_dir: Option<&Path>,
+    unsigned: bool,
+) -> Result<Option<VerifierKey>, Failure> {
+    if unsigned {
+        return Ok(None);
+    }
+    trusted_key(arg, data_dir)?.map(Some).ok_or_else(|| {
+        Failure::invalid(
             "key",
             "no verifier key: pass --key (the output of `tokenledger audit key`), or \
              --unsigned to check the proof alone (it then says nothing about who signed)",
-        ));
-    }
-    Ok(())
+        )
+    })
 }
 
 pub(crate) fn warn(warnings: &[String]) {
@@ -990,15 +997,11 @@ fn verify_proof(args: VerifyProofArgs, ctx: &Ctx) -> Result<(), Failure> {
     .map_err(|e| Failure::invalid("proof", format!("not an inclusion proof: {e}")))?;
     let signed = checkpoint_file(&args.checkpoint)?;
     // As `consistency`: --key, else the data dir's key when there is one.
-    let key = if args.unsigned {
-        None
-    } else {
-        trusted_key(
-            args.key.as_deref(),
-            ctx.data_dir.is_dir().then_some(ctx.data_dir.as_path()),
-        )?
-    };
-    require_key(key.as_ref(), args.unsigned)?;
+    let key = proof_key(
+        args.key.as_deref(),
+        ctx.data_dir.is_dir().then_some(ctx.data_dir.as_path()),
+        args.unsigned,
+    )?;
     check_signature(
         &signed,
         key.as_ref(),
@@ -1058,15 +1061,11 @@ fn consistency(args: ConsistencyArgs, ctx: &Ctx) -> Result<(), Failure> {
     let new = checkpoint_file(&args.new)?;
     // The data dir's key also checks a given proof's checkpoints, when there
     // is a data dir (a proof can be checked far from any).
-    let key = if args.unsigned {
-        None
-    } else {
-        trusted_key(
-            args.key.as_deref(),
-            (args.proof.is_none() || ctx.data_dir.is_dir()).then_some(ctx.data_dir.as_path()),
-        )?
-    };
-    require_key(key.as_ref(), args.unsigned)?;
+    let key = proof_key(
+        args.key.as_deref(),
+        (args.proof.is_none() || ctx.data_dir.is_dir()).then_some(ctx.data_dir.as_path()),
+        args.unsigned,
+    )?;
     check_signature(
         &old,
         key.as_ref(),
